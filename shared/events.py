@@ -1,0 +1,294 @@
+"""The event catalogue: every message on the bus is one of these types.
+
+Each event is a frozen, keyword-only ``msgspec.Struct`` tagged ``<name>.v<N>``. The subject an event travels on is
+derived from its tag (``proposal.created.v1`` -> ``asiarch.proposal.created``) and the stream's subject filter from
+the same prefix, so no subject string is spelled anywhere else. Evolve additively (new fields need defaults); a
+breaking change is a new ``vN+1`` type plus an upcaster, and a golden payload per version pins the wire format.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import ClassVar, Literal, Union
+
+import msgspec
+
+STREAM_NAME = "ASIARCH"
+SUBJECT_PREFIX = "asiarch"
+STREAM_SUBJECTS = [f"{SUBJECT_PREFIX}.>"]
+DLQ_PREFIX = f"{SUBJECT_PREFIX}.dlq"
+
+# Namespace for ids derived from a cause, so a re-run handler emits the same ids and JetStream drops the repeats.
+_DERIVED_ID_NAMESPACE = uuid.UUID("5b0c3a51-2f3e-4d8e-9a55-6a1f1c1f7e01")
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def derived_event_id(cause_id: str, producer: str, index: int) -> str:
+    """A stable id for the ``index``-th event that ``producer`` emits in reaction to event ``cause_id``."""
+    return uuid.uuid5(_DERIVED_ID_NAMESPACE, f"{cause_id}/{producer}/{index}").hex
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """The common envelope. Subclasses set ``tag`` to ``<name>.v<N>``."""
+
+    event_id: str
+    occurred_at: dt.datetime
+    producer: str
+    campaign_id: str
+    experiment_id: str = ""
+    correlation_id: str = ""
+    causation_id: str = ""
+
+    # The newest version of each event name; a payload of an older version is upcast before use.
+    version: ClassVar[int] = 1
+
+    @classmethod
+    def type_tag(cls) -> str:
+        return str(cls.__struct_config__.tag)
+
+    @classmethod
+    def event_name(cls) -> str:
+        """``proposal.created`` for the tag ``proposal.created.v1``."""
+        return cls.type_tag().rsplit(".v", 1)[0]
+
+    @classmethod
+    def subject(cls) -> str:
+        return f"{SUBJECT_PREFIX}.{cls.event_name()}"
+
+
+# --- payload parts ------------------------------------------------------------------------------------------------
+
+
+class Budget(msgspec.Struct, frozen=True, kw_only=True):
+    experiments: int
+    gpu_hours: float = 0.0
+    cpu_hours: float = 0.0
+
+
+class LlmUsage(msgspec.Struct, frozen=True, kw_only=True):
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+
+
+class CurvePoint(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    step: int
+    tokens: int
+    loss: float
+
+
+class ReportSection(msgspec.Struct, frozen=True, kw_only=True):
+    title: str
+    body: str
+
+
+# --- the catalogue -------------------------------------------------------------------------------------------------
+
+
+class CampaignStarted(Event, frozen=True, kw_only=True, tag="campaign.started.v1"):
+    profile: str
+    budget: Budget
+    llm_model: str
+    seed: int = 0
+
+
+class CampaignStopped(Event, frozen=True, kw_only=True, tag="campaign.stopped.v1"):
+    reason: str
+
+
+class ProposalCreated(Event, frozen=True, kw_only=True, tag="proposal.created.v1"):
+    name: str
+    motivation: str
+    code: str
+    parent_ids: tuple[str, ...] = ()
+    cognition_ids: tuple[str, ...] = ()
+    llm: LlmUsage | None = None
+
+
+RejectionReason = Literal["duplicate", "novelty", "causality", "complexity", "params", "syntax", "contract"]
+
+
+class ProposalRejected(Event, frozen=True, kw_only=True, tag="proposal.rejected.v1"):
+    reason: RejectionReason
+    detail: str
+
+
+class TrainStarted(Event, frozen=True, kw_only=True, tag="train.started.v1"):
+    attempt: int
+    worker_host: str
+    device: str
+    profile: str = ""
+
+
+class TrainSucceeded(Event, frozen=True, kw_only=True, tag="train.succeeded.v1"):
+    attempt: int
+    profile: str
+    curve: tuple[CurvePoint, ...]
+    train_loss: float
+    val_loss: float
+    benchmarks: dict[str, float]
+    params: int
+    tokens: int
+    tokens_per_s: float
+    device: str
+    gpu_seconds: float
+    cpu_core_seconds: float
+    checkpoint_path: str
+    worker_host: str = ""
+
+
+ErrorKind = Literal[
+    "syntax",
+    "contract",
+    "causality",
+    "complexity",
+    "params",
+    "batch",
+    "efficiency",
+    "nan",
+    "timeout",
+    "memory",
+    "runtime",
+]
+
+
+class TrainFailed(Event, frozen=True, kw_only=True, tag="train.failed.v1"):
+    attempt: int
+    error_kind: ErrorKind
+    message: str
+    traceback: str = ""
+    log_tail: str = ""
+    code: str = ""
+    device_seconds: float = 0.0
+    worker_host: str = ""
+
+
+class DebugPatched(Event, frozen=True, kw_only=True, tag="debug.patched.v1"):
+    attempt: int
+    diagnosis: str
+    code: str
+    diff: str
+    llm: LlmUsage | None = None
+
+
+class DebugGaveUp(Event, frozen=True, kw_only=True, tag="debug.gave_up.v1"):
+    attempts: int
+    last_error_kind: str
+    last_error: str
+
+
+class AnalysisCreated(Event, frozen=True, kw_only=True, tag="analysis.created.v1"):
+    sections: tuple[ReportSection, ...]
+    compared_with: tuple[str, ...]
+    gallery_path: str
+    llm: LlmUsage | None = None
+
+
+class JudgeScored(Event, frozen=True, kw_only=True, tag="judge.scored.v1"):
+    performance: int
+    innovation: int
+    complexity: int
+    weighted: float
+    rationale: str
+    llm: LlmUsage | None = None
+
+
+class FitnessComputed(Event, frozen=True, kw_only=True, tag="fitness.computed.v1"):
+    loss_term: float
+    benchmark_term: float
+    judge_term: float
+    total: float
+
+
+class DeadLettered(Event, frozen=True, kw_only=True, tag="dead_lettered.v1"):
+    """A message a consumer could not handle. It travels on ``asiarch.dlq.<original subject>``."""
+
+    original_subject: str
+    original_payload: bytes
+    consumer: str
+    deliveries: int
+    error: str
+
+    @classmethod
+    def subject(cls) -> str:  # pragma: no cover - the subject depends on the instance, see dlq_subject()
+        raise TypeError("a dead letter's subject depends on the original subject: use dlq_subject()")
+
+
+AnyEvent = Union[
+    CampaignStarted,
+    CampaignStopped,
+    ProposalCreated,
+    ProposalRejected,
+    TrainStarted,
+    TrainSucceeded,
+    TrainFailed,
+    DebugPatched,
+    DebugGaveUp,
+    AnalysisCreated,
+    JudgeScored,
+    FitnessComputed,
+    DeadLettered,
+]
+
+CATALOGUE: tuple[type[Event], ...] = AnyEvent.__args__  # type: ignore[attr-defined]
+DOMAIN_EVENTS: tuple[type[Event], ...] = tuple(t for t in CATALOGUE if t is not DeadLettered)
+BY_SUBJECT: dict[str, type[Event]] = {t.subject(): t for t in DOMAIN_EVENTS}
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(AnyEvent)
+
+
+class EventDecodeError(ValueError):
+    """The bytes are not a valid event of the catalogue."""
+
+
+def encode(event: Event) -> bytes:
+    return _ENCODER.encode(event)
+
+
+def decode(payload: bytes) -> Event:
+    try:
+        return _DECODER.decode(payload)
+    except msgspec.DecodeError as exc:  # ValidationError is a subclass
+        raise EventDecodeError(str(exc)) from exc
+
+
+def subject_of(event: Event) -> str:
+    if isinstance(event, DeadLettered):
+        return dlq_subject(event.original_subject)
+    return type(event).subject()
+
+
+def dlq_subject(original_subject: str) -> str:
+    suffix = original_subject.removeprefix(f"{SUBJECT_PREFIX}.")
+    return f"{DLQ_PREFIX}.{suffix}"
+
+
+def is_dlq_subject(subject: str) -> bool:
+    return subject.startswith(f"{DLQ_PREFIX}.")
+
+
+def caused_by(cause: Event, producer: str, index: int = 0) -> dict[str, str | dt.datetime]:
+    """Envelope fields for an event that ``producer`` emits in reaction to ``cause``.
+
+    The id is derived from the cause, so a handler re-run after a crash emits the same ids and the server's
+    de-duplication keeps one copy.
+    """
+    return {
+        "event_id": derived_event_id(cause.event_id, producer, index),
+        "occurred_at": utc_now(),
+        "producer": producer,
+        "campaign_id": cause.campaign_id,
+        "experiment_id": cause.experiment_id,
+        "correlation_id": cause.correlation_id or cause.event_id,
+        "causation_id": cause.event_id,
+    }

@@ -1,0 +1,53 @@
+"""Settings read from the environment (prefix ``ASIARCH_``), validated on construction.
+
+Each service subclasses ``ServiceSettings`` and sets its own defaults; nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Each service's HTTP port (health, metrics, and for memory the query API) on the embedded stack.
+DEFAULT_HTTP_PORTS: dict[str, int] = {
+    "researcher": 9101,
+    "engineer": 9102,
+    "debugger": 9103,
+    "analyst": 9104,
+    "judge": 9105,
+    "memory": 9106,
+}
+SERVICE_NAMES: tuple[str, ...] = tuple(DEFAULT_HTTP_PORTS)
+
+
+class CommonSettings(BaseSettings):
+    """What every process needs to reach the stack."""
+
+    model_config = SettingsConfigDict(env_prefix="ASIARCH_", extra="ignore")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    mongo_uri: str = "mongodb://127.0.0.1:27017"
+    mongo_db: str = "asiarch"
+    data_dir: Path = Path("var")
+    # Seconds the server remembers a message id, so a re-published event is stored once.
+    duplicate_window_s: float = Field(default=6 * 3600, gt=0)
+
+
+class ServiceSettings(CommonSettings):
+    """A service's settings; subclasses override ``service_name`` and the port default."""
+
+    service_name: str = ""
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, le=65535)
+    # JetStream delivery policy for the service's durable consumer.
+    max_deliver: int = Field(default=5, ge=1)
+    ack_wait_s: float = Field(default=60.0, gt=0)
+    # Backoff between redeliveries after a transient failure, in seconds (last value repeats).
+    retry_backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0)
+    # How many messages one instance handles at once.
+    concurrency: int = Field(default=1, ge=1)
+
+    def resolved_http_port(self) -> int:
+        return self.http_port or DEFAULT_HTTP_PORTS.get(self.service_name, 0)
