@@ -6,6 +6,7 @@ Used by ``asiarch up`` and by the tests. Every process is started in its own ses
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -93,10 +94,8 @@ def stop_process_group(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def spawn(name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

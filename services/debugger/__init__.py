@@ -1,0 +1,1 @@
+"""Debugger: patches failed mixers with the LLM, within a bounded number of attempts."""

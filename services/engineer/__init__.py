@@ -1,0 +1,1 @@
+"""Engineer: checks and trains proposed mixers in a sandbox, reports the outcome."""

@@ -1,0 +1,1 @@
+"""Researcher: proposes new mixers from memory and the local LLM."""

@@ -1,0 +1,32 @@
+"""Debugger's handler: a failed attempt gets a patch while attempts remain, else the debugger gives up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from shared.bus import Delivery
+from shared.events import DebugGaveUp, DebugPatched, Event, TrainFailed, caused_by
+
+PRODUCER = "debugger"
+
+
+class Patcher(Protocol):
+    """Proposes a minimal patch for a failure; ``None`` when it has none to offer."""
+
+    async def patch(self, failure: TrainFailed) -> DebugPatched | None: ...
+
+
+async def on_train_failed(
+    patcher: Patcher | None, max_attempts: int, event: Event, delivery: Delivery
+) -> Sequence[Event]:
+    assert isinstance(event, TrainFailed)
+    if patcher is not None and event.attempt < max_attempts:
+        patched = await patcher.patch(event)
+        if patched is not None:
+            return (patched,)
+    gave_up = DebugGaveUp(
+        **caused_by(event, PRODUCER), attempts=event.attempt, last_error_kind=event.error_kind,
+        last_error=event.message,
+    )
+    return (gave_up,)

@@ -1,0 +1,45 @@
+"""Judge's handler: the LLM gives three 1–10 scores; the weighted score is computed here, never by the LLM."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.bus import Delivery
+from shared.events import Event, JudgeScored, LlmUsage, TrainSucceeded, caused_by
+
+PRODUCER = "judge"
+WEIGHTS = {"performance": 0.3, "innovation": 0.25, "complexity": 0.45}
+
+
+@dataclass(frozen=True)
+class Scores:
+    performance: int
+    innovation: int
+    complexity: int
+    rationale: str
+    llm: LlmUsage | None = None
+
+    def __post_init__(self) -> None:
+        for name in WEIGHTS:
+            value = getattr(self, name)
+            if not 1 <= value <= 10:
+                raise ValueError(f"{name} score {value} is outside 1–10")
+
+    def weighted(self) -> float:
+        return sum(weight * getattr(self, name) for name, weight in WEIGHTS.items())
+
+
+class Scorer(Protocol):
+    async def score(self, run: TrainSucceeded) -> Scores: ...
+
+
+async def on_train_succeeded(scorer: Scorer, event: Event, delivery: Delivery) -> Sequence[Event]:
+    assert isinstance(event, TrainSucceeded)
+    scores = await scorer.score(event)
+    scored = JudgeScored(
+        **caused_by(event, PRODUCER), performance=scores.performance, innovation=scores.innovation,
+        complexity=scores.complexity, weighted=scores.weighted(), rationale=scores.rationale, llm=scores.llm,
+    )
+    return (scored,)

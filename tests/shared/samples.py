@@ -1,0 +1,67 @@
+"""One fixed instance of every event type: the golden payloads are these, encoded."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from shared.events import (
+    AnalysisCreated,
+    Budget,
+    CampaignStarted,
+    CampaignStopped,
+    CurvePoint,
+    DeadLettered,
+    DebugGaveUp,
+    DebugPatched,
+    Event,
+    FitnessComputed,
+    JudgeScored,
+    LlmUsage,
+    ProposalCreated,
+    ProposalRejected,
+    ReportSection,
+    TrainFailed,
+    TrainStarted,
+    TrainSucceeded,
+)
+
+AT = dt.datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
+
+
+def envelope(n: int, experiment: str = "exp-1") -> dict[str, object]:
+    return {
+        "event_id": f"{n:032x}", "occurred_at": AT, "producer": "test", "campaign_id": "camp-1",
+        "experiment_id": experiment, "correlation_id": "corr-1", "causation_id": f"{n - 1:032x}" if n > 1 else "",
+    }
+
+
+CODE = "import torch\n\nclass Mixer(torch.nn.Module):\n    pass\n"
+LLM = LlmUsage(model="qwen2.5-coder-0.5b", prompt_tokens=812, completion_tokens=344, latency_s=6.25)
+
+SAMPLES: list[Event] = [
+    CampaignStarted(**envelope(1, ""), profile="smoke", budget=Budget(experiments=20, gpu_hours=0.0, cpu_hours=2.5),
+                    llm_model="qwen2.5-coder-0.5b", seed=7),
+    ProposalCreated(**envelope(2), name="gated-delta-mix", motivation="Gate the delta rule per head.", code=CODE,
+                    parent_ids=("exp-0",), cognition_ids=("cog-deltanet",), llm=LLM),
+    ProposalRejected(**envelope(3), reason="duplicate", detail="cosine 0.97 to exp-0"),
+    TrainStarted(**envelope(4), attempt=1, worker_host="ws-1", device="cpu", profile="smoke"),
+    TrainFailed(**envelope(5), attempt=1, error_kind="nan", message="loss is NaN at step 12",
+                traceback="Traceback (most recent call last):\n  ...\n", log_tail="step 12 loss nan", code=CODE,
+                device_seconds=3.5, worker_host="ws-1"),
+    DebugPatched(**envelope(6), attempt=2, diagnosis="exp overflow; clamp the gate", code=CODE,
+                 diff="--- a\n+++ b\n@@ -1 +1 @@\n-x\n+y\n", llm=LLM),
+    TrainSucceeded(**envelope(7), attempt=2, profile="smoke",
+                   curve=(CurvePoint(step=0, tokens=0, loss=5.5), CurvePoint(step=10, tokens=20480, loss=3.25)),
+                   train_loss=3.25, val_loss=3.5, benchmarks={"lambada": 0.125, "mqar": 0.5}, params=1_048_576,
+                   tokens=204_800, tokens_per_s=12_000.5, device="cpu", gpu_seconds=0.0, cpu_core_seconds=34.0,
+                   checkpoint_path="runs/exp-1/ckpt.pt", worker_host="ws-1"),
+    DebugGaveUp(**envelope(8, "exp-2"), attempts=3, last_error_kind="timeout", last_error="ran past 600 s"),
+    AnalysisCreated(**envelope(9), sections=(ReportSection(title="What worked", body="The gate."),),
+                    compared_with=("exp-0",), gallery_path="gallery/exp-1", llm=LLM),
+    JudgeScored(**envelope(10), performance=6, innovation=7, complexity=5, weighted=5.8, rationale="Solid.",
+                llm=LLM),
+    FitnessComputed(**envelope(11), loss_term=0.6, benchmark_term=0.55, judge_term=0.53, total=1.68),
+    CampaignStopped(**envelope(12, ""), reason="budget reached"),
+    DeadLettered(**envelope(13), original_subject="asiarch.train.failed", original_payload=b"\x00not json",
+                 consumer="debugger", deliveries=5, error="undecodable event"),
+]
