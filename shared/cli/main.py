@@ -1,0 +1,147 @@
+"""The ``asiarch`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shared.cli import stack
+from shared.cli.tail import tail
+from shared.errors import AsiarchError
+from shared.settings import SERVICE_NAMES
+
+app = typer.Typer(
+    name="asiarch", help="A local lab that discovers linear-attention token mixers.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+events_app = typer.Typer(help="Read the event stream.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+out = Console()
+err = Console(stderr=True)
+
+DataDirOption = Annotated[
+    Optional[Path], typer.Option("--data-dir", help="Where the stack keeps its state (default ./var or $ASIARCH_DATA_DIR).")
+]
+
+
+def resolve_data_dir(data_dir: Path | None) -> tuple[stack.StackSettings, Path]:
+    settings = stack.StackSettings()
+    return settings, (data_dir or settings.data_dir)
+
+
+def require_running(data_dir: Path) -> stack.StackState:
+    state = stack.running_state(data_dir)
+    if state is None:
+        raise stack.StackError(f"no stack is running in {data_dir}; start one with `asiarch up`")
+    return state
+
+
+@app.command()
+def up(
+    data_dir: DataDirOption = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every component to be healthy.")] = 120.0,
+) -> None:
+    """Start the embedded stack (NATS, the store, the six services) in the background, supervised."""
+    settings, data_dir = resolve_data_dir(data_dir)
+    data_dir = stack.check_writable(data_dir)
+    existing = stack.running_state(data_dir)
+    if existing is not None:
+        raise stack.StackError(f"a stack already runs in {data_dir} (supervisor pid {existing.supervisor_pid})")
+    started = time.monotonic()
+    proc = stack.launch(settings, data_dir)
+    with out.status("starting nats, the store and the services…") as status:
+        def progress(ready: dict[str, bool]) -> None:
+            waiting = [name for name, ok in ready.items() if not ok]
+            status.update(f"waiting for {', '.join(waiting)}" if waiting else "all healthy")
+
+        state = stack.wait_until_healthy(proc, data_dir, timeout, progress)
+    out.print(f"[green]stack up[/] in {time.monotonic() - started:.1f} s — data in {data_dir}")
+    out.print(f"  nats  {state.nats_url}\n  store {state.mongo_uri}")
+    for name in SERVICE_NAMES:
+        out.print(f"  {name:<10} http://127.0.0.1:{state.services[name].port}/healthz")
+
+
+@app.command()
+def down(data_dir: DataDirOption = None) -> None:
+    """Stop the embedded stack and every process it started."""
+    _, data_dir = resolve_data_dir(data_dir)
+    state = require_running(data_dir)
+    with out.status("stopping the services, the store and nats…"):
+        killed = stack.stop_stack(state)
+    if killed:
+        err.print(f"[yellow]had to kill {len(killed)} process(es) that ignored SIGTERM: {killed}[/]")
+    out.print("[green]stack down[/]")
+
+
+@app.command()
+def status(
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of tables.")] = False,
+) -> None:
+    """Health of every component, the stream's size and each consumer's backlog."""
+    _, data_dir = resolve_data_dir(data_dir)
+    report = stack.collect_status(require_running(data_dir))
+    if as_json:
+        body = {
+            "healthy": report.healthy, "stream_messages": report.stream_messages,
+            "components": {name: {"ok": ok, "detail": detail} for name, (ok, detail) in report.components.items()},
+            "consumers": {name: asdict(c) for name, c in report.consumers.items()},
+        }
+        out.print_json(json.dumps(body))
+    else:
+        print_status(report)
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
+def print_status(report: stack.StackStatus) -> None:
+    components = Table("component", "health", "detail", title="components")
+    for name, (ok, detail) in report.components.items():
+        components.add_row(name, "[green]ok[/]" if ok else "[red]down[/]", detail)
+    out.print(components)
+    out.print(f"stream ASIARCH: {report.stream_messages} messages")
+    consumers = Table("consumer", "pending", "ack pending", "delivered up to seq", title="consumers")
+    for name, c in sorted(report.consumers.items()):
+        consumers.add_row(name, str(c.pending), str(c.ack_pending), str(c.delivered))
+    out.print(consumers)
+
+
+@events_app.command("tail")
+def events_tail(
+    subject: Annotated[Optional[str], typer.Option(help="Only this subject, e.g. train.failed or train.*")] = None,
+    from_start: Annotated[bool, typer.Option("--from-start", help="Replay the stream from its first event.")] = False,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many events.")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Print events as they arrive, one line each."""
+    _, data_dir = resolve_data_dir(data_dir)
+    state = require_running(data_dir)
+    try:
+        asyncio.run(tail(state.nats_url, subject, from_start, limit, lambda line: print(line, flush=True)))
+    except KeyboardInterrupt:
+        pass
+
+
+def run() -> None:
+    """Console-script entry: deliberate errors print one clear line, never a traceback."""
+    try:
+        app()
+    except AsiarchError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

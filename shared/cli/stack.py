@@ -1,0 +1,187 @@
+"""``asiarch up|down|status``: the embedded stack seen from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from pydantic import Field
+
+from shared import bus
+from shared.embedded import port_in_use, spawn
+from shared.errors import AsiarchError, ConfigError
+from shared.settings import DEFAULT_HTTP_PORTS, SERVICE_NAMES, CommonSettings
+from shared.supervisor import STATE_FILE, StackState, pid_alive
+
+
+class StackError(AsiarchError):
+    code = "stack"
+
+
+class StackSettings(CommonSettings):
+    nats_port: int = Field(default=4222, ge=1, le=65535)
+    mongo_port: int = Field(default=27017, ge=1, le=65535)
+    http_ports: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_HTTP_PORTS))
+    # Set only when a real MongoDB should be used instead of the embedded store.
+    external_mongo_uri: str | None = Field(default=None, validation_alias="ASIARCH_MONGO_URI")
+
+
+def check_writable(data_dir: Path) -> Path:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"data dir {data_dir} is not writable: {exc.strerror or exc}") from exc
+    return data_dir.resolve()
+
+
+def check_ports_free(settings: StackSettings) -> None:
+    wanted = {"nats (ASIARCH_NATS_PORT)": settings.nats_port}
+    if settings.external_mongo_uri is None:
+        wanted["store (ASIARCH_MONGO_PORT)"] = settings.mongo_port
+    wanted.update({f"{name} (ASIARCH_HTTP_PORTS)": settings.http_ports[name] for name in SERVICE_NAMES})
+    busy = [f"{port} for {what}" for what, port in wanted.items() if port_in_use(port)]
+    if busy:
+        raise ConfigError("port in use: " + ", ".join(busy) + "; stop what holds it or choose another port")
+
+
+def running_state(data_dir: Path) -> StackState | None:
+    """The state of a live stack in ``data_dir``; a stale state file (supervisor gone) is removed."""
+    state = StackState.read(data_dir)
+    if state is None:
+        return None
+    if not pid_alive(state.supervisor_pid):
+        (data_dir / STATE_FILE).unlink(missing_ok=True)
+        return None
+    return state
+
+
+# --- up ---------------------------------------------------------------------------------------------------------------
+
+
+def launch(settings: StackSettings, data_dir: Path) -> subprocess.Popen[bytes]:
+    missing = [name for name in SERVICE_NAMES if name not in settings.http_ports]
+    if missing:
+        raise ConfigError(f"ASIARCH_HTTP_PORTS has no port for {', '.join(missing)}")
+    check_ports_free(settings)
+    config = {
+        "data_dir": str(data_dir), "nats_port": settings.nats_port, "store_port": settings.mongo_port,
+        "http_ports": settings.http_ports, "mongo_uri": settings.external_mongo_uri,
+    }
+    argv = [sys.executable, "-m", "shared.supervisor", json.dumps(config)]
+    return spawn("supervisor", argv, data_dir / "logs" / "supervisor.log")
+
+
+def health(port: int, timeout_s: float = 1.0) -> tuple[bool, str]:
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        return False, type(exc).__name__
+    return response.status_code == 200, response.json().get("status", str(response.status_code))
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def wait_until_healthy(proc: subprocess.Popen[bytes], data_dir: Path, timeout_s: float, on_progress) -> StackState:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"the stack failed to start:\n{log_tail(data_dir / 'logs' / 'supervisor.log')}")
+        state = StackState.read(data_dir)
+        if state is not None and state.status == "running":
+            ready = {name: health(child.port)[0] for name, child in state.services.items()}
+            on_progress(ready)
+            if all(ready.values()):
+                return state
+        time.sleep(0.25)
+    raise StackError(f"not all services were healthy after {timeout_s:.0f} s; see {data_dir / 'logs'}")
+
+
+# --- down -------------------------------------------------------------------------------------------------------------
+
+
+def stop_stack(state: StackState, timeout_s: float = 60.0) -> list[int]:
+    """SIGTERM the supervisor and wait; kill by PID whatever is left. Returns the PIDs that had to be killed."""
+    try:
+        os.kill(state.supervisor_pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in state.all_pids()):
+        time.sleep(0.1)
+    killed = [pid for pid in state.all_pids() if pid_alive(pid)]
+    for pid in killed:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    (Path(state.data_dir) / STATE_FILE).unlink(missing_ok=True)
+    return killed
+
+
+# --- status -----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConsumerStatus:
+    pending: int
+    ack_pending: int
+    delivered: int
+
+
+@dataclass
+class StackStatus:
+    components: dict[str, tuple[bool, str]]
+    stream_messages: int
+    consumers: dict[str, ConsumerStatus]
+
+    @property
+    def healthy(self) -> bool:
+        return all(ok for ok, _ in self.components.values())
+
+
+async def read_bus_status(nats_url: str) -> tuple[int, dict[str, ConsumerStatus]]:
+    nc = await bus.connect(nats_url, "asiarch-status", connect_timeout_s=2)
+    try:
+        js = nc.jetstream()
+        _, _, messages = await bus.stream_bounds(js)
+        consumers = {}
+        for info in await js.consumers_info(bus.STREAM_NAME):
+            consumers[info.name] = ConsumerStatus(
+                pending=int(info.num_pending or 0), ack_pending=int(info.num_ack_pending or 0),
+                delivered=int(info.delivered.stream_seq if info.delivered else 0),
+            )
+        return messages, consumers
+    finally:
+        await nc.close()
+
+
+def collect_status(state: StackState) -> StackStatus:
+    components: dict[str, tuple[bool, str]] = {}
+    for name, server in state.servers.items():
+        alive = pid_alive(server.pid) and port_in_use(server.port)
+        components[name] = (alive, f"pid {server.pid}, port {server.port}" if alive else "down")
+    for name, child in state.services.items():
+        ok, detail = health(child.port)
+        components[name] = (ok, f"{detail}, pid {child.pid}, port {child.port}, restarts {child.restarts}")
+    try:
+        messages, consumers = asyncio.run(read_bus_status(state.nats_url))
+    except Exception as exc:  # the status command reports a broken bus rather than crashing on it
+        components["stream"] = (False, f"unreachable: {exc}")
+        return StackStatus(components, 0, {})
+    return StackStatus(components, messages, consumers)

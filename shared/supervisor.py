@@ -1,0 +1,232 @@
+"""The embedded stack's supervisor: nats-server, the store and the six services as child processes.
+
+It runs in the foreground of its own process (``asiarch up`` starts it detached). A service that exits is restarted
+with exponential backoff and logged; SIGTERM stops the services, then the store, then NATS. The state file
+(``<data dir>/stack.json``) holds every PID and port, so ``status`` and ``down`` find them without guessing names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from shared.embedded import ServerProcess, spawn, start_mongo, start_nats, stop_process_group
+from shared.settings import SERVICE_NAMES
+
+log = logging.getLogger("asiarch.supervisor")
+
+STATE_FILE = "stack.json"
+STABLE_AFTER_S = 60.0
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class StackPorts:
+    nats: int = 4222
+    store: int = 27017
+    http: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ChildState:
+    pid: int
+    port: int
+    restarts: int = 0
+    started_at: float = 0.0
+
+
+@dataclass
+class StackState:
+    supervisor_pid: int
+    data_dir: str
+    nats_url: str
+    mongo_uri: str
+    embedded_store: bool
+    status: str = "starting"
+    servers: dict[str, ChildState] = field(default_factory=dict)
+    services: dict[str, ChildState] = field(default_factory=dict)
+
+    def all_pids(self) -> list[int]:
+        return [self.supervisor_pid] + [c.pid for c in (*self.servers.values(), *self.services.values())]
+
+    @classmethod
+    def read(cls, data_dir: Path) -> StackState | None:
+        path = data_dir / STATE_FILE
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        raw["servers"] = {k: ChildState(**v) for k, v in raw["servers"].items()}
+        raw["services"] = {k: ChildState(**v) for k, v in raw["services"].items()}
+        return cls(**raw)
+
+    def write(self, data_dir: Path) -> None:
+        tmp = data_dir / f"{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(data_dir / STATE_FILE)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Supervised:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    restarts: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    restart_at: float | None = None
+
+
+class Supervisor:
+    def __init__(self, data_dir: Path, ports: StackPorts, mongo_uri: str | None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.ports = ports
+        self.external_mongo_uri = mongo_uri
+        self.servers: dict[str, ServerProcess] = {}
+        self.children: dict[str, Supervised] = {}
+        self.stopping = False
+
+    # --- start -----------------------------------------------------------------------------------------------------
+
+    def start(self) -> StackState:
+        self.servers["nats"] = start_nats(self.data_dir, self.ports.nats)
+        if self.external_mongo_uri is None:
+            self.servers["store"] = start_mongo(self.data_dir, self.ports.store)
+        self.state("starting")
+        for name in SERVICE_NAMES:
+            self.children[name] = Supervised(name, self.ports.http[name], self.spawn_service(name))
+        return self.state("running")
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.ports.nats}"
+
+    @property
+    def mongo_uri(self) -> str:
+        return self.external_mongo_uri or f"mongodb://127.0.0.1:{self.ports.store}"
+
+    def service_env(self, name: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "ASIARCH_NATS_URL": self.nats_url, "ASIARCH_MONGO_URI": self.mongo_uri,
+            "ASIARCH_DATA_DIR": str(self.data_dir), "ASIARCH_HTTP_PORT": str(self.ports.http[name]),
+            "ASIARCH_HTTP_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1",
+        })
+        # Only the engineer trains; the others stay on one thread so they don't fight it for the cores.
+        if name != "engineer":
+            env.setdefault("OMP_NUM_THREADS", "1")
+        return env
+
+    def spawn_service(self, name: str) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "-m", f"services.{name}"]
+        return spawn(name, argv, self.data_dir / "logs" / f"{name}.log", env=self.service_env(name))
+
+    # --- watch -----------------------------------------------------------------------------------------------------
+
+    def watch_once(self) -> bool:
+        """Restart what died; True when the state changed."""
+        changed = False
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.proc = self.spawn_service(child.name)
+                    child.started_at, child.restart_at = now, None
+                    child.restarts += 1
+                    log.info("restarted %s (pid %d, restart %d)", child.name, child.proc.pid, child.restarts)
+                    changed = True
+                continue
+            code = child.proc.poll()
+            if code is None:
+                continue
+            delay = self.backoff(child, now)
+            log.error("%s exited with code %s; restarting in %.1f s (see logs/%s.log)", child.name, code, delay,
+                      child.name)
+            child.restart_at = now + delay
+        for name, server in self.servers.items():
+            if server.proc.poll() is not None and not self.stopping:
+                log.error("%s exited with code %s: the stack cannot run without it", name, server.proc.returncode)
+                raise RuntimeError(f"{name} died")
+        return changed
+
+    @staticmethod
+    def backoff(child: Supervised, now: float) -> float:
+        if now - child.started_at > STABLE_AFTER_S:
+            return 0.5
+        return min(MAX_BACKOFF_S, 0.5 * 2 ** min(child.restarts, 8))
+
+    # --- stop ------------------------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self.stopping = True
+        for child in self.children.values():
+            stop_process_group(child.proc, timeout_s=15)
+        for name in ("store", "nats"):
+            if name in self.servers:
+                self.servers[name].stop()
+
+    def state(self, status: str) -> StackState:
+        state = StackState(
+            supervisor_pid=os.getpid(), data_dir=str(self.data_dir), nats_url=self.nats_url,
+            mongo_uri=self.mongo_uri, embedded_store="store" in self.servers, status=status,
+            servers={n: ChildState(s.pid, s.port) for n, s in self.servers.items()},
+            services={n: ChildState(c.proc.pid, c.port, c.restarts, c.started_at) for n, c in self.children.items()},
+        )
+        state.write(self.data_dir)
+        return state
+
+
+def serve(data_dir: Path, ports: StackPorts, mongo_uri: str | None) -> int:
+    """Run the stack until SIGTERM/SIGINT. Returns the process exit code."""
+    stop_requested = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    supervisor = Supervisor(data_dir, ports, mongo_uri)
+    code = 0
+    try:
+        supervisor.start()
+        log.info("stack running in %s", supervisor.data_dir)
+        while not stop_requested:
+            if supervisor.watch_once():
+                supervisor.state("running")
+            time.sleep(0.2)
+    except Exception:
+        log.exception("the stack failed")
+        code = 1
+    finally:
+        supervisor.stop()
+        (supervisor.data_dir / STATE_FILE).unlink(missing_ok=True)
+        log.info("stack stopped")
+    return code
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s supervisor %(levelname)s: %(message)s")
+    config = json.loads(sys.argv[1])
+    ports = StackPorts(nats=config["nats_port"], store=config["store_port"], http=config["http_ports"])
+    sys.exit(serve(Path(config["data_dir"]), ports, config.get("mongo_uri")))
+
+
+if __name__ == "__main__":
+    main()
