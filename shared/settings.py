@@ -41,9 +41,10 @@ class ServiceSettings(CommonSettings):
     service_name: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)
-    # JetStream delivery policy for the service's durable consumer.
+    # JetStream delivery policy for the service's durable consumer. A long handler heartbeats its message every
+    # ack_wait/3, so ack_wait only bounds how long a message held by a dead instance waits to be redelivered.
     max_deliver: int = Field(default=5, ge=1)
-    ack_wait_s: float = Field(default=60.0, gt=0)
+    ack_wait_s: float = Field(default=30.0, gt=0)
     # Backoff between redeliveries after a transient failure, in seconds (last value repeats).
     retry_backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0)
     # How many messages one instance handles at once.

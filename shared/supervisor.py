@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from shared.embedded import ServerProcess, spawn, start_mongo, start_nats, stop_process_group
+from shared.embedded import ServerProcess, spawn, start_mongo, start_nats, stop_process_groups
 from shared.settings import SERVICE_NAMES
 
 log = logging.getLogger("asiarch.supervisor")
@@ -175,8 +175,7 @@ class Supervisor:
 
     def stop(self) -> None:
         self.stopping = True
-        for child in self.children.values():
-            stop_process_group(child.proc, timeout_s=15)
+        stop_process_groups([child.proc for child in self.children.values()], timeout_s=15)
         for name in ("store", "nats"):
             if name in self.servers:
                 self.servers[name].stop()

@@ -13,8 +13,6 @@ from shared.settings import ServiceSettings
 class EngineerSettings(ServiceSettings):
     service_name: str = "engineer"
     profile: str = "smoke"
-    # Training takes minutes; the bus heartbeats the message while it runs, so this only bounds a dead worker.
-    ack_wait_s: float = 120.0
 
 
 async def bootstrap(runtime: Runtime) -> Wiring:

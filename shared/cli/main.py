@@ -27,7 +27,7 @@ events_app = typer.Typer(help="Read the event stream.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DataDirOption = Annotated[
     Optional[Path], typer.Option("--data-dir", help="Where the stack keeps its state (default ./var or $ASIARCH_DATA_DIR).")

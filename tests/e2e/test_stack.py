@@ -1,0 +1,149 @@
+"""The embedded stack end to end: `asiarch up`, `status`, `down`, crash recovery under the supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared import bus
+from shared.embedded import free_port
+from shared.events import ProposalCreated, TrainStarted, decode, new_event_id, utc_now
+from shared.settings import SERVICE_NAMES
+from shared.store import mongo_client
+from shared.supervisor import StackState, pid_alive
+
+ASIARCH = [sys.executable, "-m", "shared.cli.main"]
+
+
+def stack_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASIARCH_")}
+    env.update({
+        "ASIARCH_DATA_DIR": str(data_dir), "ASIARCH_NATS_PORT": str(free_port()),
+        "ASIARCH_MONGO_PORT": str(free_port()),
+        "ASIARCH_HTTP_PORTS": json.dumps({name: free_port() for name in SERVICE_NAMES}),
+        # A message held by a killed instance is redelivered after ack_wait: keep crash tests short.
+        "ASIARCH_ACK_WAIT_S": "3",
+    })
+    return env
+
+
+def asiarch(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ASIARCH, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def running_stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], StackState]]:
+    data_dir = tmp_path / "var"
+    env = stack_env(data_dir)
+    started = time.monotonic()
+    result = asiarch(env, "up")
+    assert result.returncode == 0, result.stdout + result.stderr
+    print(f"asiarch up until all healthy: {time.monotonic() - started:.1f} s")
+    state = StackState.read(data_dir)
+    assert state is not None
+    yield env, state
+    if pid_alive(state.supervisor_pid):
+        asiarch(env, "down")
+    for pid in state.all_pids():  # never leave a process behind, even when the test failed
+        if pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_up_status_down_leaves_no_process(running_stack: tuple[dict[str, str], StackState]) -> None:
+    env, state = running_stack
+    status = asiarch(env, "status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    report = json.loads(status.stdout)
+    assert report["healthy"] is True
+    assert set(report["components"]) >= {"nats", "store", *SERVICE_NAMES}
+    assert set(report["consumers"]) == set(SERVICE_NAMES)
+    pids = [pid for pid in state.all_pids()]
+    assert len(pids) == 1 + 2 + len(SERVICE_NAMES) and all(pid_alive(pid) for pid in pids)
+    down = asiarch(env, "down")
+    assert down.returncode == 0, down.stderr
+    assert [pid for pid in pids if pid_alive(pid)] == []
+    assert asiarch(env, "status").returncode == 1
+
+
+def test_a_second_up_and_a_busy_port_fail_clearly(running_stack: tuple[dict[str, str], StackState]) -> None:
+    env, state = running_stack
+    again = asiarch(env, "up")
+    assert again.returncode == 1 and "already runs" in again.stderr and "Traceback" not in again.stderr
+    other = dict(env, ASIARCH_DATA_DIR=str(Path(state.data_dir).parent / "other"))
+    busy = asiarch(other, "up")
+    assert busy.returncode == 1 and "port in use" in busy.stderr and "Traceback" not in busy.stderr
+
+
+def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "var")
+    unknown = asiarch(env, "launch")
+    assert unknown.returncode == 2 and "No such command" in unknown.stderr
+    flag = asiarch(env, "up", "--colour")
+    assert flag.returncode == 2 and "No such option" in flag.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    unwritable = asiarch(env, "up", "--data-dir", str(blocker / "var"))
+    assert unwritable.returncode == 1 and "not writable" in unwritable.stderr
+    assert "Traceback" not in unknown.stderr + flag.stderr + unwritable.stderr
+
+
+async def publish_proposals(nats_url: str, count: int) -> list[ProposalCreated]:
+    nc = await bus.connect(nats_url, "test")
+    js = nc.jetstream()
+    events = [
+        ProposalCreated(event_id=new_event_id(), occurred_at=utc_now(), producer="test", campaign_id="c",
+                        experiment_id=f"exp-{n}", name=f"m{n}", motivation="m",
+                        code="import torch\nclass Mixer(torch.nn.Module):\n    pass\n")
+        for n in range(count)
+    ]
+    for event in events:
+        await bus.publish(js, event)
+    await nc.close()
+    return events
+
+
+async def stream_events(nats_url: str) -> list[object]:
+    nc = await bus.connect(nats_url, "test")
+    messages = [decode(m.data) async for m in bus.read_stream(nc.jetstream())]
+    await nc.close()
+    return messages
+
+
+def wait_until(condition, timeout_s: float = 90.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_killed_service_is_restarted_and_its_events_handled_once(
+    running_stack: tuple[dict[str, str], StackState],
+) -> None:
+    env, state = running_stack
+    db = mongo_client(state.mongo_uri)["asiarch"]
+    events = asyncio.run(publish_proposals(state.nats_url, 200))
+    victim = state.services["engineer"].pid
+    wait_until(lambda: db.processed.count_documents({"service": "engineer"}) >= 10)
+    os.kill(victim, signal.SIGKILL)  # mid-burst: it is handling one of them right now
+
+    def restarted() -> bool:
+        now = StackState.read(Path(state.data_dir))
+        return now is not None and now.services["engineer"].restarts == 1 and now.services["engineer"].pid != victim
+
+    wait_until(restarted)
+    wait_until(lambda: db.processed.count_documents({"service": "engineer"}) == 200)
+    wait_until(lambda: db.event_log.count_documents({}) == 400)
+    started = [e for e in asyncio.run(stream_events(state.nats_url)) if isinstance(e, TrainStarted)]
+    per_experiment = Counter(e.experiment_id for e in started)
+    assert per_experiment == Counter({e.experiment_id: 1 for e in events})
+    assert db.event_log.count_documents({"type": TrainStarted.type_tag()}) == 200
