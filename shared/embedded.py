@@ -90,17 +90,17 @@ def stop_process_groups(procs: Sequence[subprocess.Popen[bytes]], timeout_s: flo
     """Stop several groups at once: all get SIGTERM together, so shutdown takes the slowest one's time, not the sum."""
     running = [proc for proc in procs if proc.poll() is None]
     for proc in running:
-        _signal_group(proc.pid, signal.SIGTERM)
+        signal_group(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     for proc in running:
         try:
             proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
         except subprocess.TimeoutExpired:
-            _signal_group(proc.pid, signal.SIGKILL)
+            signal_group(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
+def signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
 

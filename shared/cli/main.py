@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -30,7 +31,8 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 DataDirOption = Annotated[
-    Optional[Path], typer.Option("--data-dir", help="Where the stack keeps its state (default ./var or $ASIARCH_DATA_DIR).")
+    Path | None,
+    typer.Option("--data-dir", help="Where the stack keeps its state (default ./var or $ASIARCH_DATA_DIR)."),
 ]
 
 
@@ -118,18 +120,16 @@ def print_status(report: stack.StackStatus) -> None:
 
 @events_app.command("tail")
 def events_tail(
-    subject: Annotated[Optional[str], typer.Option(help="Only this subject, e.g. train.failed or train.*")] = None,
+    subject: Annotated[str | None, typer.Option(help="Only this subject, e.g. train.failed or train.*")] = None,
     from_start: Annotated[bool, typer.Option("--from-start", help="Replay the stream from its first event.")] = False,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many events.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many events.")] = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Print events as they arrive, one line each."""
     _, data_dir = resolve_data_dir(data_dir)
     state = require_running(data_dir)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(tail(state.nats_url, subject, from_start, limit, lambda line: print(line, flush=True)))
-    except KeyboardInterrupt:
-        pass
 
 
 def run() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import httpx
 from pydantic import Field
 
 from shared import bus
-from shared.embedded import port_in_use, spawn
+from shared.embedded import port_in_use, signal_group, spawn
 from shared.errors import AsiarchError, ConfigError
 from shared.settings import DEFAULT_HTTP_PORTS, SERVICE_NAMES, CommonSettings
 from shared.supervisor import STATE_FILE, StackState, pid_alive
@@ -117,19 +118,14 @@ def wait_until_healthy(proc: subprocess.Popen[bytes], data_dir: Path, timeout_s:
 
 def stop_stack(state: StackState, timeout_s: float = 60.0) -> list[int]:
     """SIGTERM the supervisor and wait; kill by PID whatever is left. Returns the PIDs that had to be killed."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(state.supervisor_pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and any(pid_alive(pid) for pid in state.all_pids()):
         time.sleep(0.1)
     killed = [pid for pid in state.all_pids() if pid_alive(pid)]
     for pid in killed:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        signal_group(pid, signal.SIGKILL)
     (Path(state.data_dir) / STATE_FILE).unlink(missing_ok=True)
     return killed
 

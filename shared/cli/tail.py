@@ -9,6 +9,7 @@ from functools import singledispatch
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from shared import bus
+from shared.errors import ConfigError
 from shared.events import (
     BY_SUBJECT,
     SUBJECT_PREFIX,
@@ -29,7 +30,6 @@ from shared.events import (
     TrainSucceeded,
     decode,
 )
-from shared.errors import ConfigError
 
 
 def subject_filter(subject: str | None) -> str:
