@@ -1,0 +1,245 @@
+"""The LLM client: one interface, two backends (llama.cpp in-process, any OpenAI-compatible endpoint).
+
+Agents ask for JSON under a JSON schema; the client parses it, checks the schema's required fields and types, and
+on malformed output retries with the parse error shown to the model. Token counts and latency are measured and
+counted in the metrics. Small local models write raw newlines inside JSON strings, so parsing is not strict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import httpx
+from pydantic import Field
+
+from shared import metrics
+from shared.errors import AsiarchError, ConfigError
+from shared.events import LlmUsage
+from shared.settings import CommonSettings
+
+Message = dict[str, str]
+JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict,
+}
+
+
+class LlmError(AsiarchError):
+    code = "llm"
+
+
+class MalformedOutput(LlmError):
+    code = "llm_malformed"
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class LlmBackend(Protocol):
+    model_name: str
+
+    async def chat(
+        self, messages: list[Message], *, schema: dict[str, Any] | None, max_tokens: int, temperature: float
+    ) -> Completion: ...
+
+
+@dataclass(frozen=True)
+class LlmReply:
+    data: dict[str, Any]
+    usage: LlmUsage
+    attempts: int
+
+
+def parse_json_reply(text: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The reply as a dict that has the schema's required fields with the right top-level types."""
+    cleaned = text.strip()
+    if cleaned.startswith("```"):
+        cleaned = cleaned.strip("`").removeprefix("json").strip()
+    try:
+        data = json.loads(cleaned, strict=False)
+    except json.JSONDecodeError as exc:
+        raise MalformedOutput(f"not valid JSON ({exc.msg} at char {exc.pos})") from exc
+    if not isinstance(data, dict):
+        raise MalformedOutput(f"expected a JSON object, got {type(data).__name__}")
+    properties = schema.get("properties", {})
+    for key in schema.get("required", []):
+        if key not in data:
+            raise MalformedOutput(f"missing required field '{key}'")
+        expected = JSON_TYPES.get(properties.get(key, {}).get("type", ""))
+        if expected is not None and not isinstance(data[key], expected):
+            raise MalformedOutput(f"field '{key}' should be {properties[key]['type']}")
+    return data
+
+
+class LlmClient:
+    """Schema-constrained JSON completions with retries and accounting."""
+
+    def __init__(self, backend: LlmBackend, service: str, max_attempts: int = 3) -> None:
+        self.backend = backend
+        self.service = service
+        self.max_attempts = max_attempts
+
+    async def complete_json(
+        self,
+        messages: list[Message],
+        schema: dict[str, Any],
+        *,
+        max_tokens: int = 1024,
+        temperature: float = 0.7,
+        validate: Callable[[dict[str, Any]], None] | None = None,
+    ) -> LlmReply:
+        """Ask until the reply parses (and ``validate`` accepts it) or attempts run out (``MalformedOutput``)."""
+        conversation = list(messages)
+        prompt_tokens = completion_tokens = 0
+        started = time.perf_counter()
+        for attempt in range(1, self.max_attempts + 1):
+            completion = await self.timed_chat(conversation, schema, max_tokens, temperature)
+            prompt_tokens += completion.prompt_tokens
+            completion_tokens += completion.completion_tokens
+            try:
+                data = parse_json_reply(completion.text, schema)
+                if validate is not None:
+                    validate(data)
+            except MalformedOutput as exc:
+                metrics.LLM_FAILURES.labels(self.service, "malformed").inc()
+                conversation += [
+                    {"role": "assistant", "content": completion.text[:4000]},
+                    {"role": "user", "content": f"That reply was rejected: {exc}. Answer again with only the JSON."},
+                ]
+                continue
+            usage = LlmUsage(model=self.backend.model_name, prompt_tokens=prompt_tokens,
+                             completion_tokens=completion_tokens, latency_s=round(time.perf_counter() - started, 3))
+            return LlmReply(data=data, usage=usage, attempts=attempt)
+        raise MalformedOutput(f"no acceptable reply after {self.max_attempts} attempts")
+
+    async def timed_chat(
+        self, messages: list[Message], schema: dict[str, Any], max_tokens: int, temperature: float
+    ) -> Completion:
+        started = time.perf_counter()
+        try:
+            completion = await self.backend.chat(messages, schema=schema, max_tokens=max_tokens,
+                                                 temperature=temperature)
+        except LlmError:
+            metrics.LLM_FAILURES.labels(self.service, "backend").inc()
+            raise
+        elapsed = time.perf_counter() - started
+        metrics.LLM_SECONDS.labels(self.service).observe(elapsed)
+        metrics.LLM_TOKENS.labels(self.service, "prompt").inc(completion.prompt_tokens)
+        metrics.LLM_TOKENS.labels(self.service, "completion").inc(completion.completion_tokens)
+        if elapsed > 0:
+            metrics.LLM_TOKENS_PER_SECOND.labels(self.service).set(completion.completion_tokens / elapsed)
+        return completion
+
+
+# --- backends ---------------------------------------------------------------------------------------------------------
+
+
+class LlamaCppBackend:
+    """llama-cpp-python in this process. Loading is lazy; calls are serialised (a Llama is not thread-safe)."""
+
+    def __init__(self, model_path: Path, *, n_ctx: int = 8192, n_threads: int = 1, n_gpu_layers: int = 0,
+                 seed: int = 0) -> None:
+        self.model_path = model_path
+        self.model_name = model_path.stem
+        self.options = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers, "seed": seed}
+        self._llama: Any = None
+        self._lock = asyncio.Lock()
+
+    def load(self) -> Any:
+        if self._llama is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError as exc:
+                raise ConfigError("llama-cpp-python is not installed: run `make install-llm`") from exc
+            self._llama = Llama(model_path=str(self.model_path), verbose=False, **self.options)
+        return self._llama
+
+    async def chat(
+        self, messages: list[Message], *, schema: dict[str, Any] | None, max_tokens: int, temperature: float
+    ) -> Completion:
+        async with self._lock:
+            return await asyncio.to_thread(self._chat, messages, schema, max_tokens, temperature)
+
+    def _chat(self, messages: list[Message], schema: dict[str, Any] | None, max_tokens: int,
+              temperature: float) -> Completion:
+        llama = self.load()
+        response_format = {"type": "json_object", "schema": schema} if schema else None
+        result = llama.create_chat_completion(
+            messages=messages, response_format=response_format, max_tokens=max_tokens, temperature=temperature,
+        )
+        usage = result.get("usage", {})
+        return Completion(text=result["choices"][0]["message"]["content"] or "",
+                          prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                          completion_tokens=int(usage.get("completion_tokens", 0)))
+
+
+class OpenAICompatibleBackend:
+    """Any ``/v1/chat/completions`` server: llama.cpp's server, Ollama, vLLM."""
+
+    def __init__(self, base_url: str, model: str, *, api_key: str = "", timeout_s: float = 600.0,
+                 schema_style: Literal["json_schema", "json_object"] = "json_schema") -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model_name = model
+        self.schema_style = schema_style
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.AsyncClient(timeout=timeout_s, headers=headers)
+
+    def response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
+        if self.schema_style == "json_object":  # llama.cpp's server takes the schema beside json_object
+            return {"type": "json_object", "schema": schema}
+        return {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}}
+
+    async def chat(
+        self, messages: list[Message], *, schema: dict[str, Any] | None, max_tokens: int, temperature: float
+    ) -> Completion:
+        body: dict[str, Any] = {"model": self.model_name, "messages": messages, "max_tokens": max_tokens,
+                                "temperature": temperature}
+        if schema:
+            body["response_format"] = self.response_format(schema)
+        try:
+            response = await self.client.post(f"{self.base_url}/chat/completions", json=body)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise LlmError(f"LLM endpoint {self.base_url} failed: {exc}") from exc
+        payload = response.json()
+        usage = payload.get("usage") or {}
+        return Completion(text=payload["choices"][0]["message"].get("content") or "",
+                          prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                          completion_tokens=int(usage.get("completion_tokens", 0)))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class LlmSettings(CommonSettings):
+    llm_backend: Literal["llama_cpp", "openai"] = "llama_cpp"
+    # A registered model name (``asiarch models list``), a GGUF path, or the endpoint's model name.
+    llm_model: str = "qwen2.5-coder-0.5b"
+    llm_base_url: str = "http://127.0.0.1:8080/v1"
+    llm_api_key: str = ""
+    llm_threads: int = Field(default=1, ge=1)
+    llm_ctx: int = Field(default=8192, ge=512)
+    llm_gpu_layers: int = Field(default=0, ge=-1)
+    llm_max_attempts: int = Field(default=3, ge=1)
+
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+def build_backend(settings: LlmSettings) -> LlmBackend:
+    if settings.llm_backend == "openai":
+        return OpenAICompatibleBackend(settings.llm_base_url, settings.llm_model, api_key=settings.llm_api_key)
+    from shared.models import resolve
+
+    path = resolve(settings.models_dir(), settings.llm_model)
+    return LlamaCppBackend(path, n_ctx=settings.llm_ctx, n_threads=settings.llm_threads,
+                           n_gpu_layers=settings.llm_gpu_layers)
