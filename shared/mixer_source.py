@@ -1,0 +1,120 @@
+"""Static handling of mixer source code: deterministic repair of the trivial, and checks that run nothing.
+
+The researcher, the debugger and the engineer all use these before code goes anywhere near a sandbox. Repair only
+does what has one right answer (strip Markdown fences, add the standard imports a file uses but forgot); anything
+else is a rejection with a reason the LLM can act on.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+
+ALLOWED_IMPORTS = frozenset({
+    "torch", "math", "typing", "functools", "dataclasses", "collections", "itertools", "numbers", "__future__",
+})
+FORBIDDEN_CALLS = frozenset({"exec", "eval", "compile", "open", "__import__", "globals", "locals", "breakpoint",
+                             "input"})
+
+# (how the code refers to it, the import line that provides it)
+STANDARD_IMPORTS: tuple[tuple[str, str], ...] = (
+    (r"\btorch\.", "import torch"),
+    (r"(?<![\w.])nn\.", "import torch.nn as nn"),
+    (r"(?<![\w.])F\.", "import torch.nn.functional as F"),
+    (r"(?<![\w.])math\.", "import math"),
+)
+TYPING_NAMES = ("Optional", "Tuple", "List", "Dict", "Any", "Callable", "Union")
+FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class StaticProblem:
+    reason: str  # a ProposalRejected reason: "syntax" or "contract"
+    detail: str
+
+
+def strip_fences(code: str) -> str:
+    """The first fenced block if the reply wrapped the code in Markdown, else the text as it is."""
+    match = FENCE.search(code)
+    return match.group(1) if match else code
+
+
+def imported_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.update(alias.asname or alias.name for alias in node.names)
+    return names
+
+
+def add_missing_imports(code: str) -> str:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code  # nothing safe to do: the syntax check will say what is wrong
+    have = imported_names(tree)
+    missing: list[str] = []
+    for pattern, line in STANDARD_IMPORTS:
+        name = line.split()[-1]
+        if name not in have and re.search(pattern, code):
+            missing.append(line)
+            have.add(name)
+    typing_used = [n for n in TYPING_NAMES if n not in have and re.search(rf"(?<![\w.]){n}\b", code)]
+    if typing_used:
+        missing.append(f"from typing import {', '.join(typing_used)}")
+    return "\n".join(missing) + "\n" + code if missing else code
+
+
+def repair(code: str) -> str:
+    code = strip_fences(code).strip("\n") + "\n"
+    return add_missing_imports(code)
+
+
+def find_mixer(tree: ast.Module) -> ast.ClassDef | None:
+    return next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Mixer"), None)
+
+
+def method(cls: ast.ClassDef, name: str) -> ast.FunctionDef | None:
+    return next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+
+
+def contract_problem(cls: ast.ClassDef) -> str | None:
+    init, forward = method(cls, "__init__"), method(cls, "forward")
+    if init is None or forward is None:
+        return "Mixer must define __init__(self, d_model, n_heads, **kwargs) and forward(self, x)"
+    init_args = [a.arg for a in init.args.args]
+    if init_args[1:3] != ["d_model", "n_heads"] or init.args.kwarg is None:
+        return f"Mixer.__init__ takes ({', '.join(init_args)}); it must be (self, d_model, n_heads, **kwargs)"
+    forward_args = [a.arg for a in forward.args.args]
+    required = len(forward_args) - len(forward.args.defaults)
+    if len(forward_args) < 2 or required > 2:
+        return f"Mixer.forward takes ({', '.join(forward_args)}); it must be (self, x) with x (batch, seq, d_model)"
+    return None
+
+
+def safety_problem(tree: ast.Module) -> str | None:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for module in modules:
+                if module.split(".")[0] not in ALLOWED_IMPORTS:
+                    return f"import of '{module}' is not allowed; use only {', '.join(sorted(ALLOWED_IMPORTS))}"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FORBIDDEN_CALLS:
+            return f"call to {node.func.id}() is not allowed in a mixer"
+    return None
+
+
+def static_problem(code: str) -> StaticProblem | None:
+    """Why this source cannot be a mixer, found without running it; ``None`` when it may be one."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as exc:
+        return StaticProblem("syntax", f"line {exc.lineno}: {exc.msg}")
+    cls = find_mixer(tree)
+    if cls is None:
+        return StaticProblem("contract", "the file defines no top-level class named Mixer")
+    problem = contract_problem(cls) or safety_problem(tree)
+    return StaticProblem("contract", problem) if problem else None

@@ -1,0 +1,53 @@
+"""Static repair and checks of mixer source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.mixer_source import repair, static_problem
+
+BASELINES = sorted((Path(__file__).parents[2] / "services" / "engineer" / "baselines").glob("[!_]*.py"))
+
+GOOD = """
+class Mixer(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, **kwargs: Any) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(self.proj(x)) * math.sqrt(2.0)
+"""
+
+
+def test_repair_strips_fences_and_adds_the_standard_imports() -> None:
+    fixed = repair(f"Here you go:\n```python\n{GOOD}```\nEnjoy!")
+    assert fixed.splitlines()[:5] == [
+        "import torch", "import torch.nn as nn", "import torch.nn.functional as F", "import math",
+        "from typing import Any",
+    ]
+    assert static_problem(fixed) is None
+    assert repair(fixed) == fixed  # repair is idempotent
+
+
+@pytest.mark.parametrize("path", BASELINES, ids=lambda p: p.stem)
+def test_every_baseline_passes_the_static_checks(path: Path) -> None:
+    assert static_problem(path.read_text()) is None
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "words"),
+    [
+        ("class Mixer(nn.Module:\n  pass", "syntax", "line 1"),
+        ("import torch\nclass Block(torch.nn.Module):\n  pass", "contract", "no top-level class named Mixer"),
+        (GOOD.replace("d_model: int, n_heads: int, **kwargs: Any", "dim"), "contract", "(self, d_model, n_heads"),
+        (GOOD.replace("self, x: torch.Tensor", "self, x, mask, state"), "contract", "must be (self, x)"),
+        ("import os\n" + GOOD, "contract", "import of 'os' is not allowed"),
+        ("import socket as s\n" + GOOD, "contract", "import of 'socket'"),
+        (GOOD.replace("return F.silu", "open('/etc/passwd')\n        return F.silu"), "contract", "open()"),
+    ],
+)
+def test_static_problems_are_named(code: str, reason: str, words: str) -> None:
+    problem = static_problem(code)
+    assert problem is not None and problem.reason == reason and words in problem.detail
