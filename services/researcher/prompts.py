@@ -1,0 +1,84 @@
+"""The researcher's prompt. Small local coders need the contract spelled out and a worked example to adapt.
+
+Templates use ``string.Template.substitute``: a missing variable raises at once instead of leaving a hole.
+"""
+
+from __future__ import annotations
+
+from string import Template
+
+from shared.mixer_source import ALLOWED_IMPORTS
+
+PROPOSAL_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "short kebab-case name of the new mixer"},
+        "motivation": {"type": "string", "description": "what changes versus the parent and why it should help"},
+        "code": {"type": "string", "description": "the complete Python file defining class Mixer"},
+    },
+    "required": ["name", "motivation", "code"],
+}
+
+SYSTEM = (
+    "You are a researcher in efficient sequence models. You design causal token mixers with linear cost in the "
+    "sequence length and write them as correct, runnable PyTorch. You answer with JSON only."
+)
+
+CONTRACT = Template("""\
+The file you write must satisfy this contract exactly:
+- Imports only from: $allowed.
+- It defines `class Mixer(nn.Module)` with `__init__(self, d_model: int, n_heads: int, **kwargs)` and
+  `forward(self, x)`, where x has shape (batch, seq, d_model) and the output has the same shape and dtype.
+- Causal: the output at position t may depend only on inputs at positions <= t.
+- Sub-quadratic: never build a (seq x seq) matrix over the whole sequence. Use a recurrent state carried across
+  chunks of at most 64 tokens (quadratic only inside a chunk), like the example.
+- Works for any seq length (pad to a multiple of the chunk size, then cut back) and any batch size.
+- Numerically stable: keep decays in (0, 1) (e.g. torch.sigmoid or exp(-softplus)), normalise keys or outputs.
+- At most about 4 * d_model * d_model parameters. No print, no file or network access.
+""")
+
+PROPOSE = Template("""\
+Design a new token mixer that improves on the parent below.
+
+$contract
+## Worked example that satisfies the contract ($example_name)
+```python
+$example_code
+```
+
+## Parent: $parent_name
+Results: $parent_results
+Motivation: $parent_motivation
+```python
+$parent_code
+```
+
+## What the analysis of the parent says
+$parent_analysis
+
+## Other strong designs so far
+$references
+
+## Ideas from the literature that match these symptoms
+$cognition
+
+Change one clear thing about the parent, motivated by the analysis and the ideas above. Keep everything else that
+already works. Reply with JSON: {"name": "...", "motivation": "...", "code": "<the complete file>"}.
+""")
+
+
+def contract_text() -> str:
+    return CONTRACT.substitute(allowed=", ".join(sorted(ALLOWED_IMPORTS - {"__future__"})))
+
+
+def proposal_messages(**fields: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": PROPOSE.substitute(contract=contract_text(), **fields)},
+    ]
+
+
+REVISE = Template("""\
+Your mixer was rejected before training: $reason — $detail
+Fix exactly that and keep the idea. Reply with the same JSON shape: {"name", "motivation", "code"}.
+""")

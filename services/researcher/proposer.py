@@ -1,0 +1,145 @@
+"""One proposal: pick a parent, gather context from memory, ask the LLM, repair, check, de-duplicate.
+
+The outcome is one event: ``proposal.created`` with runnable-looking code, or ``proposal.rejected`` with the
+reason. Static problems are shown to the LLM for a bounded number of revisions before the proposal is rejected.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.researcher.prompts import PROPOSAL_SCHEMA, REVISE, proposal_messages
+from shared.events import Event, LlmUsage, ProposalCreated, ProposalRejected, new_event_id, utc_now
+from shared.llm import LlmClient
+from shared.memory_client import ExperimentBrief, MemoryClient
+from shared.mixer_source import StaticProblem, repair, static_problem
+
+log = logging.getLogger(__name__)
+PRODUCER = "researcher"
+# Near-duplicate thresholds on cosine similarity (MiniLM): the code alone almost identical, or both close.
+SAME_CODE = 0.985
+CLOSE_CODE, CLOSE_MOTIVATION = 0.95, 0.92
+
+
+@dataclass(frozen=True)
+class Campaign:
+    campaign_id: str
+    seed: int
+    llm_model: str
+
+
+@dataclass(frozen=True)
+class ParentContext:
+    ref: str  # an experiment id, or "baseline:<name>"
+    name: str
+    code: str
+    motivation: str
+    results: str
+    analysis: str
+
+
+@dataclass(frozen=True)
+class Draft:
+    name: str
+    motivation: str
+    code: str
+
+
+class Proposer:
+    def __init__(self, llm: LlmClient, memory: MemoryClient, baselines: dict[str, Path], example: str,
+                 revisions: int = 2) -> None:
+        self.llm = llm
+        self.memory = memory
+        self.baselines = {name: path for name, path in baselines.items() if name != "softmax_attention"}
+        self.example = example
+        self.revisions = revisions
+
+    async def propose(self, campaign: Campaign, index: int) -> Event:
+        experiment_id = new_event_id()[:16]
+        sample = await self.memory.sample_parents(campaign.campaign_id, seed=campaign.seed * 100_003 + index)
+        parent = await self.parent_context(sample.parent, index)
+        cognition = await self.memory.search("cognition", parent.analysis or parent.motivation, k=3)
+        messages = proposal_messages(
+            example_name=self.example, example_code=self.baselines[self.example].read_text(),
+            parent_name=parent.name, parent_results=parent.results, parent_motivation=parent.motivation,
+            parent_code=parent.code, parent_analysis=parent.analysis or "(not analysed yet)",
+            references=describe_references(sample.references),
+            cognition="\n".join(f"- {hit.label}" for hit in cognition) or "(none retrieved)",
+        )
+        draft, usage, problem = await self.draft(messages)
+        envelope = {"event_id": new_event_id(), "occurred_at": utc_now(), "producer": PRODUCER,
+                    "campaign_id": campaign.campaign_id, "experiment_id": experiment_id}
+        if problem is None:
+            problem = await self.duplicate_problem(draft, parent)
+        if problem is not None:
+            log.info("proposal rejected (%s): %s", problem.reason, problem.detail)
+            return ProposalRejected(**envelope, reason=problem.reason, detail=problem.detail)  # type: ignore[arg-type]
+        return ProposalCreated(
+            **envelope, name=draft.name, motivation=draft.motivation, code=draft.code, parent_ids=(parent.ref,),
+            cognition_ids=tuple(hit.id for hit in cognition), llm=usage,
+        )
+
+    async def draft(self, messages: list[dict[str, str]]) -> tuple[Draft, LlmUsage, StaticProblem | None]:
+        """Ask, repair and check; show a static problem to the LLM up to ``revisions`` times."""
+        prompt_tokens = completion_tokens = 0
+        latency = 0.0
+        for _ in range(self.revisions + 1):
+            reply = await self.llm.complete_json(messages, PROPOSAL_SCHEMA, max_tokens=2048)
+            prompt_tokens += reply.usage.prompt_tokens
+            completion_tokens += reply.usage.completion_tokens
+            latency += reply.usage.latency_s
+            draft = Draft(name=str(reply.data["name"])[:80], motivation=str(reply.data["motivation"]),
+                          code=repair(str(reply.data["code"])))
+            problem = static_problem(draft.code)
+            if problem is None:
+                break
+            messages = [*messages, {"role": "assistant", "content": draft.code[:6000]},
+                        {"role": "user", "content": REVISE.substitute(reason=problem.reason, detail=problem.detail)}]
+        usage = LlmUsage(model=self.llm.backend.model_name, prompt_tokens=prompt_tokens,
+                         completion_tokens=completion_tokens, latency_s=round(latency, 3))
+        return draft, usage, problem
+
+    async def duplicate_problem(self, draft: Draft, parent: ParentContext) -> StaticProblem | None:
+        if draft.code.strip() == parent.code.strip():
+            return StaticProblem("duplicate", f"the code is the parent's ({parent.name}) unchanged")
+        code_hits = await self.memory.search("code", draft.code, k=1)
+        if not code_hits:
+            return None
+        best_code = code_hits[0]
+        if best_code.score >= SAME_CODE:
+            return StaticProblem("duplicate", f"code cosine {best_code.score:.3f} to {best_code.id}")
+        motivation_hits = {h.id: h.score for h in await self.memory.search("motivations", draft.motivation, k=5)}
+        motivation_score = motivation_hits.get(best_code.id, 0.0)
+        if best_code.score >= CLOSE_CODE and motivation_score >= CLOSE_MOTIVATION:
+            return StaticProblem("duplicate", f"code cosine {best_code.score:.3f} and motivation cosine "
+                                              f"{motivation_score:.3f} to {best_code.id}")
+        return None
+
+    async def parent_context(self, parent: ExperimentBrief | None, index: int) -> ParentContext:
+        if parent is not None:
+            found = await self.memory.experiment(parent.id)
+            if found is not None and found.experiment.code:
+                e = found.experiment
+                analysis = "\n\n".join(f"{s.title}: {s.body}" for s in (e.analysis.sections if e.analysis else []))
+                return ParentContext(ref=e.id, name=e.name, code=e.code, motivation=e.motivation,
+                                     results=results_line(e), analysis=analysis)
+        # Nothing ranked yet: start from the baselines in turn, so early proposals explore different families.
+        names = sorted(self.baselines)
+        name = names[index % len(names)]
+        return ParentContext(ref=f"baseline:{name}", name=name, code=self.baselines[name].read_text(),
+                             motivation=f"the {name} baseline", results="a built-in baseline", analysis="")
+
+
+def results_line(experiment: ExperimentBrief) -> str:
+    parts = [f"val loss {experiment.val_loss:.4f}" if experiment.val_loss is not None else "",
+             f"benchmark mean {experiment.bench_mean:.4f}" if experiment.bench_mean is not None else "",
+             f"fitness {experiment.fitness:.3f}" if experiment.fitness is not None else ""]
+    return ", ".join(p for p in parts if p) or "not measured"
+
+
+def describe_references(references: list[ExperimentBrief]) -> str:
+    if not references:
+        return "(none yet)"
+    return "\n".join(f"- {r.name}: {results_line(r)}" for r in references)

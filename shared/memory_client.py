@@ -1,0 +1,135 @@
+"""The agents' client of memory's query API (HTTP). Responses are decoded into typed structs, never passed as dicts.
+
+Every call degrades loudly: a memory that does not answer raises ``MemoryUnavailable`` (a transient error), so the
+caller's event is retried rather than handled without its context.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import msgspec
+
+from shared.errors import TransientError
+
+
+class MemoryUnavailable(TransientError):
+    code = "memory_unavailable"
+
+
+class _Doc(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+    pass
+
+
+class ExperimentBrief(_Doc):
+    id: str
+    name: str = ""
+    status: str = ""
+    parent_ids: list[str] = []
+    fitness: float | None = None
+    val_loss: float | None = None
+    bench_mean: float | None = None
+
+
+class Section(_Doc):
+    title: str
+    body: str
+
+
+class Analysis(_Doc):
+    sections: list[Section] = []
+
+
+class Experiment(ExperimentBrief):
+    motivation: str = ""
+    code: str = ""
+    analysis: Analysis | None = None
+    benchmarks: dict[str, float] = {}
+
+
+class Lineage(_Doc):
+    parents: list[ExperimentBrief] = []
+    children: list[ExperimentBrief] = []
+    siblings: list[ExperimentBrief] = []
+
+
+class ExperimentWithLineage(_Doc):
+    experiment: Experiment
+    lineage: Lineage
+
+
+class ParentSample(_Doc):
+    parent: ExperimentBrief | None = None
+    references: list[ExperimentBrief] = []
+    ranked: int = 0
+
+
+class Hit(_Doc):
+    id: str
+    score: float
+    label: str = ""
+    source: str | None = None
+    page: int | None = None
+
+
+class SearchResult(_Doc):
+    hits: list[Hit] = []
+
+
+class Fix(_Doc):
+    attempt: int
+    diagnosis: str
+    diff: str
+
+
+class FailureHit(_Doc):
+    id: str
+    score: float
+    error_kind: str
+    message: str
+    traceback_tail: str = ""
+    fix: Fix | None = None
+    fix_worked: bool | None = None
+
+
+class FailureSearch(_Doc):
+    hits: list[FailureHit] = []
+
+
+class MemoryClient:
+    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _get(self, path: str, params: dict[str, Any], into: type[Any]) -> Any:
+        clean = {k: v for k, v in params.items() if v is not None}
+        try:
+            response = await self.http.get(path, params=clean)
+        except httpx.HTTPError as exc:
+            raise MemoryUnavailable(f"memory at {self.base_url} did not answer {path}: {exc}") from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 500:
+            raise MemoryUnavailable(f"memory answered {response.status_code} on {path}: {response.text[:200]}")
+        response.raise_for_status()
+        return msgspec.json.decode(response.content, type=into)
+
+    async def sample_parents(self, campaign_id: str | None, seed: int | None, references: int = 3) -> ParentSample:
+        return await self._get("/sample/parents", {"campaign_id": campaign_id, "seed": seed,
+                                                    "references": references}, ParentSample)
+
+    async def experiment(self, experiment_id: str) -> ExperimentWithLineage | None:
+        return await self._get(f"/experiments/{experiment_id}", {}, ExperimentWithLineage)
+
+    async def search(self, index: str, query: str, k: int = 5) -> list[Hit]:
+        result = await self._get(f"/search/{index}", {"q": query[:4000], "k": k}, SearchResult)
+        return result.hits if result else []
+
+    async def similar_failures(self, query: str, k: int = 3, only_fixed: bool = True) -> list[FailureHit]:
+        result = await self._get("/failures/search", {"q": query[:4000], "k": k, "only_fixed": only_fixed},
+                                 FailureSearch)
+        return result.hits if result else []
