@@ -19,7 +19,7 @@ import httpx
 from pydantic import Field
 
 from shared import metrics
-from shared.errors import AsiarchError, ConfigError
+from shared.errors import AsiarchError
 from shared.events import LlmUsage
 from shared.settings import CommonSettings
 
@@ -144,23 +144,34 @@ class LlmClient:
 
 
 class LlamaCppBackend:
-    """llama-cpp-python in this process. Loading is lazy; calls are serialised (a Llama is not thread-safe)."""
+    """llama-cpp-python in this process.
 
-    def __init__(self, model_path: Path, *, n_ctx: int = 8192, n_threads: int = 1, n_gpu_layers: int = 0,
-                 seed: int = 0) -> None:
-        self.model_path = model_path
-        self.model_name = model_path.stem
+    Loading is lazy (a service starts and reports healthy before its first LLM call, and a model that is missing
+    shows up as a clear error on that call); calls are serialised because a Llama is not thread-safe.
+    """
+
+    def __init__(self, model: str, models_dir: Path, *, n_ctx: int = 8192, n_threads: int = 1,
+                 n_gpu_layers: int = 0, seed: int = 0) -> None:
+        self.model = model
+        self.models_dir = models_dir
+        self.model_name = Path(model).stem if model.endswith(".gguf") else model
         self.options = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers, "seed": seed}
         self._llama: Any = None
         self._lock = asyncio.Lock()
 
     def load(self) -> Any:
         if self._llama is None:
+            from shared.models import ModelError, resolve
+
             try:
                 from llama_cpp import Llama
             except ImportError as exc:
-                raise ConfigError("llama-cpp-python is not installed: run `make install-llm`") from exc
-            self._llama = Llama(model_path=str(self.model_path), verbose=False, **self.options)
+                raise LlmError("llama-cpp-python is not installed: run `make install`") from exc
+            try:
+                path = resolve(self.models_dir, self.model)
+            except ModelError as exc:
+                raise LlmError(str(exc)) from exc
+            self._llama = Llama(model_path=str(path), verbose=False, **self.options)
         return self._llama
 
     async def chat(
@@ -237,8 +248,5 @@ class LlmSettings(CommonSettings):
 def build_backend(settings: LlmSettings) -> LlmBackend:
     if settings.llm_backend == "openai":
         return OpenAICompatibleBackend(settings.llm_base_url, settings.llm_model, api_key=settings.llm_api_key)
-    from shared.models import resolve
-
-    path = resolve(settings.models_dir, settings.llm_model)
-    return LlamaCppBackend(path, n_ctx=settings.llm_ctx, n_threads=settings.llm_threads,
-                           n_gpu_layers=settings.llm_gpu_layers)
+    return LlamaCppBackend(settings.llm_model, settings.models_dir, n_ctx=settings.llm_ctx,
+                           n_threads=settings.llm_threads, n_gpu_layers=settings.llm_gpu_layers)

@@ -41,11 +41,17 @@ class Analysis(_Doc):
     sections: list[Section] = []
 
 
+class TrainInfo(_Doc):
+    val_loss: float | None = None
+    curve: list[tuple[int, int, float | None]] = []
+
+
 class Experiment(ExperimentBrief):
     motivation: str = ""
     code: str = ""
     analysis: Analysis | None = None
     benchmarks: dict[str, float] = {}
+    train: TrainInfo | None = None
 
 
 class Lineage(_Doc):

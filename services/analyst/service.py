@@ -5,13 +5,13 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from services.analyst.handlers import on_train_succeeded
+from services.analyst.handlers import Analyst, on_train_succeeded
+from shared.agent import AgentSettings, agent_clients
 from shared.events import TrainSucceeded
 from shared.service import Runtime, ServiceSpec, Wiring
-from shared.settings import ServiceSettings
 
 
-class AnalystSettings(ServiceSettings):
+class AnalystSettings(AgentSettings):
     service_name: str = "analyst"
     gallery_dir: Path | None = None
 
@@ -22,7 +22,9 @@ class AnalystSettings(ServiceSettings):
 async def bootstrap(runtime: Runtime) -> Wiring:
     settings = runtime.settings
     assert isinstance(settings, AnalystSettings)
-    return Wiring(handlers={TrainSucceeded: partial(on_train_succeeded, settings.gallery())})
+    llm, memory = agent_clients(runtime)
+    analyst = Analyst(llm=llm, memory=memory, gallery=settings.gallery())
+    return Wiring(handlers={TrainSucceeded: partial(on_train_succeeded, analyst)})
 
 
 SPEC = ServiceSpec(name="analyst", settings_type=AnalystSettings, bootstrap=bootstrap)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from shared import metrics
 from shared.bus import Delivery
 from shared.events import DebugGaveUp, DebugPatched, Event, TrainFailed, caused_by
 
@@ -24,7 +25,9 @@ async def on_train_failed(
     if patcher is not None and event.attempt < max_attempts:
         patched = await patcher.patch(event)
         if patched is not None:
+            metrics.DEBUG_PATCHES.labels(PRODUCER, str(patched.attempt)).inc()
             return (patched,)
+    metrics.DEBUG_GAVE_UP.labels(PRODUCER).inc()
     gave_up = DebugGaveUp(
         **caused_by(event, PRODUCER), attempts=event.attempt, last_error_kind=event.error_kind,
         last_error=event.message,

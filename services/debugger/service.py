@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 
 from pydantic import Field
 
-from services.debugger.handlers import Patcher, on_train_failed
+from services.debugger.handlers import on_train_failed
+from services.debugger.patcher import LlmPatcher
+from shared.agent import AgentSettings, agent_clients
 from shared.events import TrainFailed
 from shared.service import Runtime, ServiceSpec, Wiring
-from shared.settings import ServiceSettings
-
-log = logging.getLogger(__name__)
 
 
-class DebuggerSettings(ServiceSettings):
+class DebuggerSettings(AgentSettings):
     service_name: str = "debugger"
+    # Training attempts per experiment, the first one included.
     max_attempts: int = Field(default=3, ge=1)
 
 
 async def bootstrap(runtime: Runtime) -> Wiring:
     settings = runtime.settings
     assert isinstance(settings, DebuggerSettings)
-    patcher: Patcher | None = None
-    log.warning("no LLM patcher configured: every failure is given up at once")
+    llm, memory = agent_clients(runtime)
+    patcher = LlmPatcher(llm, memory)
     return Wiring(handlers={TrainFailed: partial(on_train_failed, patcher, settings.max_attempts)})
 
 

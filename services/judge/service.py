@@ -4,26 +4,20 @@ from __future__ import annotations
 
 from functools import partial
 
-from services.judge.handlers import Scorer, Scores, on_train_succeeded
+from services.judge.handlers import on_train_succeeded
+from services.judge.scorer import LlmScorer
+from shared.agent import AgentSettings, agent_clients
 from shared.events import TrainSucceeded
 from shared.service import Runtime, ServiceSpec, Wiring
-from shared.settings import ServiceSettings
 
 
-class JudgeSettings(ServiceSettings):
+class JudgeSettings(AgentSettings):
     service_name: str = "judge"
 
 
-class UnconfiguredScorer:
-    """Until an LLM is configured: a neutral score that says so, rather than a silent gap in the record."""
-
-    async def score(self, run: TrainSucceeded) -> Scores:
-        return Scores(performance=5, innovation=5, complexity=5, rationale="no LLM judge configured: neutral scores")
-
-
 async def bootstrap(runtime: Runtime) -> Wiring:
-    scorer: Scorer = UnconfiguredScorer()
-    return Wiring(handlers={TrainSucceeded: partial(on_train_succeeded, scorer)})
+    llm, memory = agent_clients(runtime)
+    return Wiring(handlers={TrainSucceeded: partial(on_train_succeeded, LlmScorer(llm, memory))})
 
 
 SPEC = ServiceSpec(name="judge", settings_type=JudgeSettings, bootstrap=bootstrap)

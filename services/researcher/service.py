@@ -10,6 +10,7 @@ from services.engineer.baselines import BASELINES
 from services.researcher.handlers import CampaignBook, on_event
 from services.researcher.loop import ResearchLoop
 from services.researcher.proposer import Proposer
+from shared.agent import AgentSettings, agent_clients
 from shared.events import (
     CampaignStarted,
     CampaignStopped,
@@ -19,18 +20,14 @@ from shared.events import (
     TrainFailed,
     TrainSucceeded,
 )
-from shared.llm import LlmClient, LlmSettings, build_backend
-from shared.memory_client import MemoryClient
 from shared.service import Runtime, ServiceSpec, Wiring
-from shared.settings import DEFAULT_HTTP_PORTS, ServiceSettings
 
 FOLLOWED = (CampaignStarted, CampaignStopped, ProposalCreated, ProposalRejected, TrainSucceeded, TrainFailed,
             DebugGaveUp)
 
 
-class ResearcherSettings(ServiceSettings, LlmSettings):
+class ResearcherSettings(AgentSettings):
     service_name: str = "researcher"
-    memory_url: str = f"http://127.0.0.1:{DEFAULT_HTTP_PORTS['memory']}"
     max_in_flight: int = Field(default=1, ge=1)
     revisions: int = Field(default=2, ge=0)
     example_baseline: str = "linear_attention"
@@ -40,9 +37,7 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     settings = runtime.settings
     assert isinstance(settings, ResearcherSettings)
     book = CampaignBook(runtime.db)
-    memory = MemoryClient(settings.memory_url)
-    runtime.exit_stack.push_async_callback(memory.aclose)
-    llm = LlmClient(build_backend(settings), "researcher", settings.llm_max_attempts)
+    llm, memory = agent_clients(runtime)
     proposer = Proposer(llm, memory, BASELINES, settings.example_baseline, settings.revisions)
     loop = ResearchLoop(book, proposer, runtime.js, max_in_flight=settings.max_in_flight)
     handler = partial(on_event, book)

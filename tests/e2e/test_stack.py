@@ -23,6 +23,16 @@ from shared.store import mongo_client
 from shared.supervisor import StackState, pid_alive
 
 ASIARCH = [sys.executable, "-m", "shared.cli.main"]
+IDENTITY_MIXER = """import torch
+
+
+class Mixer(torch.nn.Module):
+    def __init__(self, d_model: int, n_heads: int, **kwargs) -> None:
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+"""
 
 
 def stack_env(data_dir: Path) -> dict[str, str]:
@@ -102,8 +112,7 @@ async def publish_proposals(nats_url: str, count: int) -> list[ProposalCreated]:
     js = nc.jetstream()
     events = [
         ProposalCreated(event_id=new_event_id(), occurred_at=utc_now(), producer="test", campaign_id="c",
-                        experiment_id=f"exp-{n}", name=f"m{n}", motivation="m",
-                        code="import torch\nclass Mixer(torch.nn.Module):\n    pass\n")
+                        experiment_id=f"exp-{n}", name=f"m{n}", motivation="m", code=IDENTITY_MIXER)
         for n in range(count)
     ]
     for event in events:

@@ -1,0 +1,22 @@
+"""What every LLM agent service (researcher, debugger, analyst, judge) has in common: settings and clients."""
+
+from __future__ import annotations
+
+from shared.llm import LlmClient, LlmSettings, build_backend
+from shared.memory_client import MemoryClient
+from shared.service import Runtime
+from shared.settings import DEFAULT_HTTP_PORTS, ServiceSettings
+
+
+class AgentSettings(ServiceSettings, LlmSettings):
+    memory_url: str = f"http://127.0.0.1:{DEFAULT_HTTP_PORTS['memory']}"
+
+
+def agent_clients(runtime: Runtime) -> tuple[LlmClient, MemoryClient]:
+    """The agent's LLM client and memory client; the memory client is closed on shutdown."""
+    settings = runtime.settings
+    assert isinstance(settings, AgentSettings)
+    memory = MemoryClient(settings.memory_url)
+    runtime.exit_stack.push_async_callback(memory.aclose)
+    llm = LlmClient(build_backend(settings), settings.service_name, settings.llm_max_attempts)
+    return llm, memory
