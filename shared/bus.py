@@ -111,6 +111,8 @@ class ConsumerPolicy:
     retry_backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0)
     batch: int = 1
     fetch_timeout_s: float = 1.0
+    # 0: a generous default; 1: strict stream order (the next message waits until this one is acked or termed).
+    max_ack_pending: int = 0
 
     def backoff(self, deliveries: int) -> float:
         index = min(max(deliveries - 1, 0), len(self.retry_backoff_s) - 1)
@@ -123,7 +125,7 @@ def consumer_config(service: str, subjects: Sequence[str], policy: ConsumerPolic
     return ConsumerConfig(
         durable_name=service, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
         filter_subjects=list(subjects), ack_wait=policy.ack_wait_s, max_deliver=-1,
-        max_ack_pending=max(policy.batch * 8, 64),
+        max_ack_pending=policy.max_ack_pending or max(policy.batch * 8, 64),
     )
 
 

@@ -231,10 +231,14 @@ class OpenAICompatibleBackend:
         await self.client.aclose()
 
 
+# The default for CPU campaigns (see the README for how it was chosen).
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+
+
 class LlmSettings(CommonSettings):
     llm_backend: Literal["llama_cpp", "openai"] = "llama_cpp"
     # A registered model name (``asiarch models list``), a GGUF path, or the endpoint's model name.
-    llm_model: str = "qwen2.5-coder-0.5b"
+    llm_model: str = DEFAULT_MODEL
     llm_base_url: str = "http://127.0.0.1:8080/v1"
     llm_api_key: str = ""
     llm_threads: int = Field(default=1, ge=1)

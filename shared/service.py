@@ -115,7 +115,7 @@ async def connect_runtime(settings: ServiceSettings, stop: asyncio.Event, stack:
 def policy_from(settings: ServiceSettings) -> bus.ConsumerPolicy:
     return bus.ConsumerPolicy(
         max_deliver=settings.max_deliver, ack_wait_s=settings.ack_wait_s,
-        retry_backoff_s=settings.retry_backoff_s, batch=settings.concurrency,
+        retry_backoff_s=settings.retry_backoff_s, batch=settings.concurrency, max_ack_pending=settings.max_ack_pending,
     )
 
 

@@ -47,8 +47,10 @@ class ServiceSettings(CommonSettings):
     ack_wait_s: float = Field(default=30.0, gt=0)
     # Backoff between redeliveries after a transient failure, in seconds (last value repeats).
     retry_backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0)
-    # How many messages one instance handles at once.
+    # How many messages one instance fetches at once, and how many may await an ack across all instances
+    # (0: the bus default). A projection that must apply events in stream order sets 1.
     concurrency: int = Field(default=1, ge=1)
+    max_ack_pending: int = Field(default=0, ge=0)
 
     def resolved_http_port(self) -> int:
         return self.http_port or DEFAULT_HTTP_PORTS.get(self.service_name, 0)

@@ -1,47 +1,123 @@
-"""Memory's handlers: every domain event is applied to the projections in the store."""
+"""Memory's handler and its replays: every event goes through the MongoDB and FAISS projections.
+
+One writer per projection: the consumer's handler and a replay take the same lock. The consumer runs with one
+message in flight (``max_ack_pending=1``) because the projections apply events strictly in stream order.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
-from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from nats.js import JetStreamContext
 
+from services.memory.fitness import fitness_event
+from services.memory.projection import Projector
+from services.memory.vectors import VectorStore
+from shared import bus, metrics
 from shared.bus import Delivery
-from shared.events import Event, encode
+from shared.events import DeadLettered, Event, FitnessComputed, JudgeScored, TrainSucceeded, decode
 
-EVENT_LOG = "event_log"
+log = logging.getLogger(__name__)
+REPLAY_BATCH = 500
 
 
-class EventLogProjection:
-    """One document per event, keyed by its id and carrying its stream sequence.
+@dataclass
+class Memory:
+    projector: Projector
+    vectors: VectorStore
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    best_fitness: float | None = None
 
-    The insert is the whole effect and the id is unique, so an event applied twice is stored once.
+    def apply(self, event: Event, seq: int) -> FitnessComputed | None:
+        """Project one event; the fitness event it makes due, if any (published by the caller)."""
+        self.projector.apply(event, seq)
+        self.vectors.apply(event, seq)
+        if isinstance(event, FitnessComputed):
+            self.best_fitness = max(self.best_fitness or event.total, event.total)
+            metrics.BEST_FITNESS.labels("memory").set(self.best_fitness)
+        if isinstance(event, (TrainSucceeded, JudgeScored)):
+            return fitness_event(self.projector.db, event)
+        return None
+
+
+async def project(memory: Memory, event: Event, delivery: Delivery) -> Sequence[Event]:
+    async with memory.lock:
+        fitness = await asyncio.to_thread(memory.apply, event, delivery.stream_seq)
+    return (fitness,) if fitness is not None else ()
+
+
+async def stored_events(js: JetStreamContext, start_seq: int, until_seq: int | None) -> list[tuple[int, Event]]:
+    """Decoded domain events of a stretch of the stream (dead letters are not projected)."""
+    pairs: list[tuple[int, Event]] = []
+    async for message in bus.read_stream(js, start_seq=start_seq, until_seq=until_seq):
+        event = decode(message.data)
+        if not isinstance(event, DeadLettered):
+            pairs.append((message.seq, event))
+    return pairs
+
+
+async def catch_up(js: JetStreamContext, memory: Memory, consumer: str) -> int:
+    """Bring the projections up to the consumer's ack floor (what the durable consumer will not deliver again).
+
+    The FAISS files are saved on a timer, so after a crash they can lag the store; the missing stretch is read
+    from the stream directly. Fitness events are not re-published: they are already in the log.
     """
-
-    name = "event_log"
-
-    def __init__(self, db: Database) -> None:
-        self.collection = db[EVENT_LOG]
-
-    def apply(self, event: Event, seq: int) -> bool:
-        doc = {
-            "_id": event.event_id,
-            "seq": seq,
-            "type": type(event).type_tag(),
-            "campaign_id": event.campaign_id,
-            "experiment_id": event.experiment_id,
-            "occurred_at": event.occurred_at,
-            "size": len(encode(event)),
-        }
-        try:
-            self.collection.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
+    try:
+        info = await js.consumer_info(bus.STREAM_NAME, consumer)
+    except Exception:  # no consumer yet: nothing was ever acked
+        return 0
+    floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+    start = min(memory.projector.last_seq(), memory.vectors.last_seq()) + 1
+    if floor < start:
+        return 0
+    pairs = await stored_events(js, start, floor)
+    async with memory.lock:
+        await asyncio.to_thread(apply_pairs, memory, pairs)
+    log.info("caught up %d events (seq %d..%d)", len(pairs), start, floor)
+    return len(pairs)
 
 
-async def project(projection: EventLogProjection, event: Event, delivery: Delivery) -> Sequence[Event]:
-    await asyncio.to_thread(projection.apply, event, delivery.stream_seq)
-    return ()
+def apply_pairs(memory: Memory, pairs: list[tuple[int, Event]], progress: Callable[[int], None] | None = None) -> int:
+    """Replay path: batched writes to the store, one embedding batch per chunk, vectors saved at the end."""
+    applied = 0
+    for start in range(0, len(pairs), REPLAY_BATCH):
+        chunk = pairs[start:start + REPLAY_BATCH]
+        applied += memory.projector.apply_all(chunk, batch=REPLAY_BATCH)
+        for seq, event in chunk:
+            memory.vectors.apply(event, seq)
+        memory.vectors.flush()
+        if progress is not None:
+            progress(start + len(chunk))
+    if memory.vectors.directory is not None:
+        memory.vectors.save()
+    return applied
+
+
+@dataclass
+class ReplayJob:
+    """A replay in progress, as the API reports it."""
+
+    target: str
+    until_seq: int | None
+    total: int = 0
+    done: int = 0
+    state: str = "running"  # running, finished, failed
+    error: str = ""
+
+
+async def replay(js: JetStreamContext, memory: Memory, job: ReplayJob) -> None:
+    """Drop ``memory``'s projections and rebuild them from sequence 1 (to ``job.until_seq``)."""
+    try:
+        pairs = await stored_events(js, 1, job.until_seq)
+        job.total = len(pairs)
+        async with memory.lock:
+            await asyncio.to_thread(memory.projector.drop)
+            memory.vectors.drop()
+            await asyncio.to_thread(apply_pairs, memory, pairs, lambda n: setattr(job, "done", n))
+        job.state = "finished"
+    except Exception as exc:  # reported through the API, never lost
+        log.exception("replay into %s failed", job.target)
+        job.state, job.error = "failed", str(exc)

@@ -1,23 +1,122 @@
-"""Memory's settings and wiring."""
+"""Memory's settings and wiring: projections, the query API, replays, the cognition starter base."""
 
 from __future__ import annotations
 
-import functools
+import asyncio
+import logging
+import re
+from functools import partial
+from pathlib import Path
+from typing import Literal
 
-from services.memory.handlers import EventLogProjection, project
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+
+from services.memory.api import MemoryApiDeps, create_router
+from services.memory.cognition.ingest import ingest_starter
+from services.memory.handlers import Memory, ReplayJob, catch_up, project, replay
+from services.memory.projection import Projector
+from services.memory.vectors import COGNITION_INDEX, HashingEmbedder, MiniLMEmbedder, VectorStore
 from shared.events import DOMAIN_EVENTS
 from shared.service import Runtime, ServiceSpec, Wiring
 from shared.settings import ServiceSettings
 
+log = logging.getLogger(__name__)
+DATABASE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
+
 
 class MemorySettings(ServiceSettings):
     service_name: str = "memory"
+    # The projections apply events strictly in stream order: one message in flight.
+    max_ack_pending: int = 1
+    # "hashing" is a fast deterministic stand-in for tests of the plumbing; real campaigns use MiniLM.
+    embedder: Literal["minilm", "hashing"] = "minilm"
+    save_every_s: float = Field(default=30.0, gt=0)
+
+    def vectors_dir(self, name: str = "vectors") -> Path:
+        return self.data_dir / "memory" / name
+
+
+class ReplayRequest(BaseModel):
+    until_seq: int | None = Field(default=None, ge=1, description="rebuild the state as of this event")
+    into: str | None = Field(default=None, description="a separate database to build into (a fork)")
+
+
+class ReplayStatus(BaseModel):
+    target: str
+    until_seq: int | None
+    total: int
+    done: int
+    state: str
+    error: str
+
+
+def embedder_for(settings: MemorySettings) -> MiniLMEmbedder | HashingEmbedder:
+    return HashingEmbedder() if settings.embedder == "hashing" else MiniLMEmbedder()
+
+
+def admin_router(runtime: Runtime, memory: Memory, settings: MemorySettings) -> APIRouter:
+    router = APIRouter(prefix="/admin", tags=["admin"])
+    jobs: dict[str, ReplayJob] = {}
+    tasks: set[asyncio.Task[None]] = set()
+
+    @router.post("/replay", response_model=ReplayStatus, status_code=202, summary="Rebuild projections from the log")
+    async def start_replay(request: ReplayRequest) -> ReplayStatus:
+        if any(job.state == "running" for job in jobs.values()):
+            raise HTTPException(409, "a replay is already running")
+        target = memory
+        if request.into is not None:
+            if not DATABASE_NAME.fullmatch(request.into) or request.into == settings.mongo_db:
+                raise HTTPException(422, f"'into' must be a new database name ([A-Za-z0-9_-], not "
+                                         f"{settings.mongo_db!r})")
+            vectors = VectorStore(memory.vectors.embedder, settings.vectors_dir(f"fork-{request.into}"))
+            target = Memory(Projector(runtime.mongo[request.into]), vectors)
+        job = ReplayJob(target=request.into or settings.mongo_db, until_seq=request.until_seq)
+        jobs["last"] = job
+        task = asyncio.create_task(replay(runtime.js, target, job))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return ReplayStatus(**vars(job))
+
+    @router.get("/replay", response_model=ReplayStatus, summary="Progress of the last replay")
+    async def replay_status() -> ReplayStatus:
+        if "last" not in jobs:
+            raise HTTPException(404, "no replay has run since the service started")
+        return ReplayStatus(**vars(jobs["last"]))
+
+    return router
+
+
+async def periodic_save(memory: Memory, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        async with memory.lock:
+            await asyncio.to_thread(memory.vectors.save)
 
 
 async def bootstrap(runtime: Runtime) -> Wiring:
-    projection = EventLogProjection(runtime.db)
-    handler = functools.partial(project, projection)
-    return Wiring(handlers={event_type: handler for event_type in DOMAIN_EVENTS})
+    settings = runtime.settings
+    assert isinstance(settings, MemorySettings)
+    vectors_dir = settings.vectors_dir()
+    vectors_dir.mkdir(parents=True, exist_ok=True)
+    vectors = VectorStore(embedder_for(settings), vectors_dir)
+    memory = Memory(Projector(runtime.db), vectors)
+
+    async def save_on_exit() -> None:
+        async with memory.lock:
+            await asyncio.to_thread(vectors.save)
+
+    runtime.exit_stack.push_async_callback(save_on_exit)
+    if vectors.size(COGNITION_INDEX) == 0:
+        count = await asyncio.to_thread(ingest_starter, runtime.db, vectors)
+        log.info("cognition base: %d starter entries", count)
+    await catch_up(runtime.js, memory, settings.service_name)
+    router = APIRouter()
+    router.include_router(create_router(MemoryApiDeps(db=runtime.db, vectors=vectors)))
+    router.include_router(admin_router(runtime, memory, settings))
+    handler = partial(project, memory)
+    return Wiring(handlers={event_type: handler for event_type in DOMAIN_EVENTS}, router=router,
+                  tasks=[partial(periodic_save, memory, settings.save_every_s)])
 
 
 SPEC = ServiceSpec(name="memory", settings_type=MemorySettings, bootstrap=bootstrap)

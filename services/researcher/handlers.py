@@ -1,7 +1,8 @@
 """Researcher's handlers: follow each campaign's budget and the experiments it has in flight.
 
-Every write is idempotent by construction: sets of experiment ids (``$addToSet``) and spend keyed by the event id
-that reported it, so an event applied twice changes nothing.
+Every write is idempotent by construction: one document per (campaign, experiment) with flags set by ``$set``,
+and one spend document per event that reported training time, so an event applied twice changes nothing. (Array
+operators such as ``$addToSet`` are avoided: the embedded store does not implement them faithfully.)
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from shared.events import (
 )
 
 STATE = "researcher_campaigns"
+MEMBERS = "researcher_experiments"
+SPEND = "researcher_spend"
 
 
 @dataclass(frozen=True)
@@ -50,71 +53,100 @@ class CampaignView:
         return self.proposed < self.budget_experiments and not over_hours
 
 
-def view_of(doc: dict[str, Any]) -> CampaignView:
-    created = set(doc.get("created", []))
-    done = set(doc.get("done", []))
+@dataclass(frozen=True)
+class Tally:
+    proposed: int
+    in_flight: int
+    cpu_seconds: float
+    gpu_seconds: float
+
+
+def view_of(doc: dict[str, Any], tally: Tally) -> CampaignView:
     return CampaignView(
         campaign_id=doc["_id"], status=doc.get("status", "unknown"), profile=doc.get("profile", ""),
         seed=int(doc.get("seed", 0)), llm_model=doc.get("llm_model", ""),
         budget_experiments=int(doc.get("budget_experiments", 0)),
         budget_cpu_hours=float(doc.get("budget_cpu_hours", 0.0)),
         budget_gpu_hours=float(doc.get("budget_gpu_hours", 0.0)),
-        proposed=len(created | set(doc.get("rejected", []))), in_flight=len(created - done),
-        cpu_hours=sum(doc.get("cpu_seconds", {}).values()) / 3600,
-        gpu_hours=sum(doc.get("gpu_seconds", {}).values()) / 3600,
+        proposed=tally.proposed, in_flight=tally.in_flight,
+        cpu_hours=tally.cpu_seconds / 3600, gpu_hours=tally.gpu_seconds / 3600,
     )
 
 
 class CampaignBook:
     def __init__(self, db: Database) -> None:
-        self.collection = db[STATE]
-
-    def update(self, campaign_id: str, change: dict[str, Any]) -> None:
-        self.collection.update_one({"_id": campaign_id}, change, upsert=True)
+        self.campaigns_collection = db[STATE]
+        self.members = db[MEMBERS]
+        self.spend = db[SPEND]
 
     def apply(self, event: Event) -> None:
-        change = change_for(event)
-        if change is not None and event.campaign_id:
-            self.update(event.campaign_id, change)
+        if not event.campaign_id:
+            return
+        if isinstance(event, (CampaignStarted, CampaignStopped)):
+            self.campaigns_collection.update_one({"_id": event.campaign_id}, {"$set": campaign_fields(event)},
+                                                 upsert=True)
+            return
+        flags = member_flags(event)
+        if flags:
+            key = f"{event.campaign_id}/{event.experiment_id}"
+            self.members.update_one({"_id": key}, {"$set": {"campaign_id": event.campaign_id, **flags}},
+                                    upsert=True)
+        seconds = spend_of(event)
+        if seconds is not None:
+            cpu, gpu = seconds
+            self.spend.update_one({"_id": event.event_id}, {"$set": {
+                "campaign_id": event.campaign_id, "cpu_seconds": cpu, "gpu_seconds": gpu}}, upsert=True)
+
+    def tally(self, campaign_id: str) -> Tally:
+        members = list(self.members.find({"campaign_id": campaign_id}))
+        # bool(): the embedded store hands booleans back as 0/1.
+        created = [m for m in members if bool(m.get("created"))]
+        in_flight = [m for m in created if not bool(m.get("done"))]
+        proposed = [m for m in members if bool(m.get("created")) or bool(m.get("rejected"))]
+        spend = list(self.spend.find({"campaign_id": campaign_id}))
+        return Tally(proposed=len(proposed), in_flight=len(in_flight),
+                     cpu_seconds=sum(float(s.get("cpu_seconds") or 0) for s in spend),
+                     gpu_seconds=sum(float(s.get("gpu_seconds") or 0) for s in spend))
 
     def campaigns(self, status: str | None = None) -> list[CampaignView]:
         query = {"status": status} if status else {}
-        return [view_of(doc) for doc in self.collection.find(query)]
+        return [view_of(doc, self.tally(doc["_id"])) for doc in self.campaigns_collection.find(query)]
 
     def campaign(self, campaign_id: str) -> CampaignView | None:
-        doc = self.collection.find_one({"_id": campaign_id})
-        return view_of(doc) if doc else None
+        doc = self.campaigns_collection.find_one({"_id": campaign_id})
+        return view_of(doc, self.tally(campaign_id)) if doc else None
 
 
-def change_for(event: Event) -> dict[str, Any] | None:
-    """The idempotent store change an event makes to its campaign's book."""
-    if isinstance(event, CampaignStarted):
-        return {"$set": {
-            "status": "running", "profile": event.profile, "seed": event.seed, "llm_model": event.llm_model,
-            "budget_experiments": event.budget.experiments, "budget_cpu_hours": event.budget.cpu_hours,
-            "budget_gpu_hours": event.budget.gpu_hours, "started_at": event.occurred_at,
-        }}
+def campaign_fields(event: CampaignStarted | CampaignStopped) -> dict[str, Any]:
     if isinstance(event, CampaignStopped):
-        return {"$set": {"status": "stopped", "reason": event.reason, "stopped_at": event.occurred_at}}
+        return {"status": "stopped", "reason": event.reason}
+    return {
+        "status": "running", "profile": event.profile, "seed": event.seed, "llm_model": event.llm_model,
+        "budget_experiments": event.budget.experiments, "budget_cpu_hours": event.budget.cpu_hours,
+        "budget_gpu_hours": event.budget.gpu_hours,
+    }
+
+
+def member_flags(event: Event) -> dict[str, bool]:
+    """The flags an event sets on its experiment: created, rejected, done (nothing more will happen to it)."""
     if isinstance(event, ProposalCreated):
-        return {"$addToSet": {"created": event.experiment_id}}
+        return {"created": True}
     if isinstance(event, ProposalRejected):
         # Rejected by the researcher before creation, or by the engineer after: either way it is over.
-        return {"$addToSet": {"rejected": event.experiment_id, "done": event.experiment_id}}
+        return {"rejected": True, "done": True}
     if isinstance(event, (TrainSucceeded, DebugGaveUp)):
-        change: dict[str, Any] = {"$addToSet": {"done": event.experiment_id}}
-        if isinstance(event, TrainSucceeded):
-            change["$set"] = spend(event.event_id, event.cpu_core_seconds, event.gpu_seconds)
-        return change
+        return {"done": True}
+    return {}
+
+
+def spend_of(event: Event) -> tuple[float, float] | None:
+    """(CPU-core seconds, GPU seconds) a training report spent."""
+    if isinstance(event, TrainSucceeded):
+        return event.cpu_core_seconds, event.gpu_seconds
     if isinstance(event, TrainFailed):
         on_gpu = event.device.startswith("cuda")
-        cpu, gpu = (0.0, event.device_seconds) if on_gpu else (event.device_seconds, 0.0)
-        return {"$set": spend(event.event_id, cpu, gpu)}
+        return (0.0, event.device_seconds) if on_gpu else (event.device_seconds, 0.0)
     return None
-
-
-def spend(event_id: str, cpu_seconds: float, gpu_seconds: float) -> dict[str, float]:
-    return {f"cpu_seconds.{event_id}": cpu_seconds, f"gpu_seconds.{event_id}": gpu_seconds}
 
 
 async def on_event(book: CampaignBook, event: Event, delivery: Delivery) -> Sequence[Event]:

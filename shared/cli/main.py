@@ -16,12 +16,14 @@ from rich.console import Console
 from rich.progress import DownloadColumn, Progress
 from rich.table import Table
 
-from shared.cli import stack
+from services.engineer.profiles import PROFILES
+from shared.cli import campaign, stack
 from shared.cli.tail import tail
 from shared.errors import AsiarchError
-from shared.llm import LlmSettings
-from shared.models import KNOWN_MODELS, pull, read_registry, register_file
+from shared.llm import DEFAULT_MODEL, LlmSettings
+from shared.models import KNOWN_MODELS, pull, read_registry, register_file, resolve
 from shared.settings import SERVICE_NAMES
+from shared.supervisor import StackState
 
 app = typer.Typer(
     name="asiarch", help="A local lab that discovers linear-attention token mixers.",
@@ -29,6 +31,8 @@ app = typer.Typer(
 )
 events_app = typer.Typer(help="Read the event stream.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+campaign_app = typer.Typer(help="Run discovery campaigns.", no_args_is_help=True)
+app.add_typer(campaign_app, name="campaign")
 models_app = typer.Typer(help="Local GGUF models for the agents.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
@@ -135,6 +139,88 @@ def events_tail(
     state = require_running(data_dir)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(tail(state.nats_url, subject, from_start, limit, lambda line: print(line, flush=True)))
+
+
+@campaign_app.command("start")
+def campaign_start(
+    profile: Annotated[str, typer.Option(help="Training profile: smoke, cpu, explore or verify.")] = "cpu",
+    budget: Annotated[int, typer.Option(min=1, help="Stop after this many experiments.")] = 10,
+    model: Annotated[str, typer.Option(help="LLM model name (asiarch models list) or GGUF path.")] = DEFAULT_MODEL,
+    seed: Annotated[int, typer.Option(help="Seed for parent sampling.")] = 0,
+    cpu_hours: Annotated[float, typer.Option(min=0, help="Also stop after this many CPU-core hours (0: no cap).")] = 0,
+    gpu_hours: Annotated[float, typer.Option(min=0, help="Also stop after this many GPU hours (0: no cap).")] = 0,
+    wait: Annotated[bool, typer.Option(help="Follow the campaign until it ends, then print the leaderboard.")] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Start a campaign on the running stack."""
+    if profile not in PROFILES:
+        raise campaign.CampaignError(f"unknown profile '{profile}'; known: {', '.join(PROFILES)}")
+    resolve(LlmSettings().models_dir, model)  # fail now, not in every agent
+    _, data_dir = resolve_data_dir(data_dir)
+    state = require_running(data_dir)
+    event = campaign.start_event(profile, budget, cpu_hours, gpu_hours, model, seed)
+    campaign.start(state, event)
+    out.print(f"campaign [bold]{event.campaign_id}[/] started: profile {profile}, budget {budget}, model {model}")
+    if wait:
+        follow_campaign(state, event.campaign_id)
+
+
+def follow_campaign(state: StackState, campaign_id: str, poll_s: float = 5.0) -> None:
+    started = time.monotonic()
+    with out.status("waiting for the first proposal…") as status:
+        while True:
+            time.sleep(poll_s)
+            report = campaign.report(state, campaign_id)
+            counts = ", ".join(f"{k} {v}" for k, v in report.stats["by_status"].items() if v)
+            status.update(f"{time.monotonic() - started:,.0f} s — {counts or 'no experiment yet'}")
+            if report.stats.get("campaigns") and not report.running:
+                break
+    print_campaign(report, Path(state.data_dir) / "gallery")
+
+
+@campaign_app.command("stop")
+def campaign_stop(
+    campaign_id: Annotated[str | None, typer.Option("--id", help="Campaign id (default: the running one).")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Stop a campaign: no new proposals; experiments in flight finish."""
+    _, data_dir = resolve_data_dir(data_dir)
+    state = require_running(data_dir)
+    campaign_id = campaign_id or campaign.latest_campaign(state)
+    if campaign_id is None:
+        raise campaign.CampaignError("no campaign to stop")
+    campaign.stop(state, campaign_id)
+    out.print(f"campaign {campaign_id} stopped")
+
+
+@campaign_app.command("status")
+def campaign_status(
+    campaign_id: Annotated[str | None, typer.Option("--id", help="Campaign id (default: the latest).")] = None,
+    top: Annotated[int, typer.Option(min=1, help="Rows in the leaderboard.")] = 10,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Leaderboard, yield and spend of a campaign."""
+    _, data_dir = resolve_data_dir(data_dir)
+    state = require_running(data_dir)
+    campaign_id = campaign_id or campaign.latest_campaign(state)
+    print_campaign(campaign.report(state, campaign_id, top), Path(state.data_dir) / "gallery")
+
+
+def print_campaign(report: campaign.CampaignReport, gallery: Path) -> None:
+    stats = report.stats
+    board = Table("#", "experiment", "name", "status", "val loss", "fitness", title="leaderboard")
+    for rank, row in enumerate(report.leaderboard, start=1):
+        fitness, loss = row.get("fitness"), row.get("val_loss")
+        board.add_row(str(rank), row["id"], row.get("name", ""), row.get("status", ""),
+                      f"{loss:.4f}" if loss is not None else "-", f"{fitness:.3f}" if fitness is not None else "-")
+    out.print(board)
+    counts = ", ".join(f"{k} {v}" for k, v in stats["by_status"].items() if v)
+    spend = stats["spend"]
+    out.print(f"experiments {stats['experiments']} ({counts}); yield {stats['yield']:.0%}; "
+              f"fix rate {stats['fix_rate'] if stats['fix_rate'] is not None else '-'}")
+    out.print(f"spend: {spend['cpu_core_seconds'] / 3600:.2f} CPU-core h, {spend['gpu_seconds'] / 3600:.2f} GPU h, "
+              f"{spend['completion_tokens']:,} LLM tokens")
+    out.print(f"gallery: {gallery}")
 
 
 @models_app.command("list")

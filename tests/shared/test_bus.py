@@ -176,3 +176,24 @@ async def test_two_instances_share_the_durable_consumer_as_a_work_queue(js: JetS
     assert len(ids) == len(set(ids)) == 100
     per_instance = Counter(instance for instance, _ in handled)
     assert per_instance["a"] > 10 and per_instance["b"] > 10, per_instance
+
+
+async def test_strict_order_consumer_keeps_stream_order_across_a_retry(js: JetStreamContext, db: Database) -> None:
+    handled: list[str] = []
+    failed_once: set[str] = set()
+
+    async def handler(event: Event, delivery: bus.Delivery) -> Sequence[Event]:
+        if event.experiment_id == "exp-0" and event.event_id not in failed_once:
+            failed_once.add(event.event_id)
+            raise ConnectionError("transient")
+        handled.append(event.experiment_id)
+        return ()
+
+    ordered = bus.ConsumerPolicy(max_deliver=3, ack_wait_s=5.0, retry_backoff_s=(0.3,), fetch_timeout_s=0.2,
+                                 max_ack_pending=1)
+    consumer = bus.Consumer(js, "memory", {ProposalCreated: handler}, MongoLedger(db, "memory"), ordered)
+    async with consuming([consumer]):
+        for n in range(3):
+            await bus.publish(js, proposal(n))
+        await wait_for(lambda: len(handled) == 3)
+    assert handled == ["exp-0", "exp-1", "exp-2"]

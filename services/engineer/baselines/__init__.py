@@ -1,0 +1,50 @@
+"""Built-in baseline mixers, each a single file in the exact form a candidate takes (DESIGN §3).
+
+The registry maps a name to its file path; `load_baseline` imports the file by path, the same way a
+candidate is imported, so the baselines exercise the same loading code. Importing our own files in the
+service process is fine: they are ours, not generated code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+BASELINE_DIR = Path(__file__).resolve().parent
+
+BASELINES: dict[str, Path] = {
+    "softmax_attention": BASELINE_DIR / "softmax_attention.py",
+    "linear_attention": BASELINE_DIR / "linear_attention.py",
+    "retnet": BASELINE_DIR / "retnet.py",
+    "gla": BASELINE_DIR / "gla.py",
+    "deltanet": BASELINE_DIR / "deltanet.py",
+    "gated_deltanet": BASELINE_DIR / "gated_deltanet.py",
+    "mamba2": BASELINE_DIR / "mamba2.py",
+}
+
+# The quadratic reference; every other baseline must pass the sub-quadratic check.
+QUADRATIC = frozenset({"softmax_attention"})
+# The mixer whose step time anchors the efficiency check (DESIGN §4).
+EFFICIENCY_REFERENCE = "linear_attention"
+
+
+def baseline_path(name: str) -> Path:
+    try:
+        return BASELINES[name]
+    except KeyError:
+        raise KeyError(f"unknown baseline {name!r}; known: {', '.join(sorted(BASELINES))}") from None
+
+
+def load_baseline(name: str) -> ModuleType:
+    """Import a baseline file as module `asiarch_baseline_<name>` (cached in sys.modules)."""
+    module_name = f"asiarch_baseline_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, baseline_path(name))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,99 @@
+"""Training profiles (DESIGN §5): model size, token budget, optimiser and check settings in one place."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from services.engineer.model import ModelConfig
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # model
+    vocab_size: int  # expected tokenizer vocabulary (byte-level BPE for small profiles, GPT-NeoX for big ones)
+    d_model: int
+    n_layers: int
+    n_heads: int
+    seq_len: int
+    # token budget and batch: one optimiser step sees batch_size x seq_len tokens
+    tokens: int
+    batch_size: int
+    micro_batch_size: int  # sequences per forward; batch_size / micro_batch_size steps are accumulated
+    # optimiser: AdamW, linear warm-up, stable, then linear decay over the last `decay_frac` (WSD)
+    lr: float
+    warmup_steps: int
+    decay_frac: float = 0.2
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    # evaluation
+    eval_every: int = 0  # 0: only at the end
+    val_batches: int = 8
+    eval_samples_per_task: int | None = 100  # None: the whole task
+    # checks
+    param_range: tuple[int, int] = (0, 10**12)  # total model params (the `params` check)
+    efficiency_k: float = 3.0  # step time may be at most k x the linear-attention baseline's
+    efficiency_warmup_steps: int = 3  # steps ignored before timing (allocator and kernel warm-up)
+    max_train_seconds: float | None = None  # wall-time limit -> `timeout`
+    # numerics on CPU: bf16 autocast only where measured not to hurt loss (see cpu profile note)
+    cpu_bf16: bool = False
+    seed: int = 0
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    @property
+    def total_steps(self) -> int:
+        return max(1, self.tokens // self.tokens_per_step)
+
+    def model_config(self, vocab_size: int | None = None, **mixer_kwargs: Any) -> ModelConfig:
+        return ModelConfig(
+            vocab_size=vocab_size or self.vocab_size, d_model=self.d_model, n_layers=self.n_layers,
+            n_heads=self.n_heads, seq_len=self.seq_len, mixer_kwargs=dict(mixer_kwargs),
+        )
+
+    def with_overrides(self, **changes: Any) -> Profile:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    # ~0.9 M params on bytes; 0.2 M tokens. Seconds on 2 cores.
+    "smoke": Profile(
+        name="smoke", vocab_size=256, d_model=128, n_layers=4, n_heads=4, seq_len=128,
+        tokens=200_000, batch_size=16, micro_batch_size=16, lr=3e-3, warmup_steps=10,
+        val_batches=4, eval_samples_per_task=20, param_range=(300_000, 3_000_000), max_train_seconds=600,
+    ),
+    # ~3.3 M params (1.6 M of them the tied 8 k embedding); 2 M tokens. fp32: bf16 autocast on CPU has not
+    # been compared for loss yet (bench/train_throughput.py --cpu-bf16 measures its speed).
+    "cpu": Profile(
+        name="cpu", vocab_size=8192, d_model=192, n_layers=4, n_heads=4, seq_len=256,
+        tokens=2_000_000, batch_size=16, micro_batch_size=16, lr=2e-3, warmup_steps=50,
+        val_batches=16, eval_samples_per_task=200, param_range=(2_000_000, 8_000_000), max_train_seconds=3600,
+    ),
+    # The paper's exploration stage: ~20 M params (8 x 256, GPT-NeoX vocab), seq 2048, 1 B tokens.
+    "explore": Profile(
+        name="explore", vocab_size=50_280, d_model=256, n_layers=8, n_heads=4, seq_len=2048,
+        tokens=1_000_000_000, batch_size=128, micro_batch_size=32, lr=3e-3, warmup_steps=500,
+        eval_every=1000, val_batches=64, eval_samples_per_task=1000, param_range=(12_000_000, 30_000_000),
+    ),
+    # The paper's verification stage: ~340 M params (24 x 1024), seq 2048, 1 B+ tokens.
+    "verify": Profile(
+        name="verify", vocab_size=50_280, d_model=1024, n_layers=24, n_heads=8, seq_len=2048,
+        tokens=1_000_000_000, batch_size=256, micro_batch_size=8, lr=1e-3, warmup_steps=1000,
+        eval_every=2000, val_batches=128, eval_samples_per_task=None, param_range=(250_000_000, 450_000_000),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise KeyError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}") from None

@@ -1,0 +1,335 @@
+"""Memory's query API: an ``APIRouter`` the service mounts beside ``/healthz`` and ``/metrics``.
+
+Handlers are plain ``def`` so FastAPI runs the blocking pymongo and FAISS calls in its thread pool. The database
+and the vector store are injected through ``MemoryApiDeps`` (a FastAPI dependency, overridable in tests).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo.database import Database
+
+from services.memory import queries
+from services.memory.projection import FAILURES
+from services.memory.vectors import COGNITION_INDEX, INDEX_NAMES, VectorStore
+
+Status = Literal["proposed", "rejected", "training", "failed", "patched", "gave_up", "trained"]
+MAX_PAGE = 200
+MAX_K = 100
+
+
+@dataclass
+class MemoryApiDeps:
+    db: Database
+    vectors: VectorStore | None = None
+
+
+# --- response models ----------------------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class FitnessOut(_Model):
+    loss_term: float
+    benchmark_term: float
+    judge_term: float
+    total: float
+
+
+class JudgeOut(_Model):
+    performance: int
+    innovation: int
+    complexity: int
+    w: float = Field(description="0.3·performance + 0.25·innovation + 0.45·complexity, computed in code")
+    rationale: str
+
+
+class ExperimentSummary(_Model):
+    # Documents say _id / fitness_total; the API says id / fitness.
+    id: str = Field(validation_alias="_id")
+    campaign_id: str
+    name: str
+    status: Status
+    parent_ids: list[str]
+    fitness: float | None = Field(None, validation_alias="fitness_total")
+    val_loss: float | None = None
+    bench_mean: float | None = None
+    attempts: int = 0
+    created_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+class CodeVersionOut(_Model):
+    version: int
+    source: Literal["proposal", "debug"]
+    attempt: int
+    code: str
+    diff: str
+    diagnosis: str
+    at: dt.datetime
+
+
+class TrainOut(_Model):
+    attempt: int
+    profile: str
+    train_loss: float | None
+    val_loss: float | None
+    params: int
+    tokens: int
+    tokens_per_s: float
+    device: str
+    gpu_seconds: float
+    cpu_core_seconds: float
+    checkpoint_path: str
+    curve: list[tuple[int, int, float | None]] = Field(description="(step, tokens, loss) points")
+
+
+class SectionOut(_Model):
+    title: str
+    body: str
+
+
+class AnalysisOut(_Model):
+    sections: list[SectionOut]
+    compared_with: list[str]
+    gallery_path: str
+
+
+class ExperimentDetail(ExperimentSummary):
+    motivation: str
+    code: str
+    code_versions: list[CodeVersionOut]
+    cognition_ids: list[str]
+    train: TrainOut | None = None
+    benchmarks: dict[str, float] = {}
+    analysis: AnalysisOut | None = None
+    judge: JudgeOut | None = None
+    fitness_terms: FitnessOut | None = Field(None, validation_alias="fitness")
+    last_error: dict[str, Any] | None = None
+    rejection: dict[str, Any] | None = None
+    gave_up: dict[str, Any] | None = None
+    spend: dict[str, float]
+    llm: dict[str, Any]
+
+
+class LineageOut(_Model):
+    parents: list[ExperimentSummary]
+    missing_parents: list[str] = Field(description="parent ids with no experiment here (e.g. built-in baselines)")
+    children: list[ExperimentSummary]
+    siblings: list[ExperimentSummary]
+
+
+class ExperimentWithLineage(_Model):
+    experiment: ExperimentDetail
+    lineage: LineageOut
+
+
+class ExperimentPage(_Model):
+    total: int
+    limit: int
+    offset: int
+    items: list[ExperimentSummary]
+
+
+class ParentSampleOut(_Model):
+    strategy: Literal["two_tier", "ucb"]
+    seed: int | None
+    ranked: int = Field(description="how many experiments have a fitness")
+    parent: ExperimentSummary | None = Field(description="null while nothing has a fitness: start from a baseline")
+    references: list[ExperimentSummary]
+    ucb_scores: dict[str, float] = {}
+
+
+class SearchHit(_Model):
+    id: str
+    score: float = Field(description="cosine similarity")
+    label: str = Field("", description="experiment name, failure kind or cognition title")
+    source: str | None = None
+    page: int | None = None
+
+
+class SearchResult(_Model):
+    index: str
+    query: str
+    hits: list[SearchHit]
+
+
+class FixOut(_Model):
+    attempt: int
+    diagnosis: str
+    diff: str
+
+
+class FailureFixHit(_Model):
+    id: str
+    score: float
+    experiment_id: str
+    attempt: int
+    error_kind: str
+    message: str
+    traceback_tail: str
+    outcome: str
+    fix: FixOut | None
+    fix_worked: bool | None
+
+
+class FailureSearchResult(_Model):
+    query: str
+    hits: list[FailureFixHit]
+
+
+class StatsOut(_Model):
+    campaign_id: str | None
+    experiments: int
+    by_status: dict[str, int]
+    yield_: float = Field(alias="yield", description="trained / experiments")
+    best_fitness: float | None
+    best_experiment_id: str | None
+    failures: int
+    patches: int
+    fix_rate: float | None = Field(
+        description="of the patched failures retrained so far, the share whose next attempt trained")
+    spend: dict[str, float]
+    campaigns: list[dict[str, Any]]
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+# --- the router ---------------------------------------------------------------------------------------------------
+
+
+def _summaries(docs: list[dict[str, Any]]) -> list[ExperimentSummary]:
+    return [ExperimentSummary.model_validate(d) for d in docs]
+
+
+def _require_vectors(deps: MemoryApiDeps) -> VectorStore:
+    if deps.vectors is None:
+        raise HTTPException(503, "similarity search is not available: this memory service has no vector store")
+    return deps.vectors
+
+
+def create_router(deps: MemoryApiDeps) -> APIRouter:
+    """The query API over ``deps``; mount it with ``app.include_router``."""
+    router = APIRouter(tags=["memory"])
+
+    def get_deps() -> MemoryApiDeps:
+        return deps
+
+    _experiment_routes(router, get_deps)
+    _search_routes(router, get_deps)
+    return router
+
+
+def _experiment_routes(router: APIRouter, get_deps: Callable[[], MemoryApiDeps]) -> None:
+    @router.get("/experiments", response_model=ExperimentPage, summary="List experiments")
+    def list_experiments(
+        status: Status | None = Query(None, description="only experiments in this status"),
+        campaign_id: str | None = Query(None, min_length=1),
+        sort: Literal["fitness", "time"] = Query("time", description="fitness total, or creation time"),
+        order: Literal["asc", "desc"] = Query("desc"),
+        limit: int = Query(50, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0),
+        deps: MemoryApiDeps = Depends(get_deps),
+    ) -> ExperimentPage:
+        total, docs = queries.list_experiments(deps.db, status=status, campaign_id=campaign_id, sort=sort,
+                                               descending=order == "desc", limit=limit, offset=offset)
+        return ExperimentPage(total=total, limit=limit, offset=offset, items=_summaries(docs))
+
+    @router.get("/experiments/{experiment_id}", response_model=ExperimentWithLineage,
+                summary="One experiment with its lineage", responses={404: {"description": "no such experiment"}})
+    def get_experiment(
+        experiment_id: str = Path(min_length=1, max_length=200), deps: MemoryApiDeps = Depends(get_deps),
+    ) -> ExperimentWithLineage:
+        doc = queries.get_experiment(deps.db, experiment_id)
+        if doc is None:
+            raise HTTPException(404, f"no experiment {experiment_id!r}")
+        family = queries.lineage(deps.db, doc)
+        return ExperimentWithLineage(
+            experiment=ExperimentDetail.model_validate(doc),
+            lineage=LineageOut(parents=_summaries(family.parents), missing_parents=family.missing_parents,
+                               children=_summaries(family.children), siblings=_summaries(family.siblings)),
+        )
+
+    @router.get("/sample/parents", response_model=ParentSampleOut, summary="Sample a parent and references")
+    def sample_parents(
+        strategy: Literal["two_tier", "ucb"] = Query("two_tier"),
+        references: int = Query(4, ge=0, le=40, description="how many references to draw"),
+        seed: int | None = Query(None, description="same seed, same sample (over the same experiments)"),
+        exploration: float = Query(1.0, ge=0.0, le=10.0, description="UCB's exploration constant"),
+        campaign_id: str | None = Query(None, min_length=1),
+        deps: MemoryApiDeps = Depends(get_deps),
+    ) -> ParentSampleOut:
+        sample = queries.sample_parents(deps.db, strategy=strategy, references=references, seed=seed,
+                                        campaign_id=campaign_id, exploration=exploration)
+        parent = ExperimentSummary.model_validate(sample.parent) if sample.parent else None
+        return ParentSampleOut(strategy=sample.strategy, seed=seed, ranked=sample.ranked, parent=parent,
+                               references=_summaries(sample.references), ucb_scores=sample.ucb_scores)
+
+    @router.get("/stats", response_model=StatsOut, response_model_by_alias=True, summary="Campaign statistics")
+    def stats(
+        campaign_id: str | None = Query(None, min_length=1), deps: MemoryApiDeps = Depends(get_deps),
+    ) -> StatsOut:
+        return StatsOut.model_validate(queries.campaign_stats(deps.db, campaign_id))
+
+
+def _search_routes(router: APIRouter, get_deps: Callable[[], MemoryApiDeps]) -> None:
+    @router.get("/failures/search", response_model=FailureSearchResult, summary="Similar past failures and fixes")
+    def search_failures(
+        q: str = Query(min_length=1, max_length=4000, description="error text: kind, message, traceback"),
+        k: int = Query(5, ge=1, le=MAX_K), only_fixed: bool = Query(False, description="only failures with a fix"),
+        deps: MemoryApiDeps = Depends(get_deps),
+    ) -> FailureSearchResult:
+        vectors = _require_vectors(deps)
+        # Over-fetch when filtering, so k fixed pairs can still come back.
+        hits = vectors.search("failures", q, k * 4 if only_fixed else k)
+        docs = {d["_id"]: d for d in deps.db[FAILURES].find({"_id": {"$in": [h.id for h in hits]}})}
+        out = [_failure_hit(h.id, h.score, docs[h.id]) for h in hits if h.id in docs]
+        if only_fixed:
+            out = [hit for hit in out if hit.fix is not None]
+        return FailureSearchResult(query=q, hits=out[:k])
+
+    @router.get("/search/{index}", response_model=SearchResult, summary="Similarity search over one index",
+                responses={404: {"description": "no such index"}})
+    def search(
+        index: str = Path(description=f"one of {', '.join(INDEX_NAMES)}"),
+        q: str = Query(min_length=1, max_length=4000), k: int = Query(10, ge=1, le=MAX_K),
+        deps: MemoryApiDeps = Depends(get_deps),
+    ) -> SearchResult:
+        if index not in INDEX_NAMES:
+            raise HTTPException(404, f"no index {index!r}; known: {', '.join(INDEX_NAMES)}")
+        hits = _require_vectors(deps).search(index, q, k)
+        return SearchResult(index=index, query=q, hits=_labelled(deps.db, index, hits))
+
+
+def _failure_hit(failure_id: str, score: float, doc: dict[str, Any]) -> FailureFixHit:
+    fix = doc.get("fix")
+    return FailureFixHit(
+        id=failure_id, score=score, experiment_id=doc["experiment_id"], attempt=doc["attempt"],
+        error_kind=doc["error_kind"], message=doc["message"], traceback_tail=(doc.get("traceback") or "")[-1500:],
+        outcome=doc.get("outcome", "unpatched"), fix_worked=doc.get("fix_worked"),
+        fix=FixOut(attempt=fix["attempt"], diagnosis=fix["diagnosis"], diff=fix["diff"]) if fix else None,
+    )
+
+
+def _labelled(db: Database, index: str, hits: list[Any]) -> list[SearchHit]:
+    """Attach a human label (and, for cognition, source and page) to each hit."""
+    ids = [h.id for h in hits]
+    if index == COGNITION_INDEX:
+        docs = {d["_id"]: d for d in db["cognition"].find({"_id": {"$in": ids}})}
+        return [SearchHit(id=h.id, score=h.score, label=docs.get(h.id, {}).get("title", ""),
+                          source=docs.get(h.id, {}).get("source"), page=docs.get(h.id, {}).get("page"))
+                for h in hits]
+    if index == "failures":
+        docs = {d["_id"]: d for d in db[FAILURES].find({"_id": {"$in": ids}}, {"error_kind": 1, "message": 1})}
+        labels = {i: f"{d['error_kind']}: {d['message']}"[:200] for i, d in docs.items()}
+    else:
+        docs = {d["_id"]: d for d in db["experiments"].find({"_id": {"$in": ids}}, {"name": 1})}
+        labels = {i: d.get("name", "") for i, d in docs.items()}
+    return [SearchHit(id=h.id, score=h.score, label=labels.get(h.id, "")) for h in hits]

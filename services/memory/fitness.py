@@ -1,0 +1,176 @@
+"""DESIGN §7 in code: ASI-Arch's composite fitness against locally measured baselines.
+
+``total = σ(6·clip((L_base − L)/(0.1·L_base), −1, 1)) + σ(6·clip((B − B_base)/(0.1·B_base), −1, 1)) + (w − 1)/9``
+with ``w = 0.3·performance + 0.25·innovation + 0.45·complexity``. The baseline is the mean over ≥ 2 seeds of the
+same profile, kept in the ``baselines`` collection (filled by ``asiarch baselines`` through ``record_baseline``).
+Until a baseline for the experiment's profile exists no fitness is emitted: a number against a made-up reference
+would be ranked next to real ones and could never be told apart later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pymongo.database import Database
+
+from services.memory.projection import EXPERIMENTS, judge_weight
+from shared.events import Event, FitnessComputed, caused_by, utc_now
+
+log = logging.getLogger(__name__)
+
+BASELINES = "baselines"
+PRODUCER = "memory"
+MIN_BASELINE_SEEDS = 2
+# The relative improvement (10 %) that saturates a term, and the sigmoid's steepness, from ASI-Arch.
+_SCALE = 0.1
+_STEEPNESS = 6.0
+
+
+@dataclass(frozen=True)
+class Baseline:
+    profile: str
+    val_loss_mean: float
+    val_loss_std: float
+    bench_mean: float
+    bench_std: float
+    seeds: int
+
+
+@dataclass(frozen=True)
+class FitnessTerms:
+    loss_term: float
+    benchmark_term: float
+    judge_term: float
+    total: float
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _clip(x: float, low: float = -1.0, high: float = 1.0) -> float:
+    return max(low, min(high, x))
+
+
+def loss_term(val_loss: float, baseline_loss: float) -> float:
+    """Lower loss is better; a non-finite loss (a diverged run) scores as the worst clipped value."""
+    if not math.isfinite(val_loss):
+        return sigmoid(-_STEEPNESS)
+    if baseline_loss <= 0 or not math.isfinite(baseline_loss):
+        raise ValueError(f"baseline loss must be a positive number, got {baseline_loss}")
+    return sigmoid(_STEEPNESS * _clip((baseline_loss - val_loss) / (_SCALE * baseline_loss)))
+
+
+def benchmark_term(bench: float | None, baseline_bench: float | None) -> float:
+    """Higher is better. Without benchmark scores (or a zero baseline) the term is neutral, σ(0) = 0.5."""
+    if bench is None or baseline_bench is None or baseline_bench <= 0 or not math.isfinite(baseline_bench):
+        return 0.5
+    if not math.isfinite(bench):
+        return sigmoid(-_STEEPNESS)
+    return sigmoid(_STEEPNESS * _clip((bench - baseline_bench) / (_SCALE * baseline_bench)))
+
+
+def judge_term(performance: float, innovation: float, complexity: float) -> float:
+    """(w − 1)/9 maps the 1–10 weighted judge score onto 0–1."""
+    for name, score in (("performance", performance), ("innovation", innovation), ("complexity", complexity)):
+        if not 1 <= score <= 10:
+            raise ValueError(f"judge score {name}={score} is outside 1–10")
+    return (judge_weight(performance, innovation, complexity) - 1.0) / 9.0
+
+
+def fitness_terms(
+    val_loss: float,
+    bench: float | None,
+    baseline_loss: float,
+    baseline_bench: float | None,
+    performance: float,
+    innovation: float,
+    complexity: float,
+) -> FitnessTerms:
+    """The three terms and their sum for one experiment against its profile's baseline."""
+    lt = loss_term(val_loss, baseline_loss)
+    bt = benchmark_term(bench, baseline_bench)
+    jt = judge_term(performance, innovation, complexity)
+    return FitnessTerms(loss_term=lt, benchmark_term=bt, judge_term=jt, total=lt + bt + jt)
+
+
+# --- baselines ----------------------------------------------------------------------------------------------------
+
+
+def record_baseline(
+    db: Database,
+    profile: str,
+    val_losses: Sequence[float],
+    bench_means: Sequence[float],
+    *,
+    measured_at: dt.datetime | None = None,
+) -> Baseline:
+    """Store the baseline of ``profile`` from one (val loss, mean benchmark score) pair per seed."""
+    if len(val_losses) < MIN_BASELINE_SEEDS:
+        raise ValueError(f"a baseline needs at least {MIN_BASELINE_SEEDS} seeds, got {len(val_losses)}")
+    if len(bench_means) != len(val_losses):
+        raise ValueError("give one mean benchmark score per seed (same length as val_losses)")
+    if not all(math.isfinite(v) and v > 0 for v in val_losses):
+        raise ValueError(f"baseline val losses must be positive and finite: {list(val_losses)}")
+    baseline = Baseline(
+        profile=profile,
+        val_loss_mean=statistics.fmean(val_losses), val_loss_std=statistics.stdev(val_losses),
+        bench_mean=statistics.fmean(bench_means), bench_std=statistics.stdev(bench_means),
+        seeds=len(val_losses),
+    )
+    # The replacement names its _id: nx-27017 would otherwise upsert under a fresh ObjectId.
+    doc = {"_id": profile, **asdict(baseline), "val_losses": list(map(float, val_losses)),
+           "bench_means": list(map(float, bench_means)), "measured_at": measured_at or utc_now()}
+    db[BASELINES].replace_one({"_id": profile}, doc, upsert=True)
+    return baseline
+
+
+def get_baseline(db: Database, profile: str) -> Baseline | None:
+    doc = db[BASELINES].find_one({"_id": profile})
+    if doc is None:
+        return None
+    fields = {name: doc[name] for name in Baseline.__dataclass_fields__}
+    return Baseline(**fields)
+
+
+# --- the event ----------------------------------------------------------------------------------------------------
+
+
+def terms_for(experiment: Mapping[str, Any], baseline: Baseline) -> FitnessTerms | None:
+    """Fitness of a projected experiment document, or None while it lacks training results or judge scores."""
+    judge, val_loss = experiment.get("judge"), experiment.get("val_loss")
+    if judge is None or experiment.get("train") is None:
+        return None
+    return fitness_terms(
+        val_loss=float("nan") if val_loss is None else float(val_loss),
+        bench=experiment.get("bench_mean"), baseline_loss=baseline.val_loss_mean,
+        baseline_bench=baseline.bench_mean, performance=judge["performance"], innovation=judge["innovation"],
+        complexity=judge["complexity"],
+    )
+
+
+def fitness_event(db: Database, cause: Event, experiment: Mapping[str, Any] | None = None) -> FitnessComputed | None:
+    """The ``fitness.computed`` event owed after ``cause`` (usually train.succeeded or judge.scored) was projected.
+
+    None while the experiment lacks either result, or while its profile has no measured baseline (logged). The
+    envelope is derived from ``cause``, so a re-run emits the same event id and the server keeps one copy.
+    """
+    doc = experiment if experiment is not None else db[EXPERIMENTS].find_one({"_id": cause.experiment_id})
+    if doc is None or doc.get("train") is None or doc.get("judge") is None:
+        return None
+    profile = doc.get("profile") or doc["train"].get("profile", "")
+    baseline = get_baseline(db, profile)
+    if baseline is None:
+        log.warning("no baseline measured for profile %r: no fitness for %s yet (run `asiarch baselines`)",
+                    profile, cause.experiment_id)
+        return None
+    terms = terms_for(doc, baseline)
+    if terms is None:
+        return None
+    return FitnessComputed(**caused_by(cause, PRODUCER), **asdict(terms))  # type: ignore[arg-type]

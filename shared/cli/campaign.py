@@ -1,0 +1,86 @@
+"""``asiarch campaign start|stop|status``: campaigns are events; their progress is read from memory's API."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from shared import bus
+from shared.errors import AsiarchError
+from shared.events import Budget, CampaignStarted, CampaignStopped, Event, new_event_id, utc_now
+from shared.supervisor import StackState
+
+
+class CampaignError(AsiarchError):
+    code = "campaign"
+
+
+async def publish_events(nats_url: str, *events: Event) -> None:
+    nc = await bus.connect(nats_url, "asiarch-cli", connect_timeout_s=3)
+    try:
+        js = nc.jetstream()
+        await bus.ensure_stream(js, duplicate_window_s=6 * 3600)
+        for event in events:
+            await bus.publish(js, event, "cli")
+    finally:
+        await nc.close()
+
+
+def start_event(
+    profile: str, budget: int, cpu_hours: float, gpu_hours: float, model: str, seed: int
+) -> CampaignStarted:
+    return CampaignStarted(
+        event_id=new_event_id(), occurred_at=utc_now(), producer="cli", campaign_id=f"c-{new_event_id()[:10]}",
+        profile=profile, budget=Budget(experiments=budget, cpu_hours=cpu_hours, gpu_hours=gpu_hours),
+        llm_model=model, seed=seed,
+    )
+
+
+def stop_event(campaign_id: str, reason: str) -> CampaignStopped:
+    return CampaignStopped(event_id=new_event_id(), occurred_at=utc_now(), producer="cli", campaign_id=campaign_id,
+                           reason=reason)
+
+
+def start(state: StackState, event: CampaignStarted) -> None:
+    asyncio.run(publish_events(state.nats_url, event))
+
+
+def stop(state: StackState, campaign_id: str, reason: str = "stopped by user") -> None:
+    asyncio.run(publish_events(state.nats_url, stop_event(campaign_id, reason)))
+
+
+@dataclass
+class CampaignReport:
+    stats: dict[str, Any]
+    leaderboard: list[dict[str, Any]]
+
+    @property
+    def running(self) -> bool:
+        return any(c.get("status") == "running" for c in self.stats.get("campaigns", []))
+
+
+def memory_url(state: StackState) -> str:
+    return f"http://127.0.0.1:{state.services['memory'].port}"
+
+
+def report(state: StackState, campaign_id: str | None, top: int = 10) -> CampaignReport:
+    params = {"campaign_id": campaign_id} if campaign_id else {}
+    try:
+        with httpx.Client(base_url=memory_url(state), timeout=10) as http:
+            stats = http.get("/stats", params=params)
+            stats.raise_for_status()
+            board = http.get("/experiments", params={**params, "sort": "fitness", "limit": top})
+            board.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise CampaignError(f"memory did not answer: {exc}") from exc
+    return CampaignReport(stats=stats.json(), leaderboard=board.json()["items"])
+
+
+def latest_campaign(state: StackState) -> str | None:
+    campaigns = report(state, None).stats.get("campaigns", [])
+    running = [c for c in campaigns if c.get("status") == "running"]
+    chosen = running or campaigns
+    return str(sorted(chosen, key=lambda c: str(c.get("started_at", "")))[-1]["_id"]) if chosen else None

@@ -1,0 +1,119 @@
+"""Each measured check catches a mixer written to fail it; the baselines pass them all (but softmax)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from services.engineer.baselines import baseline_path
+from services.engineer.checks import (
+    CheckFailed,
+    build_mixer,
+    check_batch,
+    check_causality,
+    check_signature,
+    check_syntax,
+    run_checks,
+)
+from services.engineer.profiles import PROFILES
+
+BAD_MIXERS = Path(__file__).parent / "fixtures" / "bad_mixers"
+
+SMOKE = PROFILES["smoke"]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "kind", "says"),
+    [
+        ("peek_future.py", "causality", "perturbing inputs at positions >="),
+        ("softmax_quadratic.py", "complexity", "flops grows as T^"),
+        ("shape_bug.py", "contract", "returned shape"),
+        ("makes_nan.py", "nan", "NaN/Inf"),
+    ],
+)
+def test_bad_mixer_fails_its_check(fixture: str, kind: str, says: str) -> None:
+    report = run_checks(BAD_MIXERS / fixture, SMOKE)
+    assert not report.passed
+    assert report.kind == kind, report.message
+    assert says in report.message
+
+
+def test_linear_baseline_passes_every_check() -> None:
+    report = run_checks(baseline_path("linear_attention"), SMOKE)
+    assert report.passed, report.message
+    assert report.measurements["flops_exponent"] < 1.2
+    assert SMOKE.param_range[0] <= report.measurements["params"] <= SMOKE.param_range[1]
+
+
+def test_syntax_error_is_reported_with_line(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.py"
+    bad.write_text("class Mixer(nn.Module:\n    pass\n")
+    report = run_checks(bad, SMOKE)
+    assert report.kind == "syntax" and "line 1" in report.message
+    with pytest.raises(CheckFailed):
+        check_syntax("def f(:\n")
+
+
+def test_missing_mixer_and_wrong_signatures_are_contract_failures(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.py"
+    empty.write_text("import torch\n")
+    assert run_checks(empty, SMOKE).kind == "contract"
+
+    class NoHeads(nn.Module):
+        def __init__(self, d_model: int) -> None:
+            super().__init__()
+
+    class TwoInputs(nn.Module):
+        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return x
+
+    for cls in (NoHeads, TwoInputs, object):
+        with pytest.raises(CheckFailed) as info:
+            check_signature(cls)
+        assert info.value.kind == "contract"
+
+
+class _BatchNormMixer(nn.Module):
+    """Normalises with statistics over the batch: each output depends on the other samples."""
+
+    def __init__(self, d_model: int, n_heads: int, **kwargs: Any) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x).cumsum(dim=1)
+        return h - h.mean(dim=0, keepdim=True)
+
+
+def test_batch_dependence_is_caught() -> None:
+    mixer = build_mixer(_BatchNormMixer, 32, 2)
+    check_causality(mixer, 32)  # causal along time, so only the batch check can catch it
+    with pytest.raises(CheckFailed) as info:
+        check_batch(mixer, 32)
+    assert info.value.kind == "batch"
+
+
+def test_params_out_of_range() -> None:
+    tiny_range = SMOKE.with_overrides(param_range=(1, 1000))
+    report = run_checks(baseline_path("linear_attention"), tiny_range)
+    assert report.kind == "params" and "allowed 1..1,000" in report.message
+
+
+def test_gradient_leak_is_caught() -> None:
+    """A leak only through gradients: the forward value is causal, the backward is not."""
+
+    class GradLeak(nn.Module):
+        def __init__(self, d_model: int, n_heads: int, **kwargs: Any) -> None:
+            super().__init__()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            future_sum = x.sum(dim=1, keepdim=True)
+            return x.cumsum(dim=1) + future_sum - future_sum.detach()  # value unchanged, gradient leaks
+
+    with pytest.raises(CheckFailed) as info:
+        check_causality(build_mixer(GradLeak, 16, 2), 16)
+    assert info.value.kind == "causality" and "d out" in info.value.message

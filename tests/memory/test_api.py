@@ -1,0 +1,175 @@
+"""The query API over a real nx-27017 holding the projected history: every endpoint, bad input, 404s."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pymongo.database import Database
+
+from services.memory.api import MemoryApiDeps, create_router
+from services.memory.cognition import ingest_starter
+from services.memory.projection import Projector
+from services.memory.vectors import HashingEmbedder, VectorStore
+from shared.events import DebugPatched, ProposalCreated, TrainSucceeded
+from tests.memory.history import build_history, numbered
+
+HISTORY = numbered(build_history())
+
+
+@pytest.fixture(scope="module")
+def client(module_db: Database) -> Iterator[TestClient]:
+    vectors = VectorStore(HashingEmbedder())
+    projector = Projector(module_db)
+    for seq, event in HISTORY:
+        projector.apply(event, seq)
+        vectors.apply(event, seq)
+    ingest_starter(module_db, vectors)
+    app = FastAPI()
+    app.include_router(create_router(MemoryApiDeps(module_db, vectors)))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def _trained_ids() -> list[str]:
+    return sorted({e.experiment_id for _, e in HISTORY if isinstance(e, TrainSucceeded)})
+
+
+def test_list_filters_sorts_and_paginates(client: TestClient) -> None:
+    everything = client.get("/experiments", params={"limit": 200}).json()
+    proposals = {e.experiment_id for _, e in HISTORY if isinstance(e, ProposalCreated)}
+    assert everything["total"] == len(proposals) == len(everything["items"])
+    times = [item["created_at"] for item in everything["items"]]
+    assert times == sorted(times, reverse=True)
+    trained = client.get("/experiments", params={"status": "trained", "sort": "fitness", "limit": 5}).json()
+    assert trained["total"] == len(_trained_ids())
+    fitness = [item["fitness"] for item in trained["items"]]
+    assert len(fitness) == 5 and fitness == sorted(fitness, reverse=True)
+    page2 = client.get("/experiments", params={"status": "trained", "sort": "fitness", "limit": 5, "offset": 5})
+    assert not {i["id"] for i in page2.json()["items"]} & {i["id"] for i in trained["items"]}
+    ascending = client.get("/experiments", params={"sort": "time", "order": "asc", "limit": 1}).json()
+    assert ascending["items"][0]["created_at"] == min(times)
+
+
+@pytest.mark.parametrize("params", [
+    {"status": "exploded"}, {"sort": "size"}, {"limit": 0}, {"limit": 10_000}, {"offset": -1}, {"order": "up"},
+])
+def test_list_rejects_bad_input(client: TestClient, params: dict[str, object]) -> None:
+    response = client.get("/experiments", params=params)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == next(iter(params))
+
+
+def test_one_experiment_with_lineage(client: TestClient) -> None:
+    patched = {e.experiment_id for _, e in HISTORY if isinstance(e, DebugPatched)}
+    with_children = [e for _, e in HISTORY if isinstance(e, ProposalCreated) and e.parent_ids[0].startswith("camp")]
+    child = with_children[0]
+    body = client.get(f"/experiments/{child.parent_ids[0]}").json()
+    assert child.experiment_id in {c["id"] for c in body["lineage"]["children"]}
+    body = client.get(f"/experiments/{child.experiment_id}").json()
+    assert [p["id"] for p in body["lineage"]["parents"]] == list(child.parent_ids)
+    siblings = {e.experiment_id for e in with_children if e.parent_ids[0] == child.parent_ids[0]} - {
+        child.experiment_id}
+    assert {s["id"] for s in body["lineage"]["siblings"]} == siblings
+    first = next(e for _, e in HISTORY if isinstance(e, ProposalCreated))
+    root = client.get(f"/experiments/{first.experiment_id}").json()
+    assert root["lineage"]["missing_parents"] == ["baseline:linear_attention"]
+    one = client.get(f"/experiments/{sorted(patched & set(_trained_ids()))[0]}").json()["experiment"]
+    assert len(one["code_versions"]) >= 2 and one["train"]["curve"][0][0] == 0
+    assert one["fitness_terms"]["total"] == pytest.approx(one["fitness"])
+
+
+def test_missing_experiment_is_404(client: TestClient) -> None:
+    response = client.get("/experiments/no-such-experiment")
+    assert response.status_code == 404 and "no-such-experiment" in response.json()["detail"]
+
+
+def test_two_tier_parent_sampling_is_deterministic(client: TestClient) -> None:
+    ranked = client.get("/experiments", params={"sort": "fitness", "status": "trained", "limit": 50}).json()["items"]
+    top10, band = {r["id"] for r in ranked[:10]}, {r["id"] for r in ranked[10:50]}
+    first = client.get("/sample/parents", params={"seed": 3, "references": 4}).json()
+    assert first == client.get("/sample/parents", params={"seed": 3, "references": 4}).json()
+    assert first["parent"]["id"] in top10 and first["ranked"] == len(ranked)
+    assert len(first["references"]) == 4 and {r["id"] for r in first["references"]} <= band
+    seen = {client.get("/sample/parents", params={"seed": s}).json()["parent"]["id"] for s in range(12)}
+    assert len(seen) > 1
+
+
+def test_ucb_parent_sampling(client: TestClient) -> None:
+    body = client.get("/sample/parents", params={"strategy": "ucb", "seed": 1, "exploration": 0.0}).json()
+    best = client.get("/experiments", params={"sort": "fitness", "limit": 1}).json()["items"][0]
+    assert body["parent"]["id"] == best["id"]  # no exploration: pure exploitation
+    explore = client.get("/sample/parents", params={"strategy": "ucb", "exploration": 5.0}).json()
+    assert explore["ucb_scores"][explore["parent"]["id"]] == max(explore["ucb_scores"].values())
+
+
+@pytest.mark.parametrize("params", [{"strategy": "greedy"}, {"references": -1}, {"seed": "x"}])
+def test_sampling_rejects_bad_input(client: TestClient, params: dict[str, object]) -> None:
+    assert client.get("/sample/parents", params=params).status_code == 422
+
+
+def test_sampling_with_nothing_ranked_returns_no_parent(client: TestClient) -> None:
+    body = client.get("/sample/parents", params={"campaign_id": "camp-none"}).json()
+    assert body["parent"] is None and body["references"] == [] and body["ranked"] == 0
+
+
+@pytest.mark.parametrize("index", ["motivations", "code", "analyses", "failures", "cognition"])
+def test_search_every_index(client: TestClient, index: str) -> None:
+    response = client.get(f"/search/{index}", params={"q": "gate the delta rule decay NaN", "k": 3})
+    assert response.status_code == 200
+    hits = response.json()["hits"]
+    assert 1 <= len(hits) <= 3 and all(h["label"] for h in hits)
+    if index == "cognition":
+        assert hits[0]["id"].startswith("starter:") and hits[0]["source"]
+
+
+def test_search_finds_the_motivation(client: TestClient) -> None:
+    hits = client.get("/search/motivations", params={"q": "short causal depthwise convolution on keys"}).json()["hits"]
+    assert hits[0]["label"].startswith("short-conv")
+
+
+def test_search_bad_input(client: TestClient) -> None:
+    unknown = client.get("/search/papers", params={"q": "x"})
+    assert unknown.status_code == 404 and "motivations" in unknown.json()["detail"]
+    assert client.get("/search/code").status_code == 422
+    assert client.get("/search/code", params={"q": ""}).status_code == 422
+    assert client.get("/search/code", params={"q": "x", "k": 0}).status_code == 422
+
+
+def test_failure_search_returns_fixes(client: TestClient) -> None:
+    body = client.get("/failures/search", params={"q": "loss is NaN at step 37", "k": 3, "only_fixed": True}).json()
+    assert body["hits"] and all(h["fix"] is not None for h in body["hits"])
+    assert body["hits"][0]["error_kind"] == "nan"
+    assert body["hits"][0]["fix"]["attempt"] == body["hits"][0]["attempt"] + 1
+    assert client.get("/failures/search", params={"q": ""}).status_code == 422
+    assert client.get("/failures/search").status_code == 422
+
+
+def test_stats(client: TestClient) -> None:
+    body = client.get("/stats").json()
+    assert body["experiments"] == sum(body["by_status"].values())
+    assert body["by_status"]["trained"] == len(_trained_ids())
+    assert body["yield"] == pytest.approx(len(_trained_ids()) / body["experiments"])
+    best = client.get("/experiments", params={"sort": "fitness", "limit": 1}).json()["items"][0]
+    assert body["best_experiment_id"] == best["id"] and body["best_fitness"] == pytest.approx(best["fitness"])
+    assert body["spend"]["cpu_core_seconds"] > 0 and body["spend"]["prompt_tokens"] > 0
+    assert 0 < body["fix_rate"] < 1 and body["patches"] <= body["failures"]
+    assert body["campaigns"][0]["_id"] == "camp-a"
+    scoped = client.get("/stats", params={"campaign_id": "camp-a"}).json()
+    assert scoped["experiments"] == body["experiments"]
+    assert client.get("/stats", params={"campaign_id": "camp-b"}).json()["experiments"] == 0
+
+
+def test_search_without_a_vector_store_is_503(module_db: Database) -> None:
+    app = FastAPI()
+    app.include_router(create_router(MemoryApiDeps(module_db, None)))
+    with TestClient(app) as bare:
+        assert bare.get("/search/code", params={"q": "x"}).status_code == 503
+
+
+def test_openapi_documents_every_endpoint(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/experiments", "/experiments/{experiment_id}", "/sample/parents", "/search/{index}",
+            "/failures/search", "/stats"} <= set(paths)

@@ -1,0 +1,107 @@
+"""DESIGN §7 fitness: the formula at its boundaries, baselines, and the fitness.computed event."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from pymongo.database import Database
+
+from services.memory.fitness import (
+    benchmark_term,
+    fitness_event,
+    fitness_terms,
+    get_baseline,
+    judge_term,
+    loss_term,
+    record_baseline,
+    sigmoid,
+)
+from services.memory.projection import Projector
+from shared.events import FitnessComputed, JudgeScored, TrainSucceeded
+from tests.memory.history import BASELINE_BENCH_MEANS, BASELINE_VAL_LOSSES, build_history, numbered
+
+LOW, HIGH = sigmoid(-6), sigmoid(6)
+
+
+def test_equal_to_the_baseline_scores_half_plus_half_plus_judge() -> None:
+    terms = fitness_terms(4.0, 0.3, 4.0, 0.3, performance=5, innovation=6, complexity=7)
+    w = 0.3 * 5 + 0.25 * 6 + 0.45 * 7
+    assert terms.loss_term == terms.benchmark_term == 0.5
+    assert terms.judge_term == pytest.approx((w - 1) / 9)
+    assert terms.total == pytest.approx(1.0 + (w - 1) / 9)
+
+
+@pytest.mark.parametrize(("loss", "expected"), [
+    (3.6, HIGH),             # exactly 10 % better: clip boundary
+    (3.0, HIGH),             # far better: clipped
+    (4.4, LOW),              # exactly 10 % worse
+    (9.0, LOW),              # far worse: clipped
+    (3.8, sigmoid(3.0)),     # 5 % better: halfway
+    (float("nan"), LOW),     # a diverged run is the worst
+])
+def test_loss_term(loss: float, expected: float) -> None:
+    assert loss_term(loss, 4.0) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("bench", "expected"), [
+    (0.33, HIGH), (0.5, HIGH), (0.27, LOW), (0.0, LOW), (0.315, sigmoid(3.0)), (None, 0.5),
+])
+def test_benchmark_term(bench: float | None, expected: float) -> None:
+    assert benchmark_term(bench, 0.3) == pytest.approx(expected)
+
+
+def test_benchmark_term_is_neutral_without_a_baseline_score() -> None:
+    assert benchmark_term(0.4, 0.0) == benchmark_term(0.4, None) == 0.5
+
+
+def test_judge_term_range_and_validation() -> None:
+    assert judge_term(1, 1, 1) == pytest.approx(0.0)
+    assert judge_term(10, 10, 10) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="outside 1–10"):
+        judge_term(0, 5, 5)
+
+
+def test_total_bounds() -> None:
+    best = fitness_terms(1.0, 1.0, 4.0, 0.3, 10, 10, 10)
+    worst = fitness_terms(8.0, 0.0, 4.0, 0.3, 1, 1, 1)
+    assert best.total == pytest.approx(2 * HIGH + 1) and worst.total == pytest.approx(2 * LOW)
+    with pytest.raises(ValueError, match="positive"):
+        loss_term(3.0, 0.0)
+
+
+def test_record_baseline_needs_two_seeds(db: Database) -> None:
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        record_baseline(db, "smoke", [4.0], [0.3])
+    baseline = record_baseline(db, "smoke", [4.0, 4.2], [0.3, 0.32])
+    assert baseline.val_loss_mean == pytest.approx(4.1) and baseline.seeds == 2
+    assert baseline.val_loss_std == pytest.approx(math.sqrt(0.02))
+    assert get_baseline(db, "smoke") == baseline
+    assert get_baseline(db, "cpu") is None
+
+
+def test_fitness_event_waits_for_a_baseline_then_matches_the_history(db: Database,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    history = numbered(build_history())
+    projector = Projector(db)
+    judged = next(i for i, (_, e) in enumerate(history) if isinstance(e, JudgeScored))
+    projector.apply_all(history[: judged + 1])
+    cause = history[judged][1]
+    assert fitness_event(db, cause) is None
+    assert "no baseline" in caplog.text
+    record_baseline(db, "smoke", BASELINE_VAL_LOSSES, BASELINE_BENCH_MEANS)
+    event = fitness_event(db, cause)
+    assert isinstance(event, FitnessComputed)
+    expected = next(e for _, e in history[judged:] if isinstance(e, FitnessComputed)
+                    and e.experiment_id == cause.experiment_id)
+    assert event.total == pytest.approx(expected.total)
+    assert event.causation_id == cause.event_id and event.producer == "memory"
+    assert fitness_event(db, cause).event_id == event.event_id  # a re-run emits the same id: deduplicated
+
+
+def test_no_fitness_before_both_results(db: Database) -> None:
+    history = numbered(build_history())
+    record_baseline(db, "smoke", BASELINE_VAL_LOSSES, BASELINE_BENCH_MEANS)
+    trained = next(i for i, (_, e) in enumerate(history) if isinstance(e, TrainSucceeded))
+    Projector(db).apply_all(history[: trained + 1])
+    assert fitness_event(db, history[trained][1]) is None
