@@ -145,7 +145,8 @@ def _gpu_device_nodes() -> list[str]:
     return nodes
 
 
-def bwrap_prefix(run_dir: Path, hidden_paths: Iterable[str] = DEFAULT_HIDDEN_PATHS) -> list[str]:
+def bwrap_prefix(run_dir: Path, hidden_paths: Iterable[str] = DEFAULT_HIDDEN_PATHS,
+                 read_only: Iterable[Path] = ()) -> list[str]:
     """The bubblewrap command line in front of the child's argv.
 
     Order matters: tmpfs masks first, then the run directory's bind, so a run dir under /tmp stays visible.
@@ -160,9 +161,11 @@ def bwrap_prefix(run_dir: Path, hidden_paths: Iterable[str] = DEFAULT_HIDDEN_PAT
     masked = ["/tmp", *(p for p in hidden_paths if Path(p).is_dir() and not run_dir.is_relative_to(p))]
     for path in masked:
         args += ["--tmpfs", path]
-    # The interpreter and the project must stay visible even when they live under a masked path (a CI checkout
-    # in /tmp, say).
-    for keep in sorted({Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), PROJECT_ROOT}):
+    # The interpreter, the project and the caller's read-only inputs (the token data) must stay visible even when
+    # they live under a masked path (a CI checkout in /tmp, say).
+    keep_visible = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), PROJECT_ROOT}
+    keep_visible |= {Path(p).resolve() for p in read_only}
+    for keep in sorted(keep_visible):
         if any(keep.is_relative_to(path) for path in masked):
             args += ["--ro-bind", str(keep), str(keep)]
     args += ["--bind", str(run_dir), str(run_dir), "--chdir", str(run_dir), "--"]
@@ -369,9 +372,9 @@ def _tail(path: Path, limit: int) -> str:
 
 
 def wrap_argv(argv: Sequence[str], run_dir: Path, isolation: Isolation,
-              hidden_paths: Iterable[str] = DEFAULT_HIDDEN_PATHS) -> list[str]:
+              hidden_paths: Iterable[str] = DEFAULT_HIDDEN_PATHS, read_only: Iterable[Path] = ()) -> list[str]:
     if isolation == "bwrap":
-        return [*bwrap_prefix(run_dir, hidden_paths), *argv]
+        return [*bwrap_prefix(run_dir, hidden_paths, read_only), *argv]
     if isolation == "unshare":
         return [*unshare_prefix(), *argv]
     return list(argv)
@@ -386,6 +389,7 @@ def run_sandboxed(
     extra_env: Mapping[str, str] | None = None,
     isolation: Isolation | None = None,
     hidden_paths: Iterable[str] = DEFAULT_HIDDEN_PATHS,
+    read_only: Iterable[Path] = (),
 ) -> SandboxResult:
     """Run ``argv`` sandboxed with ``run_dir`` as its working (and only writable) directory; blocks until it ends.
 
@@ -403,7 +407,7 @@ def run_sandboxed(
     started = time.monotonic()
     with out_path.open("wb") as out, err_path.open("wb") as err:
         proc = subprocess.Popen(
-            wrap_argv(argv, run_dir, mode, hidden_paths), cwd=run_dir, env=env, stdin=subprocess.DEVNULL,
+            wrap_argv(argv, run_dir, mode, hidden_paths, read_only), cwd=run_dir, env=env, stdin=subprocess.DEVNULL,
             stdout=out, stderr=err, start_new_session=True, preexec_fn=_rlimit_setter(limits), close_fds=True,
         )
     ended = _wait_and_reap(proc, limits, started)
@@ -450,10 +454,11 @@ def run_python_sandboxed(
     extra_env: Mapping[str, str] | None = None,
     isolation: Isolation | None = None,
     hidden_paths: Iterable[str] = DEFAULT_HIDDEN_PATHS,
+    read_only: Iterable[Path] = (),
 ) -> SandboxResult:
     """``run_sandboxed`` for a Python file or module, with the project root importable (``services.…``)."""
     env = dict(extra_env or {})
     inherited = os.environ.get("PYTHONPATH")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), inherited, str(PROJECT_ROOT)) if p)
     return run_sandboxed(python_argv(target, args, module=module), run_dir, limits, env_allow, extra_env=env,
-                         isolation=isolation, hidden_paths=hidden_paths)
+                         isolation=isolation, hidden_paths=hidden_paths, read_only=read_only)

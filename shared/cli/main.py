@@ -17,7 +17,7 @@ from rich.progress import DownloadColumn, Progress
 from rich.table import Table
 
 from services.engineer.profiles import PROFILES
-from shared.cli import campaign, stack
+from shared.cli import campaign, lab, stack
 from shared.cli.tail import tail
 from shared.errors import AsiarchError
 from shared.llm import DEFAULT_MODEL, LlmSettings
@@ -31,6 +31,9 @@ app = typer.Typer(
 )
 events_app = typer.Typer(help="Read the event stream.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+app.add_typer(lab.data_app, name="data")
+app.command("train")(lab.train_command)
+app.command("baselines")(lab.baselines_command)
 campaign_app = typer.Typer(help="Run discovery campaigns.", no_args_is_help=True)
 app.add_typer(campaign_app, name="campaign")
 models_app = typer.Typer(help="Local GGUF models for the agents.", no_args_is_help=True)

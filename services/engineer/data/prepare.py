@@ -27,9 +27,12 @@ from services.engineer.data.user import read_user, user_files
 
 FORMAT = 1  # bump when the on-disk layout or cleaning changes, so old outputs are rebuilt
 EOT = "<|endoftext|>"
-TOKENIZER_KINDS = ("bpe", "neox", "gpt2")
+TOKENIZER_KINDS = ("bpe", "bpe1k", "neox", "gpt2")
+# A fixed small vocabulary for the smoke profile: with ~0.2 M training tokens an 8 k vocabulary leaves most
+# embedding rows unseen, and the loss barely leaves the unigram entropy.
+FIXED_VOCAB = {"bpe1k": 1024}
 # Which tokenizer each profile trains with (DESIGN §5); extend here when a profile is added.
-PROFILE_TOKENIZER: dict[str, str] = {"smoke": "bpe", "cpu": "bpe", "explore": "neox", "verify": "neox"}
+PROFILE_TOKENIZER: dict[str, str] = {"smoke": "bpe1k", "cpu": "bpe", "explore": "neox", "verify": "neox"}
 NEOX_JSON = "tokenizers/allenai_gpt-neox-olmo-dolma-v1_5.json"
 Progress = Callable[[str], None]
 _GPT2_MISSING = ("the gpt2 tokenizer is not implemented: it needs openai-whisper's whisper/assets/gpt2.tiktoken "
@@ -160,7 +163,8 @@ def _hash_files(files: list[Path]) -> str:
 
 
 def _key(inputs: list[_Input], tokenizer: str, vocab_size: int, val_fraction: float) -> str:
-    settings = {"format": FORMAT, "tokenizer": tokenizer, "vocab_size": vocab_size if tokenizer == "bpe" else None,
+    vocab = FIXED_VOCAB.get(tokenizer, vocab_size) if tokenizer.startswith("bpe") else None
+    settings = {"format": FORMAT, "tokenizer": tokenizer, "vocab_size": vocab,
                 "val_fraction": val_fraction,
                 "inputs": [(i.report.name, i.report.status, i.report.input_hash) for i in inputs]}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
@@ -247,6 +251,7 @@ def _make_tokenizer(kind: str, train: list[Document], vocab_size: int) -> Tokeni
         return Tokenizer.from_file(str(Path(next(iter(spec.submodule_search_locations))) / NEOX_JSON))
     if kind == "gpt2":
         raise DataError(_GPT2_MISSING)
+    vocab_size = FIXED_VOCAB.get(kind, vocab_size)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

@@ -1,0 +1,150 @@
+"""The parent side of one experiment: run the candidate in the sandbox and read what happened.
+
+Used by the engineer service and by ``asiarch train``. The candidate's code is only ever imported by the child
+(``services.engineer.runner``); a child that dies without a result (killed on time or memory, crashed in C) is
+classified from the sandbox's account of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from services.engineer.profiles import get_profile
+from services.engineer.sandbox import GIB, SandboxLimits, SandboxResult, run_python_sandboxed
+
+RESULT_FILE = "result.json"
+PROGRESS_FILE = "progress.jsonl"
+# Beyond the profile's training time limit: start-up, checks, evaluation and the checkpoint.
+WALL_MARGIN_S = 300.0
+LOG_TAIL_CHARS = 3000
+
+
+class Point(msgspec.Struct, kw_only=True):
+    step: int
+    tokens: int
+    loss: float
+
+
+class Metrics(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+    curve: list[Point] = []
+    final_train_loss: float = math.nan
+    final_val_loss: float = math.nan
+    params: int = 0
+    tokens: int = 0
+    tok_per_s: float = 0.0
+    device: str = "cpu"
+    wall_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    cpu_core_seconds: float = 0.0
+    checkpoint_path: str | None = None
+    eval_scores: dict[str, float] = {}
+
+
+class Outcome(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+    status: str
+    error_kind: str | None = None
+    message: str = ""
+    traceback: str = ""
+    metrics: Metrics = msgspec.field(default_factory=Metrics)
+    reference_step_seconds: float = 0.0
+    log_tail: str = ""
+    wall_s: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+    def benchmarks(self) -> dict[str, float]:
+        """Benchmark accuracies (the validation loss and perplexity are reported on their own)."""
+        return {k: v for k, v in self.metrics.eval_scores.items() if k not in ("val_loss", "val_ppl")}
+
+
+@dataclass
+class ExperimentSpec:
+    code: str
+    profile: str
+    data_dir: Path
+    run_dir: Path
+    threads: int = 0
+    reference_step_seconds: float = 0.0
+    memory_bytes: int = 8 * GIB
+    eval_samples: int = -1
+    max_tokens: int = 0
+    extra_args: list[str] = field(default_factory=list)
+
+    def limits(self) -> SandboxLimits:
+        max_train = get_profile(self.profile).max_train_seconds or 24 * 3600.0
+        return SandboxLimits(wall_s=max_train + WALL_MARGIN_S, memory_bytes=self.memory_bytes)
+
+    def args(self, source: Path) -> list[str]:
+        return ["--source", str(source), "--profile", self.profile, "--data-dir", str(self.data_dir.resolve()),
+                "--run-dir", str(self.run_dir), "--threads", str(self.threads),
+                "--reference-step-seconds", str(self.reference_step_seconds),
+                "--eval-samples", str(self.eval_samples), "--max-tokens", str(self.max_tokens), *self.extra_args]
+
+
+def read_outcome(run_dir: Path, sandbox: SandboxResult) -> Outcome:
+    tail = sandbox.stderr_tail[-LOG_TAIL_CHARS:]
+    path = run_dir / RESULT_FILE
+    if path.exists() and sandbox.killed_reason is None:
+        outcome = msgspec.convert(json.loads(path.read_text()), Outcome)
+        return msgspec.structs.replace(outcome, log_tail=tail, wall_s=sandbox.wall_s)
+    kind = sandbox.error_kind or "runtime"
+    reason = sandbox.killed_reason or f"exit code {sandbox.returncode}"
+    message = f"the run was stopped ({reason}) after {sandbox.wall_s:.0f} s"
+    if sandbox.peak_rss_bytes:
+        message += f", peak memory {sandbox.peak_rss_bytes / 2**20:,.0f} MiB"
+    metrics = Metrics(cpu_core_seconds=sandbox.cpu_s, wall_seconds=sandbox.wall_s)
+    return Outcome(status="failed", error_kind=kind, message=message, traceback=tail, log_tail=tail,
+                   metrics=metrics, wall_s=sandbox.wall_s)
+
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+def follow_progress(path: Path, done: threading.Event, callback: ProgressCallback) -> None:
+    """Call ``callback`` with each new progress line until ``done`` is set."""
+    position = 0
+    while not done.wait(0.5):
+        if not path.exists():
+            continue
+        with path.open() as handle:
+            handle.seek(position)
+            for line in handle:
+                if line.endswith("\n"):
+                    callback(json.loads(line))
+            position = handle.tell()
+
+
+def run_experiment(spec: ExperimentSpec, on_progress: ProgressCallback | None = None) -> Outcome:
+    """Blocks until the sandboxed run ends; progress lines go to ``on_progress`` from a helper thread."""
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (RESULT_FILE, PROGRESS_FILE):
+        (spec.run_dir / stale).unlink(missing_ok=True)
+    source = spec.run_dir / "mixer.py"
+    source.write_text(spec.code)
+    done = threading.Event()
+    watcher = None
+    if on_progress is not None:
+        watcher = threading.Thread(target=follow_progress, args=(spec.run_dir / PROGRESS_FILE, done, on_progress),
+                                   daemon=True)
+        watcher.start()
+    started = time.monotonic()
+    try:
+        sandbox = run_python_sandboxed("services.engineer.runner", spec.run_dir, spec.limits(), spec.args(source),
+                                       module=True, read_only=[spec.data_dir])
+    finally:
+        done.set()
+        if watcher is not None:
+            watcher.join(timeout=2)
+    outcome = read_outcome(spec.run_dir, sandbox)
+    return msgspec.structs.replace(outcome, wall_s=time.monotonic() - started)

