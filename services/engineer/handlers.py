@@ -1,29 +1,144 @@
-"""Engineer's handlers: a proposal or a patch becomes a training attempt, or a rejection."""
+"""Engineer's handlers: a proposal or a patch becomes a sandboxed training attempt, or a rejection.
+
+Events out, in order: ``train.started`` (emitted at once), then ``train.succeeded`` or ``train.failed``. Their ids
+derive from the candidate event, so a worker that dies mid-run and is redelivered the candidate republishes the
+same ids: each experiment attempt is reported once.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import get_args
 
+from pymongo.database import Database
+
+from services.engineer.experiment import ExperimentSpec, Outcome, run_experiment
+from shared import metrics
 from shared.bus import Delivery
-from shared.events import DebugPatched, Event, ProposalCreated, ProposalRejected, TrainStarted, caused_by
+from shared.events import (
+    CampaignStarted,
+    CurvePoint,
+    DebugPatched,
+    ErrorKind,
+    Event,
+    ProposalCreated,
+    ProposalRejected,
+    TrainFailed,
+    TrainStarted,
+    TrainSucceeded,
+    caused_by,
+)
 from shared.mixer_source import static_problem
 
 PRODUCER = "engineer"
+CAMPAIGNS = "engineer_campaigns"
+ERROR_KINDS = frozenset(get_args(ErrorKind))
+
+
+@dataclass
+class Engineer:
+    db: Database
+    corpus_dir: Path
+    runs_dir: Path
+    default_profile: str
+    threads: int
+    memory_bytes: int
+    max_tokens: int = 0
+    eval_samples: int = -1
+    host: str = socket.gethostname()
+
+    def profile_for(self, campaign_id: str) -> str:
+        doc = self.db[CAMPAIGNS].find_one({"_id": campaign_id})
+        return str(doc["profile"]) if doc else self.default_profile
+
+    def reference_file(self, profile: str) -> Path:
+        return self.runs_dir / f"reference-step-{profile}-{self.host}.json"
+
+    def reference_step_seconds(self, profile: str) -> float:
+        """Linear attention's step time on this worker, measured by the first run and kept for the rest."""
+        try:
+            return float(json.loads(self.reference_file(profile).read_text())["seconds"])
+        except (FileNotFoundError, KeyError, ValueError):
+            return 0.0
+
+    def remember_reference(self, profile: str, seconds: float) -> None:
+        if seconds > 0 and not self.reference_step_seconds(profile):
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            self.reference_file(profile).write_text(json.dumps({"seconds": seconds}))
+
+    def spec(self, event: ProposalCreated | DebugPatched, profile: str, attempt: int) -> ExperimentSpec:
+        return ExperimentSpec(
+            code=event.code, profile=profile, data_dir=self.corpus_dir,
+            run_dir=(self.runs_dir / event.experiment_id / f"attempt-{attempt}").resolve(), threads=self.threads,
+            reference_step_seconds=self.reference_step_seconds(profile), memory_bytes=self.memory_bytes,
+            max_tokens=self.max_tokens, eval_samples=self.eval_samples,
+        )
 
 
 def attempt_of(event: Event) -> int:
     return event.attempt if isinstance(event, DebugPatched) else 1
 
 
-async def on_candidate(profile: str, event: Event, delivery: Delivery) -> Sequence[Event]:
+async def on_campaign_started(engineer: Engineer, event: Event, delivery: Delivery) -> Sequence[Event]:
+    assert isinstance(event, CampaignStarted)
+    await asyncio.to_thread(engineer.db[CAMPAIGNS].update_one, {"_id": event.campaign_id},
+                            {"$set": {"profile": event.profile}}, upsert=True)
+    return ()
+
+
+async def on_candidate(engineer: Engineer, event: Event, delivery: Delivery) -> Sequence[Event]:
     assert isinstance(event, (ProposalCreated, DebugPatched))
     problem = static_problem(event.code)
     if problem is not None:
+        metrics.PROPOSALS_REJECTED.labels(PRODUCER, problem.reason).inc()
         rejected = ProposalRejected(**caused_by(event, PRODUCER), reason=problem.reason, detail=problem.detail)
         return (rejected,)
-    started = TrainStarted(
-        **caused_by(event, PRODUCER), attempt=attempt_of(event), worker_host=socket.gethostname(),
-        device="cpu", profile=profile,
+    profile = await asyncio.to_thread(engineer.profile_for, event.campaign_id)
+    attempt = attempt_of(event)
+    device = "cuda" if await asyncio.to_thread(cuda_available) else "cpu"
+    await delivery.emit(TrainStarted(**caused_by(event, PRODUCER, 0), attempt=attempt, worker_host=engineer.host,
+                                     device=device, profile=profile))
+    outcome = await asyncio.to_thread(run_experiment, engineer.spec(event, profile, attempt))
+    engineer.remember_reference(profile, outcome.reference_step_seconds)
+    count(outcome, attempt)
+    return (report(engineer, event, outcome, profile, attempt),)
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def count(outcome: Outcome, attempt: int) -> None:
+    label = "succeeded" if outcome.succeeded else "failed"
+    metrics.TRAIN_RUNS.labels(PRODUCER, label, outcome.error_kind or "").inc()
+    metrics.GPU_SECONDS.labels(PRODUCER, label).inc(outcome.metrics.gpu_seconds)
+    metrics.CPU_CORE_SECONDS.labels(PRODUCER, label).inc(outcome.metrics.cpu_core_seconds)
+    if outcome.succeeded and attempt > 1:
+        metrics.DEBUG_FIXED.labels(PRODUCER, str(attempt)).inc()
+
+
+def report(engineer: Engineer, event: ProposalCreated | DebugPatched, outcome: Outcome, profile: str,
+           attempt: int) -> TrainSucceeded | TrainFailed:
+    m = outcome.metrics
+    envelope = caused_by(event, PRODUCER, 1)
+    if outcome.succeeded:
+        return TrainSucceeded(
+            **envelope, attempt=attempt, profile=profile,
+            curve=tuple(CurvePoint(step=p.step, tokens=p.tokens, loss=p.loss) for p in m.curve),
+            train_loss=m.final_train_loss, val_loss=m.final_val_loss, benchmarks=outcome.benchmarks(),
+            params=m.params, tokens=m.tokens, tokens_per_s=m.tok_per_s, device=m.device, gpu_seconds=m.gpu_seconds,
+            cpu_core_seconds=m.cpu_core_seconds, checkpoint_path=m.checkpoint_path or "", worker_host=engineer.host,
+        )
+    kind = outcome.error_kind if outcome.error_kind in ERROR_KINDS else "runtime"
+    return TrainFailed(
+        **envelope, attempt=attempt, error_kind=kind, message=outcome.message[:2000],  # type: ignore[arg-type]
+        traceback=outcome.traceback, log_tail=outcome.log_tail, code=event.code, device=m.device,
+        device_seconds=m.gpu_seconds or m.cpu_core_seconds, worker_host=engineer.host,
     )
-    return (started,)

@@ -2,24 +2,55 @@
 
 from __future__ import annotations
 
+import os
 from functools import partial
+from pathlib import Path
 
-from services.engineer.handlers import on_candidate
-from shared.events import DebugPatched, ProposalCreated
+from pydantic import Field
+
+from services.engineer.handlers import Engineer, on_campaign_started, on_candidate
+from services.engineer.sandbox import GIB
+from shared.events import CampaignStarted, DebugPatched, ProposalCreated
 from shared.service import Runtime, ServiceSpec, Wiring
 from shared.settings import ServiceSettings
 
 
+def default_train_threads() -> int:
+    # Leave a core to the LLM and the services: on a 2-core box two training threads beside a busy LLM run slower
+    # than one.
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 class EngineerSettings(ServiceSettings):
     service_name: str = "engineer"
+    # The profile when a campaign did not name one (a campaign's own profile wins).
     profile: str = "smoke"
+    train_threads: int = Field(default_factory=default_train_threads, ge=1)
+    memory_limit_gib: float = Field(default=8.0, gt=0)
+    corpus_dir: Path | None = None
+    # Caps for quick runs (tests, demos): 0 keeps the profile's token budget; -1 the profile's benchmark samples.
+    max_tokens: int = Field(default=0, ge=0)
+    eval_samples: int = Field(default=-1, ge=-1)
+
+    def corpus(self) -> Path:
+        return self.corpus_dir or self.data_dir / "corpus"
 
 
 async def bootstrap(runtime: Runtime) -> Wiring:
     settings = runtime.settings
     assert isinstance(settings, EngineerSettings)
-    handler = partial(on_candidate, settings.profile)
-    return Wiring(handlers={ProposalCreated: handler, DebugPatched: handler})
+    engineer = Engineer(
+        db=runtime.db, corpus_dir=settings.corpus(), runs_dir=settings.data_dir / "runs",
+        default_profile=settings.profile, threads=settings.train_threads,
+        memory_bytes=int(settings.memory_limit_gib * GIB), max_tokens=settings.max_tokens,
+        eval_samples=settings.eval_samples,
+    )
+    candidate = partial(on_candidate, engineer)
+    return Wiring(handlers={
+        CampaignStarted: partial(on_campaign_started, engineer),
+        ProposalCreated: candidate,
+        DebugPatched: candidate,
+    })
 
 
 SPEC = ServiceSpec(name="engineer", settings_type=EngineerSettings, bootstrap=bootstrap)

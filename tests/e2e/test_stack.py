@@ -17,22 +17,14 @@ import pytest
 
 from shared import bus
 from shared.embedded import free_port
-from shared.events import ProposalCreated, TrainStarted, decode, new_event_id, utc_now
+from shared.events import ProposalCreated, ProposalRejected, decode, new_event_id, utc_now
 from shared.settings import SERVICE_NAMES
 from shared.store import mongo_client
 from shared.supervisor import StackState, pid_alive
 
 ASIARCH = [sys.executable, "-m", "shared.cli.main"]
-IDENTITY_MIXER = """import torch
-
-
-class Mixer(torch.nn.Module):
-    def __init__(self, d_model: int, n_heads: int, **kwargs) -> None:
-        super().__init__()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-"""
+# The engineer rejects this at once (a syntax error): a fast handler with one output event per input.
+BROKEN_MIXER = "import torch\n\nclass Mixer(torch.nn.Module:\n    pass\n"
 
 
 def stack_env(data_dir: Path) -> dict[str, str]:
@@ -114,7 +106,7 @@ async def publish_proposals(nats_url: str, count: int) -> list[ProposalCreated]:
     js = nc.jetstream()
     events = [
         ProposalCreated(event_id=new_event_id(), occurred_at=utc_now(), producer="test", campaign_id="c",
-                        experiment_id=f"exp-{n}", name=f"m{n}", motivation="m", code=IDENTITY_MIXER)
+                        experiment_id=f"exp-{n}", name=f"m{n}", motivation="m", code=BROKEN_MIXER)
         for n in range(count)
     ]
     for event in events:
@@ -154,7 +146,7 @@ def test_killed_service_is_restarted_and_its_events_handled_once(
     wait_until(restarted)
     wait_until(lambda: db.processed.count_documents({"service": "engineer"}) == 200)
     wait_until(lambda: db.tracking.find_one({"_id": "memory"}, {"seq": 1}) == {"_id": "memory", "seq": 400})
-    started = [e for e in asyncio.run(stream_events(state.nats_url)) if isinstance(e, TrainStarted)]
-    per_experiment = Counter(e.experiment_id for e in started)
+    rejected = [e for e in asyncio.run(stream_events(state.nats_url)) if isinstance(e, ProposalRejected)]
+    per_experiment = Counter(e.experiment_id for e in rejected)
     assert per_experiment == Counter({e.experiment_id: 1 for e in events})
-    assert db.experiments.count_documents({"status": "training"}) == 200
+    assert db.experiments.count_documents({"status": "rejected"}) == 200

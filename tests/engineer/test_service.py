@@ -1,0 +1,96 @@
+"""The engineer's handler against a real nats-server and store: sandboxed training reported as events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
+from pathlib import Path
+
+import pytest
+from nats.js import JetStreamContext
+from pymongo.database import Database
+
+from services.engineer.baselines import BASELINES
+from services.engineer.handlers import Engineer, on_campaign_started, on_candidate
+from shared import bus
+from shared.events import (
+    Budget,
+    CampaignStarted,
+    Event,
+    ProposalCreated,
+    ProposalRejected,
+    TrainFailed,
+    TrainStarted,
+    TrainSucceeded,
+    decode,
+    new_event_id,
+    utc_now,
+)
+from shared.store import MongoLedger, mongo_client
+
+FIXTURES = Path(__file__).parent / "fixtures" / "bad_mixers"
+POLICY = bus.ConsumerPolicy(max_deliver=2, ack_wait_s=10.0, retry_backoff_s=(0.1,), fetch_timeout_s=0.2)
+
+
+@pytest.fixture
+async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
+    nc = await bus.connect(nats_url, "test")
+    context = nc.jetstream()
+    await bus.ensure_stream(context, duplicate_window_s=600)
+    yield context
+    await nc.close()
+
+
+def envelope(experiment: str) -> dict[str, object]:
+    return {"event_id": new_event_id(), "occurred_at": utc_now(), "producer": "test", "campaign_id": "c1",
+            "experiment_id": experiment}
+
+
+async def run_engineer(js: JetStreamContext, db: Database, engineer: Engineer, events: Sequence[Event],
+                       expected_outputs: int) -> list[Event]:
+    candidate = partial(on_candidate, engineer)
+    consumer = bus.Consumer(js, "engineer", {CampaignStarted: partial(on_campaign_started, engineer),
+                                             ProposalCreated: candidate}, MongoLedger(db, "engineer"), POLICY)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    for event in events:
+        await bus.publish(js, event)
+    deadline = asyncio.get_running_loop().time() + 240
+    while True:
+        outputs = [decode(m.data) async for m in bus.read_stream(js)][len(events):]
+        if len(outputs) >= expected_outputs or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    stop.set()
+    await task
+    return outputs
+
+
+async def test_proposals_train_fail_or_get_rejected(
+    js: JetStreamContext, mongo_uri: str, corpus_dir: Path, tmp_path: Path
+) -> None:
+    db = mongo_client(mongo_uri)["asiarch"]
+    engineer = Engineer(db=db, corpus_dir=corpus_dir, runs_dir=tmp_path / "runs", default_profile="cpu", threads=1,
+                        memory_bytes=4 << 30, max_tokens=40_000, eval_samples=4)
+    events = [
+        CampaignStarted(**envelope(""), profile="smoke", budget=Budget(experiments=3), llm_model="none"),
+        ProposalCreated(**envelope("good"), name="gla", motivation="m", code=BASELINES["gla"].read_text()),
+        ProposalCreated(**envelope("peeks"), name="peek", motivation="m",
+                        code=(FIXTURES / "peek_future.py").read_text()),
+        ProposalCreated(**envelope("broken"), name="broken", motivation="m", code="class Mixer(:\n"),
+    ]
+    outputs = await run_engineer(js, db, engineer, events, expected_outputs=5)
+    by_experiment: dict[str, list[Event]] = {}
+    for event in outputs:
+        by_experiment.setdefault(event.experiment_id, []).append(event)
+    assert [type(e) for e in by_experiment["good"]] == [TrainStarted, TrainSucceeded]
+    succeeded = by_experiment["good"][1]
+    assert isinstance(succeeded, TrainSucceeded)
+    assert succeeded.profile == "smoke" and succeeded.tokens > 0 and succeeded.val_loss < 7.0
+    assert succeeded.cpu_core_seconds > 0 and Path(succeeded.checkpoint_path).is_file()
+    assert set(succeeded.benchmarks) >= {"lambada", "piqa", "hellaswag"}
+    assert [type(e) for e in by_experiment["peeks"]] == [TrainStarted, TrainFailed]
+    failed = by_experiment["peeks"][1]
+    assert isinstance(failed, TrainFailed) and failed.error_kind == "causality" and failed.code
+    assert [type(e) for e in by_experiment["broken"]] == [ProposalRejected]
