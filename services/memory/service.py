@@ -7,15 +7,15 @@ import logging
 import re
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from services.memory.api import MemoryApiDeps, create_router
-from services.memory.cognition.ingest import ingest_starter
+from services.memory.cognition.ingest import ingest, ingest_starter
 from services.memory.handlers import Memory, ReplayJob, catch_up, project, replay
-from services.memory.projection import Projector
+from services.memory.projection import Projector, digest
 from services.memory.vectors import COGNITION_INDEX, HashingEmbedder, MiniLMEmbedder, VectorStore
 from shared.events import DOMAIN_EVENTS
 from shared.service import Runtime, ServiceSpec, Wiring
@@ -40,6 +40,16 @@ class MemorySettings(ServiceSettings):
 class ReplayRequest(BaseModel):
     until_seq: int | None = Field(default=None, ge=1, description="rebuild the state as of this event")
     into: str | None = Field(default=None, description="a separate database to build into (a fork)")
+
+
+class CognitionRequest(BaseModel):
+    path: str = Field(description="a PDF, Markdown or text file, or a folder, on the memory service's machine")
+
+
+class CognitionReport(BaseModel):
+    files: int
+    chunks: int
+    skipped: list[str]
 
 
 class ReplayStatus(BaseModel):
@@ -83,6 +93,23 @@ def admin_router(runtime: Runtime, memory: Memory, settings: MemorySettings) -> 
         if "last" not in jobs:
             raise HTTPException(404, "no replay has run since the service started")
         return ReplayStatus(**vars(jobs["last"]))
+
+    @router.get("/digest", summary="Digests of every projected collection and index (equal after a replay)")
+    async def digests() -> dict[str, Any]:
+        async with memory.lock:
+            collections = await asyncio.to_thread(digest, runtime.db)
+            indexes = await asyncio.to_thread(memory.vectors.digest)
+        return {"collections": collections, "indexes": indexes, "seq": {"store": memory.projector.last_seq(),
+                                                                         "vectors": memory.vectors.last_seq()}}
+
+    @router.post("/cognition", response_model=CognitionReport, summary="Ingest papers into the cognition base")
+    async def add_cognition(request: CognitionRequest) -> CognitionReport:
+        path = Path(request.path)
+        if not path.exists():
+            raise HTTPException(404, f"{path} does not exist on the memory service's machine")
+        async with memory.lock:
+            report = await asyncio.to_thread(ingest, path, runtime.db, memory.vectors)
+        return CognitionReport(files=report.files, chunks=report.chunks, skipped=list(report.skipped))
 
     return router
 

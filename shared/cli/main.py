@@ -17,7 +17,7 @@ from rich.progress import DownloadColumn, Progress
 from rich.table import Table
 
 from services.engineer.profiles import PROFILES
-from shared.cli import campaign, lab, stack
+from shared.cli import campaign, lab, memory, stack
 from shared.cli.tail import tail
 from shared.errors import AsiarchError
 from shared.llm import DEFAULT_MODEL, LlmSettings
@@ -260,6 +260,40 @@ def models_pull(
 
             entry = pull(models_dir, name, report)
     out.print(f"[green]{entry.name}[/] ready: {entry.path} (sha256 {entry.sha256[:12]}…)")
+
+
+@app.command()
+def replay(
+    until: Annotated[int | None, typer.Option("--until", min=1, help="Build the state as of this stream sequence.")]
+    = None,
+    into: Annotated[str | None, typer.Option("--into", help="Build into this separate database (a fork).")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Drop memory's projections and rebuild them from the event log (or build a fork as of an event)."""
+    if until is not None and into is None:
+        raise typer.BadParameter("--until needs --into: the live projection always follows the whole log",
+                                 param_hint="--until")
+    _, data_dir = resolve_data_dir(data_dir)
+    state = require_running(data_dir)
+    memory.replay(state, until, into, out)
+
+
+cognition_app = typer.Typer(help="The cognition base of papers the researcher retrieves from.", no_args_is_help=True)
+app.add_typer(cognition_app, name="cognition")
+
+
+@cognition_app.command("add")
+def cognition_add(
+    path: Annotated[Path, typer.Argument(help="A PDF, Markdown or text file, or a folder of them.")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Chunk, embed and store local papers (with source and page) in the cognition base."""
+    if not path.exists():
+        raise typer.BadParameter(f"{path} does not exist", param_hint="PATH")
+    _, data_dir = resolve_data_dir(data_dir)
+    state = require_running(data_dir)
+    report = memory.add_cognition(state, path.resolve())
+    out.print(f"cognition: {report['chunks']} chunks from {report['files']} file(s); skipped {report['skipped']}")
 
 
 def run() -> None:

@@ -1,0 +1,54 @@
+"""``asiarch replay`` and ``asiarch cognition add``: requests to the memory service, the projections' one writer."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from shared.errors import AsiarchError
+from shared.supervisor import StackState
+
+
+class MemoryRequestError(AsiarchError):
+    code = "memory_request"
+
+
+def memory_client(state: StackState, timeout_s: float = 30.0) -> httpx.Client:
+    return httpx.Client(base_url=f"http://127.0.0.1:{state.services['memory'].port}", timeout=timeout_s)
+
+
+def checked(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise MemoryRequestError(f"memory refused ({response.status_code}): {detail}")
+    return response.json()
+
+
+def replay(state: StackState, until: int | None, into: str | None, console: Console) -> dict[str, Any]:
+    with memory_client(state) as http:
+        job = checked(http.post("/admin/replay", json={"until_seq": until, "into": into}))
+        columns = (TextColumn(f"replaying into {job['target']}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("replay", total=None)
+            while job["state"] == "running":
+                time.sleep(0.5)
+                job = checked(http.get("/admin/replay"))
+                bar.update(task, completed=job["done"], total=job["total"] or None)
+    if job["state"] != "finished":
+        raise MemoryRequestError(f"the replay failed: {job['error']}")
+    console.print(f"replayed {job['total']} events into {job['target']}")
+    return job
+
+
+def add_cognition(state: StackState, path: Path) -> dict[str, Any]:
+    with memory_client(state, timeout_s=600) as http:
+        return checked(http.post("/admin/cognition", json={"path": str(path)}))
