@@ -104,9 +104,10 @@ class FailureSearch(_Doc):
 
 
 class MemoryClient:
-    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, base_url: str, timeout_s: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
+        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, transport=transport)
 
     async def aclose(self) -> None:
         await self.http.aclose()

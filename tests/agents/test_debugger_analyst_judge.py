@@ -1,0 +1,102 @@
+"""The debugger, analyst and judge plumbing over the real memory API, with a scripted LLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.analyst.handlers import Analyst
+from services.analyst.handlers import on_train_succeeded as analyse
+from services.debugger.handlers import on_train_failed
+from services.debugger.patcher import LlmPatcher
+from services.judge.handlers import on_train_succeeded as judge
+from services.judge.scorer import LlmScorer
+from shared.bus import Delivery
+from shared.events import (
+    AnalysisCreated,
+    DebugGaveUp,
+    DebugPatched,
+    JudgeScored,
+    TrainFailed,
+    TrainSucceeded,
+)
+from tests.agents.conftest import MemoryWorld, scripted
+from tests.memory.history import build_history
+
+DELIVERY = Delivery(stream_seq=1, deliveries=1, subject="test")
+SLOW = "import torch\n\nclass Mixer(torch.nn.Module):\n    def __init__(self, d_model, n_heads, **kw):\n" \
+       "        super().__init__()\n\n    def forward(self, x):\n" \
+       "        return torch.stack([x[:, : t + 1].mean(1) for t in range(x.shape[1])], 1)\n"
+FAST = SLOW.replace("torch.stack([x[:, : t + 1].mean(1) for t in range(x.shape[1])], 1)",
+                    "x.cumsum(1) / torch.arange(1, x.shape[1] + 1).view(1, -1, 1)")
+
+
+def history_world(world: MemoryWorld) -> list[object]:
+    events = build_history(seed=1, experiments=12)
+    world.apply(*events)
+    return events
+
+
+def failure(world: MemoryWorld, attempt: int = 1) -> TrainFailed:
+    sample = next(e for e in history_world(world) if isinstance(e, TrainFailed))
+    return TrainFailed(**{f: getattr(sample, f) for f in ("event_id", "occurred_at", "producer", "campaign_id",
+                                                           "experiment_id")},
+                       attempt=attempt, error_kind="efficiency", message="step time 9.1x the linear baseline",
+                       traceback="Traceback ...\n  in forward\n", code=SLOW)
+
+
+async def test_the_debugger_patches_with_context_and_a_diff(world: MemoryWorld) -> None:
+    failed = failure(world)
+    llm, backend = scripted({"diagnosis": "a Python loop over time", "code": FAST})
+    outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
+    assert len(outputs) == 1 and isinstance(outputs[0], DebugPatched)
+    patched = outputs[0]
+    assert patched.attempt == 2 and "cumsum" in patched.code and patched.diff.startswith("--- failed.py")
+    assert patched.causation_id == failed.event_id and patched.experiment_id == failed.experiment_id
+    prompt = backend.seen[0][-1]["content"]
+    assert "efficiency" in prompt and "Do not drop the idea" in prompt and "step time 9.1x" in prompt
+    assert "Similar past failures and the fixes that worked" in prompt
+
+
+async def test_the_debugger_gives_up_when_patches_are_unchanged_or_attempts_run_out(world: MemoryWorld) -> None:
+    failed = failure(world)
+    unchanged = {"diagnosis": "looks fine", "code": SLOW}
+    llm, _ = scripted(unchanged, unchanged, unchanged)
+    outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
+    assert [type(e) for e in outputs] == [DebugGaveUp]
+    llm, backend = scripted()
+    last = await on_train_failed(LlmPatcher(llm, world.client), 3, failure(world, attempt=3), DELIVERY)
+    assert [type(e) for e in last] == [DebugGaveUp] and backend.seen == []
+
+
+def trained(world: MemoryWorld) -> TrainSucceeded:
+    events = history_world(world)
+    with_parent = [e for e in events if isinstance(e, TrainSucceeded)]
+    return with_parent[-1]
+
+
+async def test_the_analyst_writes_a_report_and_a_gallery_entry(world: MemoryWorld, tmp_path: Path) -> None:
+    run = trained(world)
+    llm, backend = scripted({"what_worked": "the gate", "what_failed": "nothing", "why": "bounded state",
+                             "next": "try a second gate"})
+    outputs = await analyse(Analyst(llm=llm, memory=world.client, gallery=tmp_path), run, DELIVERY)
+    assert len(outputs) == 1 and isinstance(outputs[0], AnalysisCreated)
+    analysis = outputs[0]
+    assert [s.title for s in analysis.sections] == ["Measurements", "What worked", "What failed", "Why",
+                                                   "What to try next"]
+    folder = Path(analysis.gallery_path)
+    assert {p.name for p in folder.iterdir()} >= {"MODEL_CARD.md", "mixer.py", "loss.png"}
+    assert (folder / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert "val loss" in backend.seen[0][-1]["content"] and "| parent |" in backend.seen[0][-1]["content"]
+
+
+async def test_the_judge_weights_in_code_and_retries_out_of_range_scores(world: MemoryWorld) -> None:
+    run = trained(world)
+    llm, backend = scripted({"performance": 11, "innovation": 5, "complexity": 5, "rationale": "x"},
+                            {"performance": 7, "innovation": 5, "complexity": 4, "rationale": "solid"})
+    outputs = await judge(LlmScorer(llm, world.client), run, DELIVERY)
+    assert len(outputs) == 1 and isinstance(outputs[0], JudgeScored)
+    scored = outputs[0]
+    assert (scored.performance, scored.innovation, scored.complexity) == (7, 5, 4)
+    assert abs(scored.weighted - (0.3 * 7 + 0.25 * 5 + 0.45 * 4)) < 1e-9
+    assert "Anchors" in backend.seen[0][-1]["content"] and "must be an integer from 1 to 10" in \
+        backend.seen[1][-1]["content"]

@@ -1,0 +1,98 @@
+"""The researcher's proposal plumbing: prompt, repair, static checks, near-duplicates, budget bookkeeping."""
+
+from __future__ import annotations
+
+from services.engineer.baselines import BASELINES
+from services.researcher.handlers import CampaignBook
+from services.researcher.proposer import Campaign, Proposer
+from shared.events import (
+    Budget,
+    CampaignStarted,
+    DebugGaveUp,
+    ProposalCreated,
+    ProposalRejected,
+    TrainSucceeded,
+    new_event_id,
+    utc_now,
+)
+from shared.store import mongo_client
+from tests.agents.conftest import MemoryWorld, scripted
+
+CAMPAIGN = Campaign(campaign_id="c1", seed=1, llm_model="scripted")
+GOOD_CODE = """```python
+class Mixer(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, **kwargs):
+        super().__init__()
+        self.gate = nn.Linear(d_model, d_model)
+
+    def forward(self, x):
+        return torch.sigmoid(self.gate(x)) * torch.cumsum(x, dim=1) / math.sqrt(2.0)
+```"""
+
+
+def proposer(world: MemoryWorld, *replies: object) -> tuple[Proposer, object]:
+    llm, backend = scripted(*replies)  # type: ignore[arg-type]
+    return Proposer(llm, world.client, BASELINES, "linear_attention", revisions=1), backend
+
+
+async def test_a_first_proposal_starts_from_a_baseline_and_is_repaired(world: MemoryWorld) -> None:
+    agent, backend = proposer(world, {"name": "gated-cumsum", "motivation": "gate a running sum", "code": GOOD_CODE})
+    event = await agent.propose(CAMPAIGN, index=0)
+    assert isinstance(event, ProposalCreated)
+    assert event.code.startswith("import torch\nimport torch.nn as nn\n") and "```" not in event.code
+    assert event.parent_ids[0].startswith("baseline:") and event.llm is not None
+    prompt = backend.seen[0][-1]["content"]  # type: ignore[attr-defined]
+    assert "class Mixer(nn.Module)" in prompt and "Causal" in prompt and "chunks of at most 64" in prompt
+
+
+async def test_static_problems_are_shown_to_the_llm_then_rejected(world: MemoryWorld) -> None:
+    bad = {"name": "x", "motivation": "m", "code": "import os\nclass Mixer:\n    pass\n"}
+    agent, backend = proposer(world, bad, bad)
+    event = await agent.propose(CAMPAIGN, index=1)
+    assert isinstance(event, ProposalRejected) and event.reason == "contract"
+    revision = backend.seen[1][-1]["content"]  # type: ignore[attr-defined]
+    assert "rejected before training" in revision and "Mixer must define __init__" in revision
+
+
+async def test_the_parent_unchanged_is_a_duplicate(world: MemoryWorld) -> None:
+    parent = BASELINES["deltanet"].read_text()
+    agent, _ = proposer(world, {"name": "same", "motivation": "m", "code": parent})
+    event = await agent.propose(CAMPAIGN, index=0)  # index 0 picks deltanet, the first baseline by name
+    assert isinstance(event, ProposalRejected) and event.reason == "duplicate"
+
+
+async def test_a_near_copy_of_a_past_experiment_is_a_duplicate(world: MemoryWorld) -> None:
+    first, _ = proposer(world, {"name": "a", "motivation": "gate a running sum", "code": GOOD_CODE})
+    created = await first.propose(CAMPAIGN, index=0)
+    world.apply(created)
+    again, _ = proposer(world, {"name": "b", "motivation": "gate a running sum", "code": GOOD_CODE})
+    event = await again.propose(CAMPAIGN, index=3)
+    assert isinstance(event, ProposalRejected) and event.reason == "duplicate"
+
+
+def envelope(experiment: str) -> dict[str, object]:
+    return {"event_id": new_event_id(), "occurred_at": utc_now(), "producer": "t", "campaign_id": "c1",
+            "experiment_id": experiment}
+
+
+def test_the_book_counts_once_and_tracks_budget(mongo_uri: str) -> None:
+    book = CampaignBook(mongo_client(mongo_uri)["book"])
+    start = CampaignStarted(**envelope(""), profile="smoke", budget=Budget(experiments=3, cpu_hours=1.0),
+                            llm_model="m")
+    events = [
+        start,
+        ProposalCreated(**envelope("e1"), name="a", motivation="m", code="x"),
+        ProposalCreated(**envelope("e2"), name="b", motivation="m", code="x"),
+        ProposalRejected(**envelope("e3"), reason="syntax", detail="d"),
+        TrainSucceeded(**envelope("e1"), attempt=1, profile="smoke", curve=(), train_loss=1, val_loss=1,
+                       benchmarks={}, params=1, tokens=1, tokens_per_s=1, device="cpu", gpu_seconds=0,
+                       cpu_core_seconds=1800, checkpoint_path=""),
+    ]
+    for event in [*events, *events]:  # every event delivered twice
+        book.apply(event)
+    view = book.campaign("c1")
+    assert view is not None
+    assert (view.proposed, view.in_flight, view.cpu_hours) == (3, 1, 0.5)
+    assert not view.budget_left  # 3 of 3 experiments proposed
+    book.apply(DebugGaveUp(**envelope("e2"), attempts=3, last_error_kind="nan", last_error="x"))
+    assert book.campaign("c1").in_flight == 0  # type: ignore[union-attr]
