@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared import metrics
 from shared.llm import LlmClient, LlmSettings, build_backend
 from shared.memory_client import MemoryClient
 from shared.service import Runtime
@@ -19,4 +20,5 @@ def agent_clients(runtime: Runtime) -> tuple[LlmClient, MemoryClient]:
     memory = MemoryClient(settings.memory_url)
     runtime.exit_stack.push_async_callback(memory.aclose)
     llm = LlmClient(build_backend(settings), settings.service_name, settings.llm_max_attempts)
+    metrics.init_llm(settings.service_name)
     return llm, memory

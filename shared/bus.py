@@ -163,6 +163,7 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_consumer(self.js, self.service, self.subjects, self.policy)
+        metrics.init_consumer(self.service, self.subjects)
         sub = await self.js.pull_subscribe_bind(durable=self.service, stream=STREAM_NAME)
         try:
             while not stop.is_set():

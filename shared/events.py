@@ -115,6 +115,7 @@ class ProposalCreated(Event, frozen=True, kw_only=True, tag="proposal.created.v1
 
 
 RejectionReason = Literal["duplicate", "novelty", "causality", "complexity", "params", "syntax", "contract"]
+REJECTION_REASONS: tuple[str, ...] = RejectionReason.__args__  # type: ignore[attr-defined]
 
 
 class ProposalRejected(Event, frozen=True, kw_only=True, tag="proposal.rejected.v1"):

@@ -73,3 +73,54 @@ LLM_TOKENS_PER_SECOND = Gauge(
 )
 LLM_FAILURES = Counter("asiarch_llm_failures_total", "LLM requests that failed or gave malformed output.",
                        ["service", "reason"])
+
+
+# --- zero series ----------------------------------------------------------------------------------------------------
+# A labelled series exists only once it is touched; touching the bounded label sets at start-up makes a dashboard
+# read 0 ("nothing happened") instead of "no data" ("is it even running?").
+
+TRAIN_OUTCOMES = ("succeeded", "failed")
+FINISH_OUTCOMES = ("trained", "gave_up", "rejected")
+
+
+def init_consumer(service: str, subjects: list[str]) -> None:
+    for subject in subjects:
+        DEAD_LETTERED.labels(service, subject)
+    CONSUMER_PENDING.labels(service)
+    CONSUMER_ACK_PENDING.labels(service)
+
+
+def init_engineer(service: str, error_kinds: tuple[str, ...], reasons: tuple[str, ...]) -> None:
+    for outcome in TRAIN_OUTCOMES:
+        GPU_SECONDS.labels(service, outcome)
+        CPU_CORE_SECONDS.labels(service, outcome)
+    TRAIN_RUNS.labels(service, "succeeded", "")
+    for kind in error_kinds:
+        TRAIN_RUNS.labels(service, "failed", kind)
+    for reason in reasons:
+        PROPOSALS_REJECTED.labels(service, reason)
+
+
+def init_researcher(service: str, reasons: tuple[str, ...]) -> None:
+    CAMPAIGN_RUNNING.labels(service).set(0)
+    PROPOSALS.labels(service)
+    for reason in reasons:
+        PROPOSALS_REJECTED.labels(service, reason)
+    for outcome in FINISH_OUTCOMES:
+        EXPERIMENTS_FINISHED.labels(service, outcome)
+
+
+def init_debugger(service: str, max_attempts: int) -> None:
+    DEBUG_GAVE_UP.labels(service)
+    for attempt in range(2, max_attempts + 1):
+        DEBUG_PATCHES.labels(service, str(attempt))
+        DEBUG_FIXED.labels(service, str(attempt))
+
+
+def init_llm(service: str) -> None:
+    LLM_SECONDS.labels(service)
+    LLM_TOKENS_PER_SECOND.labels(service)
+    for kind in ("prompt", "completion"):
+        LLM_TOKENS.labels(service, kind)
+    for reason in ("malformed", "backend", "proposal"):
+        LLM_FAILURES.labels(service, reason)

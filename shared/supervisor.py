@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from shared.embedded import ServerProcess, spawn, start_mongo, start_nats, stop_process_groups
+from shared.observability import start_prometheus
 from shared.settings import SERVICE_NAMES
 
 log = logging.getLogger("asiarch.supervisor")
@@ -32,6 +33,7 @@ class StackPorts:
     nats: int = 4222
     store: int = 27017
     http: dict[str, int] = field(default_factory=dict)
+    prometheus: int = 0  # 0: no Prometheus
 
 
 @dataclass
@@ -111,6 +113,8 @@ class Supervisor:
         self.state("starting")
         for name in SERVICE_NAMES:
             self.children[name] = Supervised(name, self.ports.http[name], self.spawn_service(name))
+        if self.ports.prometheus:
+            self.servers["prometheus"] = start_prometheus(self.data_dir, self.ports.http, self.ports.prometheus)
         return self.state("running")
 
     @property
@@ -176,7 +180,7 @@ class Supervisor:
     def stop(self) -> None:
         self.stopping = True
         stop_process_groups([child.proc for child in self.children.values()], timeout_s=15)
-        for name in ("store", "nats"):
+        for name in ("prometheus", "store", "nats"):
             if name in self.servers:
                 self.servers[name].stop()
 
@@ -223,7 +227,8 @@ def serve(data_dir: Path, ports: StackPorts, mongo_uri: str | None) -> int:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s supervisor %(levelname)s: %(message)s")
     config = json.loads(sys.argv[1])
-    ports = StackPorts(nats=config["nats_port"], store=config["store_port"], http=config["http_ports"])
+    ports = StackPorts(nats=config["nats_port"], store=config["store_port"], http=config["http_ports"],
+                       prometheus=config.get("prometheus_port", 0))
     sys.exit(serve(Path(config["data_dir"]), ports, config.get("mongo_uri")))
 
 

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from services.debugger.handlers import on_train_failed
 from services.debugger.patcher import LlmPatcher
+from shared import metrics
 from shared.agent import AgentSettings, agent_clients
 from shared.events import TrainFailed
 from shared.service import Runtime, ServiceSpec, Wiring
@@ -23,6 +24,7 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     settings = runtime.settings
     assert isinstance(settings, DebuggerSettings)
     llm, memory = agent_clients(runtime)
+    metrics.init_debugger(settings.service_name, settings.max_attempts)
     patcher = LlmPatcher(llm, memory)
     return Wiring(handlers={TrainFailed: partial(on_train_failed, patcher, settings.max_attempts)})
 

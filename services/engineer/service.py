@@ -8,8 +8,9 @@ from pathlib import Path
 
 from pydantic import Field
 
-from services.engineer.handlers import Engineer, on_campaign_started, on_candidate
+from services.engineer.handlers import ERROR_KINDS, Engineer, on_campaign_started, on_candidate
 from services.engineer.sandbox import GIB
+from shared import metrics
 from shared.events import CampaignStarted, DebugPatched, ProposalCreated
 from shared.service import Runtime, ServiceSpec, Wiring
 from shared.settings import ServiceSettings
@@ -45,6 +46,7 @@ async def bootstrap(runtime: Runtime) -> Wiring:
         memory_bytes=int(settings.memory_limit_gib * GIB), max_tokens=settings.max_tokens,
         eval_samples=settings.eval_samples,
     )
+    metrics.init_engineer(settings.service_name, tuple(sorted(ERROR_KINDS)), ("syntax", "contract"))
     candidate = partial(on_candidate, engineer)
     return Wiring(handlers={
         CampaignStarted: partial(on_campaign_started, engineer),

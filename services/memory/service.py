@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from functools import partial
 from pathlib import Path
@@ -16,7 +17,9 @@ from services.memory.api import MemoryApiDeps, create_router
 from services.memory.cognition.ingest import ingest, ingest_starter
 from services.memory.handlers import Memory, ReplayJob, catch_up, project, replay
 from services.memory.projection import Projector, digest
+from services.memory.queries import ranked_experiments
 from services.memory.vectors import COGNITION_INDEX, HashingEmbedder, MiniLMEmbedder, VectorStore
+from shared import metrics
 from shared.events import DOMAIN_EVENTS
 from shared.service import Runtime, ServiceSpec, Wiring
 from shared.settings import ServiceSettings
@@ -138,6 +141,10 @@ async def bootstrap(runtime: Runtime) -> Wiring:
         count = await asyncio.to_thread(ingest_starter, runtime.db, vectors)
         log.info("cognition base: %d starter entries", count)
     await catch_up(runtime.js, memory, settings.service_name)
+    best = await asyncio.to_thread(ranked_experiments, runtime.db, None, 1)
+    memory.best_fitness = float(best[0]["fitness_total"]) if best else None
+    # NaN until a fitness exists: the series is there, and no made-up value sits on the dashboard.
+    metrics.BEST_FITNESS.labels(settings.service_name).set(memory.best_fitness or math.nan)
     router = APIRouter()
     router.include_router(create_router(MemoryApiDeps(db=runtime.db, vectors=vectors)))
     router.include_router(admin_router(runtime, memory, settings))

@@ -14,6 +14,7 @@ from typing import Any
 
 from pymongo.database import Database
 
+from shared import metrics
 from shared.bus import Delivery
 from shared.events import (
     CampaignStarted,
@@ -149,6 +150,12 @@ def spend_of(event: Event) -> tuple[float, float] | None:
     return None
 
 
+FINISHED_AS = {TrainSucceeded: "trained", DebugGaveUp: "gave_up", ProposalRejected: "rejected"}
+
+
 async def on_event(book: CampaignBook, event: Event, delivery: Delivery) -> Sequence[Event]:
     await asyncio.to_thread(book.apply, event)
+    outcome = FINISHED_AS.get(type(event))
+    if outcome is not None:
+        metrics.EXPERIMENTS_FINISHED.labels("researcher", outcome).inc()
     return ()

@@ -10,8 +10,10 @@ from services.engineer.baselines import BASELINES
 from services.researcher.handlers import CampaignBook, on_event
 from services.researcher.loop import ResearchLoop
 from services.researcher.proposer import Proposer
+from shared import metrics
 from shared.agent import AgentSettings, agent_clients
 from shared.events import (
+    REJECTION_REASONS,
     CampaignStarted,
     CampaignStopped,
     DebugGaveUp,
@@ -36,6 +38,7 @@ class ResearcherSettings(AgentSettings):
 async def bootstrap(runtime: Runtime) -> Wiring:
     settings = runtime.settings
     assert isinstance(settings, ResearcherSettings)
+    metrics.init_researcher(settings.service_name, REJECTION_REASONS)
     book = CampaignBook(runtime.db)
     llm, memory = agent_clients(runtime)
     proposer = Proposer(llm, memory, BASELINES, settings.example_baseline, settings.revisions)

@@ -63,7 +63,8 @@ def require_running(data_dir: Path) -> stack.StackState:
 @app.command()
 def up(
     data_dir: DataDirOption = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for every component to be healthy.")] = 120.0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every component to be healthy.")] = 180.0,
+    with_prometheus: Annotated[bool, typer.Option(help="Also run Prometheus scraping every service.")] = False,
 ) -> None:
     """Start the embedded stack (NATS, the store, the six services) in the background, supervised."""
     settings, data_dir = resolve_data_dir(data_dir)
@@ -72,7 +73,7 @@ def up(
     if existing is not None:
         raise stack.StackError(f"a stack already runs in {data_dir} (supervisor pid {existing.supervisor_pid})")
     started = time.monotonic()
-    proc = stack.launch(settings, data_dir)
+    proc = stack.launch(settings, data_dir, with_prometheus)
     with out.status("starting nats, the store and the services…") as status:
         def progress(ready: dict[str, bool]) -> None:
             waiting = [name for name, ok in ready.items() if not ok]
@@ -81,6 +82,8 @@ def up(
         state = stack.wait_until_healthy(proc, data_dir, timeout, progress)
     out.print(f"[green]stack up[/] in {time.monotonic() - started:.1f} s — data in {data_dir}")
     out.print(f"  nats  {state.nats_url}\n  store {state.mongo_uri}")
+    if "prometheus" in state.servers:
+        out.print(f"  prometheus http://127.0.0.1:{state.servers['prometheus'].port}")
     for name in SERVICE_NAMES:
         out.print(f"  {name:<10} http://127.0.0.1:{state.services[name].port}/healthz")
 
@@ -108,6 +111,7 @@ def status(
     if as_json:
         body = {
             "healthy": report.healthy, "stream_messages": report.stream_messages,
+            "prometheus_url": report.prometheus_url,
             "components": {name: {"ok": ok, "detail": detail} for name, (ok, detail) in report.components.items()},
             "consumers": {name: asdict(c) for name, c in report.consumers.items()},
         }
@@ -124,6 +128,8 @@ def print_status(report: stack.StackStatus) -> None:
         components.add_row(name, "[green]ok[/]" if ok else "[red]down[/]", detail)
     out.print(components)
     out.print(f"stream ASIARCH: {report.stream_messages} messages")
+    if report.prometheus_url:
+        out.print(f"Prometheus: browse {report.prometheus_url} (alerts at {report.prometheus_url}/alerts)")
     consumers = Table("consumer", "pending", "ack pending", "delivered up to seq", title="consumers")
     for name, c in sorted(report.consumers.items()):
         consumers.add_row(name, str(c.pending), str(c.ack_pending), str(c.delivered))

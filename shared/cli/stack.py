@@ -19,6 +19,7 @@ from pydantic import Field
 from shared import bus
 from shared.embedded import port_in_use, signal_group, spawn
 from shared.errors import AsiarchError, ConfigError
+from shared.observability import prometheus_binary
 from shared.settings import DEFAULT_HTTP_PORTS, SERVICE_NAMES, CommonSettings
 from shared.supervisor import STATE_FILE, StackState, pid_alive
 
@@ -31,6 +32,7 @@ class StackSettings(CommonSettings):
     nats_port: int = Field(default=4222, ge=1, le=65535)
     mongo_port: int = Field(default=27017, ge=1, le=65535)
     http_ports: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_HTTP_PORTS))
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
     # Set only when a real MongoDB should be used instead of the embedded store.
     external_mongo_uri: str | None = Field(default=None, validation_alias="ASIARCH_MONGO_URI")
 
@@ -46,8 +48,10 @@ def check_writable(data_dir: Path) -> Path:
     return data_dir.resolve()
 
 
-def check_ports_free(settings: StackSettings) -> None:
+def check_ports_free(settings: StackSettings, with_prometheus: bool) -> None:
     wanted = {"nats (ASIARCH_NATS_PORT)": settings.nats_port}
+    if with_prometheus:
+        wanted["prometheus (ASIARCH_PROMETHEUS_PORT)"] = settings.prometheus_port
     if settings.external_mongo_uri is None:
         wanted["store (ASIARCH_MONGO_PORT)"] = settings.mongo_port
     wanted.update({f"{name} (ASIARCH_HTTP_PORTS)": settings.http_ports[name] for name in SERVICE_NAMES})
@@ -70,14 +74,18 @@ def running_state(data_dir: Path) -> StackState | None:
 # --- up ---------------------------------------------------------------------------------------------------------------
 
 
-def launch(settings: StackSettings, data_dir: Path) -> subprocess.Popen[bytes]:
+def launch(settings: StackSettings, data_dir: Path, with_prometheus: bool = False) -> subprocess.Popen[bytes]:
     missing = [name for name in SERVICE_NAMES if name not in settings.http_ports]
     if missing:
         raise ConfigError(f"ASIARCH_HTTP_PORTS has no port for {', '.join(missing)}")
-    check_ports_free(settings)
+    if with_prometheus and prometheus_binary() is None:
+        raise ConfigError("--with-prometheus: prometheus is not installed (Debian: apt-get install "
+                          "--no-install-recommends prometheus)")
+    check_ports_free(settings, with_prometheus)
     config = {
         "data_dir": str(data_dir), "nats_port": settings.nats_port, "store_port": settings.mongo_port,
         "http_ports": settings.http_ports, "mongo_uri": settings.external_mongo_uri,
+        "prometheus_port": settings.prometheus_port if with_prometheus else 0,
     }
     argv = [sys.executable, "-m", "shared.supervisor", json.dumps(config)]
     return spawn("supervisor", argv, data_dir / "logs" / "supervisor.log")
@@ -145,6 +153,7 @@ class StackStatus:
     components: dict[str, tuple[bool, str]]
     stream_messages: int
     consumers: dict[str, ConsumerStatus]
+    prometheus_url: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -175,9 +184,11 @@ def collect_status(state: StackState) -> StackStatus:
     for name, child in state.services.items():
         ok, detail = health(child.port)
         components[name] = (ok, f"{detail}, pid {child.pid}, port {child.port}, restarts {child.restarts}")
+    prometheus = state.servers.get("prometheus")
+    url = f"http://127.0.0.1:{prometheus.port}" if prometheus else None
     try:
         messages, consumers = asyncio.run(read_bus_status(state.nats_url))
     except Exception as exc:  # the status command reports a broken bus rather than crashing on it
         components["stream"] = (False, f"unreachable: {exc}")
-        return StackStatus(components, 0, {})
-    return StackStatus(components, messages, consumers)
+        return StackStatus(components, 0, {}, url)
+    return StackStatus(components, messages, consumers, url)

@@ -29,6 +29,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 import shared.metrics
 from shared.embedded import free_port
+from shared.observability import render_config
 from shared.settings import DEFAULT_HTTP_PORTS, SERVICE_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,11 +118,7 @@ def test_compose_prometheus_config_is_valid() -> None:
 
 
 def render_embedded(tmp_path: Path, ports: dict[str, int]) -> Path:
-    text = (PROMETHEUS / "embedded.yml.tmpl").read_text()
-    values = {"scrape_interval": "5s", "rules_file": str(PROMETHEUS / "rules.yml"), "host": "127.0.0.1",
-              "prometheus_port": "19090", **{f"port_{name}": str(port) for name, port in ports.items()}}
-    for key, value in values.items():
-        text = text.replace("{{" + key + "}}", value)
+    text = render_config(ports, 19090)
     assert "{{" not in text, f"placeholders left unrendered: {re.findall(r'{{[^}]*}}', text)}"
     path = tmp_path / "prometheus.yml"
     path.write_text(text)
