@@ -17,7 +17,7 @@ from rich.progress import DownloadColumn, Progress
 from rich.table import Table
 
 from services.engineer.profiles import PROFILES
-from shared.cli import campaign, lab, memory, stack
+from shared.cli import backups, campaign, lab, memory, stack
 from shared.cli.tail import tail
 from shared.errors import AsiarchError
 from shared.llm import DEFAULT_MODEL, LlmSettings
@@ -300,6 +300,43 @@ def cognition_add(
     state = require_running(data_dir)
     report = memory.add_cognition(state, path.resolve())
     out.print(f"cognition: {report['chunks']} chunks from {report['files']} file(s); skipped {report['skipped']}")
+
+
+def stack_connection(data_dir: Path | None) -> tuple[str, str, str, Path]:
+    """(nats url, mongo uri, database, data dir): the embedded stack's if one runs, else the settings' (compose)."""
+    settings, data_dir = resolve_data_dir(data_dir)
+    state = stack.running_state(data_dir)
+    if state is not None:
+        return state.nats_url, state.mongo_uri, settings.mongo_db, Path(state.data_dir)
+    return settings.nats_url, settings.mongo_uri, settings.mongo_db, data_dir
+
+
+@app.command("backup")
+def backup_command(
+    target: Annotated[Path, typer.Argument(help="A new folder to write the backup into.")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Export the event stream, the store and the gallery index, compressed and checksummed."""
+    nats_url, mongo_uri, database, data_dir = stack_connection(data_dir)
+    with out.status("backing up…") as status:
+        manifest = asyncio.run(backups.run_backup(nats_url, mongo_uri, database, data_dir / "gallery", target,
+                                                  status.update))
+    out.print(f"[green]backup written[/] to {target}: {manifest.stream_messages} events (to seq "
+              f"{manifest.stream_last_seq}), {sum(manifest.collections.values())} documents in "
+              f"{len(manifest.collections)} collections")
+
+
+@app.command("restore")
+def restore_command(
+    source: Annotated[Path, typer.Argument(help="A folder written by `asiarch backup`.")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Verify a backup, then restore it into an empty stack (run `asiarch replay` after to rebuild memory)."""
+    nats_url, mongo_uri, database, _ = stack_connection(data_dir)
+    with out.status("restoring…") as status:
+        manifest = asyncio.run(backups.run_restore(nats_url, mongo_uri, database, source, status.update))
+    out.print(f"[green]restored[/] {manifest.stream_messages} events and {len(manifest.collections)} collections "
+              f"from {source}; now run `asiarch replay` to rebuild memory's projections")
 
 
 def run() -> None:

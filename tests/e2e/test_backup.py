@@ -1,0 +1,106 @@
+"""Backup → wipe → restore → replay gives the same memory; a missing or corrupt backup changes nothing."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.memory.fitness import record_baseline
+from services.memory.projection import Projector, digest
+from shared import bus
+from shared.backup import BackupError, backup, restore, verify
+from shared.embedded import free_port, start_mongo, start_nats
+from shared.events import decode
+from shared.store import mongo_client
+from tests.memory.history import build_history
+
+
+class Stack:
+    """A fresh nats-server and store in a folder of their own."""
+
+    def __init__(self, root: Path) -> None:
+        self.nats = start_nats(root / "nats", free_port())
+        self.mongo = start_mongo(root / "mongo", free_port())
+        self.client = mongo_client(f"mongodb://127.0.0.1:{self.mongo.port}")
+        self.db = self.client["asiarch"]
+
+    async def js(self):  # type: ignore[no-untyped-def]
+        self.nc = await bus.connect(f"nats://127.0.0.1:{self.nats.port}", "test")
+        js = self.nc.jetstream()
+        await bus.ensure_stream(js, duplicate_window_s=600)
+        return js
+
+    def stop(self) -> None:
+        self.client.close()
+        self.mongo.stop()
+        self.nats.stop()
+
+
+@pytest.fixture
+async def stacks(tmp_path: Path) -> AsyncIterator[tuple[Stack, Stack]]:
+    first, second = Stack(tmp_path / "first"), Stack(tmp_path / "second")
+    yield first, second
+    for stack in (first, second):
+        if hasattr(stack, "nc"):
+            await stack.nc.close()
+        stack.stop()
+
+
+async def project(js, db) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    pairs = [(m.seq, decode(m.data)) async for m in bus.read_stream(js)]
+    projector = Projector(db)
+    projector.drop()
+    projector.apply_all(pairs, batch=500)
+    return digest(db)
+
+
+async def test_backup_wipe_restore_replay_gives_the_same_memory(stacks: tuple[Stack, Stack], tmp_path: Path) -> None:
+    first, second = stacks
+    js = await first.js()
+    for event in build_history(seed=5, experiments=30):
+        await bus.publish(js, event)
+    before = await project(js, first.db)
+    record_baseline(first.db, "smoke", [4.0, 4.1], [0.3, 0.31])
+    gallery = tmp_path / "gallery" / "exp-1"
+    gallery.mkdir(parents=True)
+    (gallery / "MODEL_CARD.md").write_text("# exp-1")
+    manifest = await backup(js, first.db, tmp_path / "gallery", tmp_path / "backup", lambda _: None)
+    assert manifest.stream_messages == manifest.stream_last_seq > 200
+    assert "baselines" in manifest.collections
+
+    js2 = await second.js()
+    await restore(js2, second.db, tmp_path / "backup", lambda _: None)
+    assert [m.data async for m in bus.read_stream(js2)] == [m.data async for m in bus.read_stream(js)]
+    assert await project(js2, second.db) == before
+    assert second.db.baselines.find_one({"_id": "smoke"})["val_loss_mean"] == pytest.approx(4.05)
+    with pytest.raises(BackupError, match="already holds"):
+        await restore(js2, second.db, tmp_path / "backup", lambda _: None)
+
+
+async def test_missing_or_corrupt_backups_are_refused_and_change_nothing(
+    stacks: tuple[Stack, Stack], tmp_path: Path
+) -> None:
+    first, second = stacks
+    js = await first.js()
+    for event in build_history(seed=6, experiments=5):
+        await bus.publish(js, event)
+    await backup(js, first.db, tmp_path / "none", tmp_path / "backup", lambda _: None)
+    with pytest.raises(BackupError, match="does not exist"):
+        verify(tmp_path / "nowhere")
+    stream = tmp_path / "backup" / "stream.jsonl.gz"
+    stream.write_bytes(gzip.compress(gzip.decompress(stream.read_bytes()).replace(b'"seq": 1,', b'"seq": 9,')))
+    js2 = await second.js()
+    with pytest.raises(BackupError, match=r"corrupt: stream\.jsonl\.gz"):
+        await restore(js2, second.db, tmp_path / "backup", lambda _: None)
+    assert (await bus.stream_bounds(js2))[2] == 0 and second.db.list_collection_names() == []
+
+
+def test_the_cli_says_what_is_wrong(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "shared.cli.main", "restore", str(tmp_path / "nowhere")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "does not exist" in result.stderr and "Traceback" not in result.stderr
