@@ -25,9 +25,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# A short discovery campaign on the embedded stack. Override on the command line, e.g.
+#   make run PROFILE=smoke BUDGET=20 MODEL=qwen2.5-coder-1.5b
+PROFILE ?= cpu
+BUDGET ?= 5
+MODEL ?= qwen2.5-coder-0.5b
+
 run: install
-	$(BIN)/asiarch up
-	$(BIN)/asiarch status
+	$(BIN)/asiarch models pull $(MODEL)
+	$(BIN)/asiarch data prepare
+	$(BIN)/asiarch status >/dev/null 2>&1 || $(BIN)/asiarch up
+	$(BIN)/asiarch baselines --profile $(PROFILE) --only deltanet --if-missing
+	$(BIN)/asiarch campaign start --profile $(PROFILE) --budget $(BUDGET) --model $(MODEL) --wait
 
 down:
 	$(BIN)/asiarch down

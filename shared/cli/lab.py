@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pymongo.database import Database
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -18,8 +19,10 @@ from services.engineer.baselines import BASELINES, QUADRATIC
 from services.engineer.data import SOURCES, install_commands, prepare
 from services.engineer.experiment import ExperimentSpec, Outcome, run_experiment
 from services.engineer.profiles import PROFILES
+from shared.cli.stack import connection
 from shared.errors import ConfigError
 from shared.settings import CommonSettings
+from shared.store import mongo_client, ping
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -152,6 +155,8 @@ def baselines_command(
     seeds: Annotated[int, typer.Option(min=2, help="Seeds per baseline (their spread is the noise floor).")] = 2,
     only: Annotated[str | None, typer.Option(help="Comma-separated baseline names (default: all).")] = None,
     reference: Annotated[str, typer.Option(help="The baseline fitness is measured against.")] = FITNESS_REFERENCE,
+    if_missing: Annotated[bool, typer.Option(help="Do nothing if the store already has this profile's baseline.")]
+    = False,
 ) -> None:
     """Train the built-in baselines and record their mean and spread per profile.
 
@@ -159,6 +164,9 @@ def baselines_command(
     """
     if profile not in PROFILES:
         raise typer.BadParameter(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}", param_hint="--profile")
+    if if_missing and recorded_baseline(profile) is not None:
+        out.print(f"the {profile} fitness baseline is already measured: nothing to do")
+        return
     names = [n.strip() for n in only.split(",")] if only else list(BASELINES)
     unknown = [n for n in [*names, reference] if n not in BASELINES]
     if unknown:
@@ -184,16 +192,28 @@ def record_reference(profile: str, row: dict[str, Any] | None) -> None:
         err.print("[yellow]the fitness reference was not measured on 2 seeds with benchmarks: nothing recorded[/]")
         return
     from services.memory.fitness import record_baseline
-    from shared.store import mongo_client, ping
 
-    settings = CommonSettings()
-    client = mongo_client(settings.mongo_uri)
-    if not ping(client):
-        err.print(f"[yellow]no store at {settings.mongo_uri}: start the stack and run this again to record the "
+    db = store()
+    if db is None:
+        err.print("[yellow]no store answers: start the stack (`asiarch up`) and run this again to record the "
                   "fitness baseline[/]")
         return
-    record_baseline(client[settings.mongo_db], profile, row["val_losses"], row["bench_means"])
+    record_baseline(db, profile, row["val_losses"], row["bench_means"])
     out.print(f"fitness baseline for {profile} recorded in the store")
+
+
+def store() -> Database | None:
+    """The store of the running stack (or of the settings), if it answers."""
+    _, mongo_uri, database, _ = connection(CommonSettings().data_dir)
+    client = mongo_client(mongo_uri, timeout_ms=1500)
+    return client[database] if ping(client) else None
+
+
+def recorded_baseline(profile: str) -> object | None:
+    from services.memory.fitness import get_baseline
+
+    db = store()
+    return get_baseline(db, profile) if db is not None else None
 
 
 def summarise(results: dict[str, list[Outcome]]) -> dict[str, dict[str, Any]]:

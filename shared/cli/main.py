@@ -302,22 +302,14 @@ def cognition_add(
     out.print(f"cognition: {report['chunks']} chunks from {report['files']} file(s); skipped {report['skipped']}")
 
 
-def stack_connection(data_dir: Path | None) -> tuple[str, str, str, Path]:
-    """(nats url, mongo uri, database, data dir): the embedded stack's if one runs, else the settings' (compose)."""
-    settings, data_dir = resolve_data_dir(data_dir)
-    state = stack.running_state(data_dir)
-    if state is not None:
-        return state.nats_url, state.mongo_uri, settings.mongo_db, Path(state.data_dir)
-    return settings.nats_url, settings.mongo_uri, settings.mongo_db, data_dir
-
-
 @app.command("backup")
 def backup_command(
     target: Annotated[Path, typer.Argument(help="A new folder to write the backup into.")],
     data_dir: DataDirOption = None,
 ) -> None:
     """Export the event stream, the store and the gallery index, compressed and checksummed."""
-    nats_url, mongo_uri, database, data_dir = stack_connection(data_dir)
+    _, data_dir = resolve_data_dir(data_dir)
+    nats_url, mongo_uri, database, data_dir = stack.connection(data_dir)
     with out.status("backing up…") as status:
         manifest = asyncio.run(backups.run_backup(nats_url, mongo_uri, database, data_dir / "gallery", target,
                                                   status.update))
@@ -332,7 +324,8 @@ def restore_command(
     data_dir: DataDirOption = None,
 ) -> None:
     """Verify a backup, then restore it into an empty stack (run `asiarch replay` after to rebuild memory)."""
-    nats_url, mongo_uri, database, _ = stack_connection(data_dir)
+    _, data_dir = resolve_data_dir(data_dir)
+    nats_url, mongo_uri, database, _ = stack.connection(data_dir)
     with out.status("restoring…") as status:
         manifest = asyncio.run(backups.run_restore(nats_url, mongo_uri, database, source, status.update))
     out.print(f"[green]restored[/] {manifest.stream_messages} events and {len(manifest.collections)} collections "

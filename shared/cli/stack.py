@@ -71,6 +71,16 @@ def running_state(data_dir: Path) -> StackState | None:
     return state
 
 
+def connection(data_dir: Path) -> tuple[str, str, str, Path]:
+    """(nats url, mongo uri, database, data dir): the embedded stack's if one runs there, else the settings'
+    (a compose stack, or servers configured by hand)."""
+    settings = StackSettings()
+    state = running_state(data_dir)
+    if state is not None:
+        return state.nats_url, state.mongo_uri, settings.mongo_db, Path(state.data_dir)
+    return settings.nats_url, settings.mongo_uri, settings.mongo_db, data_dir
+
+
 # --- up ---------------------------------------------------------------------------------------------------------------
 
 
