@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from shared import metrics
-from shared.llm import LlmClient, LlmSettings, build_backend
+from shared.bus import Delivery
+from shared.events import CampaignStarted, Event
+from shared.llm import LlmBackend, LlmClient, LlmSettings, build_backend
 from shared.memory_client import MemoryClient
 from shared.service import Runtime
 from shared.settings import DEFAULT_HTTP_PORTS, ServiceSettings
@@ -19,6 +23,16 @@ def agent_clients(runtime: Runtime) -> tuple[LlmClient, MemoryClient]:
     assert isinstance(settings, AgentSettings)
     memory = MemoryClient(settings.memory_url)
     runtime.exit_stack.push_async_callback(memory.aclose)
-    llm = LlmClient(build_backend(settings), settings.service_name, settings.llm_max_attempts)
+    def backend_for(model: str) -> LlmBackend:
+        return build_backend(settings.model_copy(update={"llm_model": model}))
+
+    llm = LlmClient(build_backend(settings), settings.service_name, settings.llm_max_attempts, backend_for)
     metrics.init_llm(settings.service_name)
     return llm, memory
+
+
+async def follow_campaign_model(llm: LlmClient, event: Event, delivery: Delivery) -> Sequence[Event]:
+    """Every agent speaks with the model the latest campaign named."""
+    assert isinstance(event, CampaignStarted)
+    llm.use_model(event.llm_model)
+    return ()

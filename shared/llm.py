@@ -83,10 +83,18 @@ def parse_json_reply(text: str, schema: dict[str, Any]) -> dict[str, Any]:
 class LlmClient:
     """Schema-constrained JSON completions with retries and accounting."""
 
-    def __init__(self, backend: LlmBackend, service: str, max_attempts: int = 3) -> None:
+    def __init__(self, backend: LlmBackend, service: str, max_attempts: int = 3,
+                 factory: Callable[[str], LlmBackend] | None = None) -> None:
         self.backend = backend
         self.service = service
         self.max_attempts = max_attempts
+        self.factory = factory
+
+    def use_model(self, model: str) -> None:
+        """Switch to another model (a campaign names its own); the new one loads on its first call."""
+        if model == self.backend.model_name or self.factory is None:
+            return
+        self.backend = self.factory(model)
 
     async def complete_json(
         self,

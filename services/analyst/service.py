@@ -6,8 +6,8 @@ from functools import partial
 from pathlib import Path
 
 from services.analyst.handlers import Analyst, on_train_succeeded
-from shared.agent import AgentSettings, agent_clients
-from shared.events import TrainSucceeded
+from shared.agent import AgentSettings, agent_clients, follow_campaign_model
+from shared.events import CampaignStarted, TrainSucceeded
 from shared.service import Runtime, ServiceSpec, Wiring
 
 
@@ -24,7 +24,8 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     assert isinstance(settings, AnalystSettings)
     llm, memory = agent_clients(runtime)
     analyst = Analyst(llm=llm, memory=memory, gallery=settings.gallery())
-    return Wiring(handlers={TrainSucceeded: partial(on_train_succeeded, analyst)})
+    return Wiring(handlers={TrainSucceeded: partial(on_train_succeeded, analyst),
+                            CampaignStarted: partial(follow_campaign_model, llm)})
 
 
 SPEC = ServiceSpec(name="analyst", settings_type=AnalystSettings, bootstrap=bootstrap)

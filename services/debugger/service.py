@@ -9,8 +9,8 @@ from pydantic import Field
 from services.debugger.handlers import on_train_failed
 from services.debugger.patcher import LlmPatcher
 from shared import metrics
-from shared.agent import AgentSettings, agent_clients
-from shared.events import TrainFailed
+from shared.agent import AgentSettings, agent_clients, follow_campaign_model
+from shared.events import CampaignStarted, TrainFailed
 from shared.service import Runtime, ServiceSpec, Wiring
 
 
@@ -26,7 +26,8 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     llm, memory = agent_clients(runtime)
     metrics.init_debugger(settings.service_name, settings.max_attempts)
     patcher = LlmPatcher(llm, memory)
-    return Wiring(handlers={TrainFailed: partial(on_train_failed, patcher, settings.max_attempts)})
+    return Wiring(handlers={TrainFailed: partial(on_train_failed, patcher, settings.max_attempts),
+                            CampaignStarted: partial(follow_campaign_model, llm)})
 
 
 SPEC = ServiceSpec(name="debugger", settings_type=DebuggerSettings, bootstrap=bootstrap)

@@ -6,8 +6,8 @@ from functools import partial
 
 from services.judge.handlers import on_train_succeeded
 from services.judge.scorer import LlmScorer
-from shared.agent import AgentSettings, agent_clients
-from shared.events import TrainSucceeded
+from shared.agent import AgentSettings, agent_clients, follow_campaign_model
+from shared.events import CampaignStarted, TrainSucceeded
 from shared.service import Runtime, ServiceSpec, Wiring
 
 
@@ -17,7 +17,8 @@ class JudgeSettings(AgentSettings):
 
 async def bootstrap(runtime: Runtime) -> Wiring:
     llm, memory = agent_clients(runtime)
-    return Wiring(handlers={TrainSucceeded: partial(on_train_succeeded, LlmScorer(llm, memory))})
+    return Wiring(handlers={TrainSucceeded: partial(on_train_succeeded, LlmScorer(llm, memory)),
+                            CampaignStarted: partial(follow_campaign_model, llm)})
 
 
 SPEC = ServiceSpec(name="judge", settings_type=JudgeSettings, bootstrap=bootstrap)

@@ -26,6 +26,7 @@ from shared.events import (
     TrainFailed,
     TrainSucceeded,
 )
+from shared.llm import LlmClient
 
 STATE = "researcher_campaigns"
 MEMBERS = "researcher_experiments"
@@ -148,6 +149,12 @@ def spend_of(event: Event) -> tuple[float, float] | None:
         on_gpu = event.device.startswith("cuda")
         return (0.0, event.device_seconds) if on_gpu else (event.device_seconds, 0.0)
     return None
+
+
+async def on_campaign_started(book: CampaignBook, llm: LlmClient, event: Event, delivery: Delivery) -> Sequence[Event]:
+    assert isinstance(event, CampaignStarted)
+    llm.use_model(event.llm_model)  # the agents speak with the model the campaign named
+    return await on_event(book, event, delivery)
 
 
 FINISHED_AS = {TrainSucceeded: "trained", DebugGaveUp: "gave_up", ProposalRejected: "rejected"}

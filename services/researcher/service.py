@@ -7,7 +7,7 @@ from functools import partial
 from pydantic import Field
 
 from services.engineer.baselines import BASELINES
-from services.researcher.handlers import CampaignBook, on_event
+from services.researcher.handlers import CampaignBook, on_campaign_started, on_event
 from services.researcher.loop import ResearchLoop
 from services.researcher.proposer import Proposer
 from shared import metrics
@@ -44,7 +44,9 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     proposer = Proposer(llm, memory, BASELINES, settings.example_baseline, settings.revisions)
     loop = ResearchLoop(book, proposer, runtime.js, max_in_flight=settings.max_in_flight)
     handler = partial(on_event, book)
-    return Wiring(handlers={event_type: handler for event_type in FOLLOWED}, tasks=[loop.run])
+    handlers = {event_type: handler for event_type in FOLLOWED}
+    handlers[CampaignStarted] = partial(on_campaign_started, book, llm)
+    return Wiring(handlers=handlers, tasks=[loop.run])
 
 
 SPEC = ServiceSpec(name="researcher", settings_type=ResearcherSettings, bootstrap=bootstrap)
