@@ -19,6 +19,7 @@ from services.engineer.baselines import BASELINES, QUADRATIC
 from services.engineer.data import SOURCES, install_commands, prepare
 from services.engineer.experiment import ExperimentSpec, Outcome, run_experiment
 from services.engineer.profiles import PROFILES
+from services.engineer.service import EngineerSettings
 from shared.cli.stack import connection
 from shared.errors import ConfigError
 from shared.settings import CommonSettings
@@ -34,7 +35,8 @@ FITNESS_REFERENCE = "deltanet"
 
 
 def corpus_dir() -> Path:
-    return CommonSettings().data_dir / "corpus"
+    """The engineer's corpus: ``ASIARCH_CORPUS_DIR`` if set, else ``<data dir>/corpus``."""
+    return EngineerSettings().corpus()
 
 
 @data_app.command("prepare")
@@ -157,6 +159,9 @@ def baselines_command(
     reference: Annotated[str, typer.Option(help="The baseline fitness is measured against.")] = FITNESS_REFERENCE,
     if_missing: Annotated[bool, typer.Option(help="Do nothing if the store already has this profile's baseline.")]
     = False,
+    max_tokens: Annotated[int, typer.Option(min=0, help="Cap the profile's token budget (0: none); candidates must "
+                                                       "then be capped the same way (ASIARCH_MAX_TOKENS).")] = 0,
+    eval_samples: Annotated[int, typer.Option(min=-1, help="Samples per benchmark (-1: the profile's).")] = -1,
 ) -> None:
     """Train the built-in baselines and record their mean and spread per profile.
 
@@ -176,7 +181,8 @@ def baselines_command(
     for name in names:
         for seed in range(seeds):
             spec = ExperimentSpec(code=BASELINES[name].read_text(), profile=profile, data_dir=corpus_dir(),
-                                  run_dir=(root / f"{name}-seed{seed}").resolve(),
+                                  run_dir=(root / f"{name}-seed{seed}").resolve(), max_tokens=max_tokens,
+                                  eval_samples=eval_samples,
                                   extra_args=["--seed", str(seed), *(["--allow-quadratic"] if name in QUADRATIC
                                                                       else [])])
             results.setdefault(name, []).append(train_with_progress(spec, f"{name} seed {seed}"))

@@ -1,0 +1,134 @@
+"""A whole campaign on the embedded stack with the real local LLM (Qwen2.5-Coder 0.5B) at the smoke profile.
+
+Events must flow through every service: the researcher proposes with the LLM, the engineer trains in the sandbox,
+the debugger patches a failure with the LLM, the analyst and the judge report with the LLM, memory computes the
+fitness, and the researcher stops the campaign at its budget. Two proposals are injected beside the researcher's
+(one that trains, one with a shape bug) so the success and the failure paths run whatever the small model writes.
+A real Prometheus scrapes the stack meanwhile, and every dashboard panel's query must return data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.parse
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.engineer.baselines import BASELINES
+from shared import bus
+from shared.embedded import free_port
+from shared.events import (
+    AnalysisCreated,
+    CampaignStopped,
+    DeadLettered,
+    DebugGaveUp,
+    DebugPatched,
+    Event,
+    FitnessComputed,
+    JudgeScored,
+    ProposalCreated,
+    TrainFailed,
+    TrainStarted,
+    TrainSucceeded,
+    decode,
+    new_event_id,
+    utc_now,
+)
+from shared.llm import DEFAULT_MODEL, LlmSettings
+from shared.models import pull
+from shared.observability import prometheus_binary
+from shared.supervisor import StackState
+from tests.e2e.test_stack import asiarch, stack_env, wait_until
+
+DASHBOARDS = Path(__file__).resolve().parents[2] / "ops" / "grafana" / "dashboards"
+SHAPE_BUG = Path(__file__).resolve().parents[1] / "engineer" / "fixtures" / "bad_mixers" / "shape_bug.py"
+CAPS = {"ASIARCH_MAX_TOKENS": "40000", "ASIARCH_EVAL_SAMPLES": "4"}
+
+
+@pytest.fixture(scope="module")
+def model() -> str:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: run `make install`")
+    pull(LlmSettings().models_dir, DEFAULT_MODEL)  # a no-op once pulled
+    return DEFAULT_MODEL
+
+
+async def inject(nats_url: str, campaign_id: str) -> None:
+    nc = await bus.connect(nats_url, "test")
+    js = nc.jetstream()
+    for name, code in (("gla-copy", BASELINES["gla"].read_text()), ("shape-bug", SHAPE_BUG.read_text())):
+        await bus.publish(js, ProposalCreated(
+            event_id=new_event_id(), occurred_at=utc_now(), producer="test", campaign_id=campaign_id,
+            experiment_id=f"injected-{name}", name=name, motivation="injected by the test", code=code,
+            parent_ids=("baseline:gla",)))
+    await nc.close()
+
+
+async def stream(nats_url: str) -> list[Event]:
+    nc = await bus.connect(nats_url, "test")
+    events = [decode(m.data) async for m in bus.read_stream(nc.jetstream())]
+    await nc.close()
+    return events
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    queries = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            queries += [(f"{path.stem}/{panel['title']}", t["expr"]) for t in panel.get("targets", [])]
+    return queries
+
+
+def check_panels(prometheus_url: str) -> None:
+    problems = []
+    for title, expr in panel_queries():
+        response = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": expr}, timeout=30).json()
+        if response.get("status") != "success":
+            problems.append(f"{title}: {response.get('error')}")
+        elif not response["data"]["result"]:
+            problems.append(f"{title}: empty result for {urllib.parse.quote(expr)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_a_campaign_flows_through_every_service(model: str, corpus_dir: Path, tmp_path: Path) -> None:
+    if prometheus_binary() is None:
+        pytest.skip("prometheus is not installed: apt-get install --no-install-recommends prometheus")
+    env = {**stack_env(tmp_path / "var"), **CAPS, "ASIARCH_CORPUS_DIR": str(corpus_dir),
+           "ASIARCH_EMBEDDER": "minilm", "ASIARCH_PROMETHEUS_PORT": str(free_port()), "ASIARCH_MAX_ATTEMPTS": "2",
+           "ASIARCH_TRAIN_THREADS": "1", "ASIARCH_LLM_THREADS": "1", "ASIARCH_ACK_WAIT_S": "30"}
+    up = asiarch(env, "up", "--with-prometheus", timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    state = StackState.read(tmp_path / "var")
+    assert state is not None
+    try:
+        baselines = asiarch(env, "baselines", "--profile", "smoke", "--only", "deltanet", "--max-tokens", "40000",
+                            "--eval-samples", "4", timeout=600)
+        assert baselines.returncode == 0, baselines.stdout + baselines.stderr
+        assert "recorded in the store" in baselines.stdout
+        started = asiarch(env, "campaign", "start", "--profile", "smoke", "--budget", "4", "--model", model)
+        assert started.returncode == 0, started.stderr
+        campaign_id = started.stdout.split("campaign ")[1].split()[0]
+        asyncio.run(inject(state.nats_url, campaign_id))
+
+        def stopped() -> bool:
+            return any(isinstance(e, CampaignStopped) for e in asyncio.run(stream(state.nats_url)))
+
+        wait_until(stopped, timeout_s=1500)
+        events = asyncio.run(stream(state.nats_url))
+        kinds = {type(e) for e in events}
+        assert {TrainStarted, TrainSucceeded, TrainFailed, AnalysisCreated, JudgeScored, FitnessComputed} <= kinds
+        assert kinds & {DebugPatched, DebugGaveUp}
+        assert any(isinstance(e, ProposalCreated) and e.producer == "researcher" for e in events) or any(
+            e.producer == "researcher" for e in events if type(e).__name__ == "ProposalRejected")
+        assert not [e for e in events if isinstance(e, DeadLettered)]
+        analysis = next(e for e in events if isinstance(e, AnalysisCreated))
+        assert (Path(analysis.gallery_path) / "loss.png").is_file()
+        time.sleep(6)  # one more scrape after the last event
+        check_panels(f"http://127.0.0.1:{state.servers['prometheus'].port}")
+        status = asiarch(env, "campaign", "status", "--id", campaign_id)
+        assert status.returncode == 0 and "leaderboard" in status.stdout
+    finally:
+        asiarch(env, "down")
