@@ -44,6 +44,13 @@ class Completion:
     completion_tokens: int
 
 
+def add_usage(*usages: LlmUsage) -> LlmUsage:
+    """The usage of several calls of one task, as one."""
+    return LlmUsage(model=usages[-1].model, prompt_tokens=sum(u.prompt_tokens for u in usages),
+                    completion_tokens=sum(u.completion_tokens for u in usages),
+                    latency_s=round(sum(u.latency_s for u in usages), 3))
+
+
 class LlmBackend(Protocol):
     model_name: str
 
@@ -129,8 +136,19 @@ class LlmClient:
             return LlmReply(data=data, usage=usage, attempts=attempt)
         raise MalformedOutput(f"no acceptable reply after {self.max_attempts} attempts")
 
+    async def complete_text(
+        self, messages: list[Message], *, max_tokens: int = 2048, temperature: float = 0.7
+    ) -> tuple[str, LlmUsage]:
+        """Free text (no grammar): for code, which small models cannot reliably escape inside a JSON string."""
+        started = time.perf_counter()
+        completion = await self.timed_chat(messages, None, max_tokens, temperature)
+        usage = LlmUsage(model=self.backend.model_name, prompt_tokens=completion.prompt_tokens,
+                         completion_tokens=completion.completion_tokens,
+                         latency_s=round(time.perf_counter() - started, 3))
+        return completion.text, usage
+
     async def timed_chat(
-        self, messages: list[Message], schema: dict[str, Any], max_tokens: int, temperature: float
+        self, messages: list[Message], schema: dict[str, Any] | None, max_tokens: int, temperature: float
     ) -> Completion:
         started = time.perf_counter()
         try:

@@ -35,9 +35,13 @@ class StaticProblem:
 
 
 def strip_fences(code: str) -> str:
-    """The first fenced block if the reply wrapped the code in Markdown, else the text as it is."""
+    """The first fenced block if the reply wrapped the code in Markdown (a missing closing fence included, as when
+    the reply was cut at its token limit), else the text as it is."""
     match = FENCE.search(code)
-    return match.group(1) if match else code
+    if match:
+        return match.group(1)
+    opened = re.match(r"\s*```(?:python|py)?[^\n]*\n", code)
+    return code[opened.end():] if opened else code
 
 
 def imported_names(tree: ast.Module) -> set[str]:
@@ -68,13 +72,37 @@ def add_missing_imports(code: str) -> str:
     return "\n".join(missing) + "\n" + code if missing else code
 
 
+def alias_single_module(code: str) -> str:
+    """``Mixer = TheirName`` when the file defines no Mixer but exactly one top-level nn.Module subclass.
+
+    Small models often name the class after their idea; the alias keeps their code as written.
+    """
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code
+    if find_mixer(tree) is not None:
+        return code
+    modules = [n.name for n in tree.body if isinstance(n, ast.ClassDef) and any(
+        ast.unparse(base).split(".")[-1] == "Module" for base in n.bases)]
+    return f"{code}\n\nMixer = {modules[0]}\n" if len(modules) == 1 else code
+
+
 def repair(code: str) -> str:
     code = strip_fences(code).strip("\n") + "\n"
-    return add_missing_imports(code)
+    return alias_single_module(add_missing_imports(code))
 
 
 def find_mixer(tree: ast.Module) -> ast.ClassDef | None:
-    return next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Mixer"), None)
+    """The class that ``Mixer`` names: a class of that name, or the class a top-level ``Mixer = X`` points at."""
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    if "Mixer" in classes:
+        return classes["Mixer"]
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["Mixer"]
+                and isinstance(node.value, ast.Name) and node.value.id in classes):
+            return classes[node.value.id]
+    return None
 
 
 def method(cls: ast.ClassDef, name: str) -> ast.FunctionDef | None:

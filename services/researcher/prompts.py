@@ -1,5 +1,10 @@
 """The researcher's prompt. Small local coders need the contract spelled out and a worked example to adapt.
 
+Two turns: the idea as JSON under a schema (``name``, ``motivation``), then the code as a fenced Python block.
+Code inside a JSON string breaks small models: an unescaped quote in the code ends the string, and under a JSON
+grammar the rest of the file is lost (measured with Qwen2.5-Coder 0.5B). The assembled proposal is checked
+against ``PROPOSAL_SCHEMA`` in code.
+
 Templates use ``string.Template.substitute``: a missing variable raises at once instead of leaving a hole.
 """
 
@@ -8,6 +13,15 @@ from __future__ import annotations
 from string import Template
 
 from shared.mixer_source import ALLOWED_IMPORTS
+
+IDEA_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "short kebab-case name of the new mixer"},
+        "motivation": {"type": "string", "description": "what changes versus the parent and why it should help"},
+    },
+    "required": ["name", "motivation"],
+}
 
 PROPOSAL_SCHEMA = {
     "type": "object",
@@ -41,11 +55,7 @@ PROPOSE = Template("""\
 Design a new token mixer that improves on the parent below.
 
 $contract
-## Worked example that satisfies the contract ($example_name)
-```python
-$example_code
-```
-
+$example
 ## Parent: $parent_name
 Results: $parent_results
 Motivation: $parent_motivation
@@ -63,7 +73,20 @@ $references
 $cognition
 
 Change one clear thing about the parent, motivated by the analysis and the ideas above. Keep everything else that
-already works. Reply with JSON: {"name": "...", "motivation": "...", "code": "<the complete file>"}.
+already works. First give the idea only, as a JSON object with two keys: "name" (a short kebab-case name for your
+mixer) and "motivation" (one or two sentences: what you change and why it should help).
+""")
+
+WRITE_CODE = """\
+Now write the whole Python file: the parent's code with your change applied, including the imports and the
+complete `class Mixer(nn.Module)`. Answer with one ```python code block and nothing else.
+"""
+
+EXAMPLE = Template("""\
+## Worked example that satisfies the contract ($name)
+```python
+$code
+```
 """)
 
 
@@ -71,14 +94,17 @@ def contract_text() -> str:
     return CONTRACT.substitute(allowed=", ".join(sorted(ALLOWED_IMPORTS - {"__future__"})))
 
 
-def proposal_messages(**fields: str) -> list[dict[str, str]]:
+def proposal_messages(*, example_name: str | None, example_code: str, **fields: str) -> list[dict[str, str]]:
+    """The proposal prompt. ``example_name`` None leaves the worked example out (when the parent is itself a
+    baseline it already shows the contract, and small models work better with shorter prompts)."""
+    example = EXAMPLE.substitute(name=example_name, code=example_code) if example_name else ""
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": PROPOSE.substitute(contract=contract_text(), **fields)},
+        {"role": "user", "content": PROPOSE.substitute(contract=contract_text(), example=example, **fields)},
     ]
 
 
 REVISE = Template("""\
 Your mixer was rejected before training: $reason — $detail
-Fix exactly that and keep the idea. Reply with the same JSON shape: {"name", "motivation", "code"}.
+Fix exactly that and keep the idea. Answer with the whole corrected file in one ```python code block.
 """)

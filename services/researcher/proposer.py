@@ -6,13 +6,14 @@ reason. Static problems are shown to the LLM for a bounded number of revisions b
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from services.researcher.prompts import PROPOSAL_SCHEMA, REVISE, proposal_messages
+from services.researcher.prompts import IDEA_SCHEMA, PROPOSAL_SCHEMA, REVISE, WRITE_CODE, proposal_messages
 from shared.events import Event, LlmUsage, ProposalCreated, ProposalRejected, new_event_id, utc_now
-from shared.llm import LlmClient
+from shared.llm import LlmClient, add_usage, parse_json_reply
 from shared.memory_client import ExperimentBrief, MemoryClient
 from shared.mixer_source import StaticProblem, repair, static_problem
 
@@ -61,8 +62,10 @@ class Proposer:
         sample = await self.memory.sample_parents(campaign.campaign_id, seed=campaign.seed * 100_003 + index)
         parent = await self.parent_context(sample.parent, index)
         cognition = await self.memory.search("cognition", parent.analysis or parent.motivation, k=3)
+        from_baseline = parent.ref.startswith("baseline:")
         messages = proposal_messages(
-            example_name=self.example, example_code=self.baselines[self.example].read_text(),
+            example_name=None if from_baseline else self.example,
+            example_code="" if from_baseline else self.baselines[self.example].read_text(),
             parent_name=parent.name, parent_results=parent.results, parent_motivation=parent.motivation,
             parent_code=parent.code, parent_analysis=parent.analysis or "(not analysed yet)",
             references=describe_references(sample.references),
@@ -82,24 +85,24 @@ class Proposer:
         )
 
     async def draft(self, messages: list[dict[str, str]]) -> tuple[Draft, LlmUsage, StaticProblem | None]:
-        """Ask, repair and check; show a static problem to the LLM up to ``revisions`` times."""
-        prompt_tokens = completion_tokens = 0
-        latency = 0.0
+        """The idea (JSON), then the code (a fenced block), repaired and checked; a static problem is shown to the
+        LLM up to ``revisions`` times."""
+        idea = await self.llm.complete_json(messages, IDEA_SCHEMA, max_tokens=300)
+        usages = [idea.usage]
+        messages = [*messages, {"role": "assistant", "content": json.dumps(idea.data)},
+                    {"role": "user", "content": WRITE_CODE}]
         for _ in range(self.revisions + 1):
-            reply = await self.llm.complete_json(messages, PROPOSAL_SCHEMA, max_tokens=2048)
-            prompt_tokens += reply.usage.prompt_tokens
-            completion_tokens += reply.usage.completion_tokens
-            latency += reply.usage.latency_s
-            draft = Draft(name=str(reply.data["name"])[:80], motivation=str(reply.data["motivation"]),
-                          code=repair(str(reply.data["code"])))
-            problem = static_problem(draft.code)
+            text, usage = await self.llm.complete_text(messages, max_tokens=2048)
+            usages.append(usage)
+            code = repair(text)
+            problem = static_problem(code)
             if problem is None:
                 break
-            messages = [*messages, {"role": "assistant", "content": draft.code[:6000]},
+            messages = [*messages, {"role": "assistant", "content": text[:6000]},
                         {"role": "user", "content": REVISE.substitute(reason=problem.reason, detail=problem.detail)}]
-        usage = LlmUsage(model=self.llm.backend.model_name, prompt_tokens=prompt_tokens,
-                         completion_tokens=completion_tokens, latency_s=round(latency, 3))
-        return draft, usage, problem
+        draft = Draft(name=str(idea.data["name"])[:80], motivation=str(idea.data["motivation"]), code=code)
+        parse_json_reply(json.dumps(asdict(draft)), PROPOSAL_SCHEMA)  # the assembled proposal keeps the contract
+        return draft, add_usage(*usages), problem
 
     async def duplicate_problem(self, draft: Draft, parent: ParentContext) -> StaticProblem | None:
         if draft.code.strip() == parent.code.strip():

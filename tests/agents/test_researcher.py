@@ -36,36 +36,38 @@ def proposer(world: MemoryWorld, *replies: object) -> tuple[Proposer, object]:
 
 
 async def test_a_first_proposal_starts_from_a_baseline_and_is_repaired(world: MemoryWorld) -> None:
-    agent, backend = proposer(world, {"name": "gated-cumsum", "motivation": "gate a running sum", "code": GOOD_CODE})
+    agent, backend = proposer(world, {"name": "gated-cumsum", "motivation": "gate a running sum"}, GOOD_CODE)
     event = await agent.propose(CAMPAIGN, index=0)
     assert isinstance(event, ProposalCreated)
     assert event.code.startswith("import torch\nimport torch.nn as nn\n") and "```" not in event.code
     assert event.parent_ids[0].startswith("baseline:") and event.llm is not None
     prompt = backend.seen[0][-1]["content"]  # type: ignore[attr-defined]
     assert "class Mixer(nn.Module)" in prompt and "Causal" in prompt and "chunks of at most 64" in prompt
+    assert "```python code block" in backend.seen[1][-1]["content"]  # type: ignore[attr-defined]
+    assert event.name == "gated-cumsum" and event.motivation == "gate a running sum"
 
 
 async def test_static_problems_are_shown_to_the_llm_then_rejected(world: MemoryWorld) -> None:
-    bad = {"name": "x", "motivation": "m", "code": "import os\nclass Mixer:\n    pass\n"}
-    agent, backend = proposer(world, bad, bad)
+    bad = "```python\nimport os\nclass Mixer:\n    pass\n```"
+    agent, backend = proposer(world, {"name": "x", "motivation": "m"}, bad, bad)
     event = await agent.propose(CAMPAIGN, index=1)
     assert isinstance(event, ProposalRejected) and event.reason == "contract"
-    revision = backend.seen[1][-1]["content"]  # type: ignore[attr-defined]
+    revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
     assert "rejected before training" in revision and "Mixer must define __init__" in revision
 
 
 async def test_the_parent_unchanged_is_a_duplicate(world: MemoryWorld) -> None:
     parent = BASELINES["deltanet"].read_text()
-    agent, _ = proposer(world, {"name": "same", "motivation": "m", "code": parent})
+    agent, _ = proposer(world, {"name": "same", "motivation": "m"}, parent)
     event = await agent.propose(CAMPAIGN, index=0)  # index 0 picks deltanet, the first baseline by name
     assert isinstance(event, ProposalRejected) and event.reason == "duplicate"
 
 
 async def test_a_near_copy_of_a_past_experiment_is_a_duplicate(world: MemoryWorld) -> None:
-    first, _ = proposer(world, {"name": "a", "motivation": "gate a running sum", "code": GOOD_CODE})
+    first, _ = proposer(world, {"name": "a", "motivation": "gate a running sum"}, GOOD_CODE)
     created = await first.propose(CAMPAIGN, index=0)
     world.apply(created)
-    again, _ = proposer(world, {"name": "b", "motivation": "gate a running sum", "code": GOOD_CODE})
+    again, _ = proposer(world, {"name": "b", "motivation": "gate a running sum"}, GOOD_CODE)
     event = await again.propose(CAMPAIGN, index=3)
     assert isinstance(event, ProposalRejected) and event.reason == "duplicate"
 

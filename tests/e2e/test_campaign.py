@@ -108,7 +108,7 @@ def test_a_campaign_flows_through_every_service(model: str, corpus_dir: Path, tm
                             "--eval-samples", "4", timeout=600)
         assert baselines.returncode == 0, baselines.stdout + baselines.stderr
         assert "recorded in the store" in baselines.stdout
-        started = asiarch(env, "campaign", "start", "--profile", "smoke", "--budget", "4", "--model", model)
+        started = asiarch(env, "campaign", "start", "--profile", "smoke", "--budget", "3", "--model", model)
         assert started.returncode == 0, started.stderr
         campaign_id = started.stdout.split("campaign ")[1].split()[0]
         asyncio.run(inject(state.nats_url, campaign_id))

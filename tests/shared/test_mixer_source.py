@@ -51,3 +51,12 @@ def test_every_baseline_passes_the_static_checks(path: Path) -> None:
 def test_static_problems_are_named(code: str, reason: str, words: str) -> None:
     problem = static_problem(code)
     assert problem is not None and problem.reason == reason and words in problem.detail
+
+
+def test_repair_handles_an_unclosed_fence_and_a_class_named_after_the_idea() -> None:
+    reply = "```python\n" + GOOD.replace("class Mixer(nn.Module)", "class GatedCumsum(nn.Module)")
+    fixed = repair(reply)
+    assert "```" not in fixed and fixed.rstrip().endswith("Mixer = GatedCumsum")
+    assert static_problem(fixed) is None
+    two = GOOD + GOOD.replace("class Mixer", "class Other")
+    assert "Mixer = " not in repair(two.replace("class Mixer", "class First"))  # ambiguous: left as it is
