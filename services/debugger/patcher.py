@@ -1,31 +1,37 @@
 """The LLM patcher: the smallest change that makes a failed mixer run, keeping its idea.
 
 The prompt carries the code, the error kind, the trimmed traceback and the most similar past failures with the
-fixes that worked. Efficiency failures ask for chunking or vectorising, never for dropping the idea. The reply is
-repaired and statically checked like a proposal; a patch that does not change the code is no patch.
+fixes that worked. Efficiency failures ask for chunking or vectorising, never for dropping the idea. Like the
+researcher, the LLM gives its diagnosis as JSON and then the file as a fenced block (code inside JSON strings breaks
+small models). The code is repaired and statically checked like a proposal; a patch that does not change the code
+is no patch, and the LLM is told so once before the debugger gives up.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 from string import Template
 
 from shared.events import DebugPatched, TrainFailed, caused_by
-from shared.llm import LlmClient, MalformedOutput
+from shared.llm import LlmClient, MalformedOutput, add_usage
 from shared.memory_client import FailureHit, MemoryClient
 from shared.mixer_source import repair, static_problem
 
 PRODUCER = "debugger"
 TRACEBACK_CHARS = 2500
 
-PATCH_SCHEMA = {
+DIAGNOSIS_SCHEMA = {
     "type": "object",
     "properties": {
-        "diagnosis": {"type": "string", "description": "the cause of the failure in one or two sentences"},
-        "code": {"type": "string", "description": "the complete corrected file"},
+        "diagnosis": {"type": "string", "description": "the cause of the failure and the fix, in one or two sentences"},
     },
-    "required": ["diagnosis", "code"],
+    "required": ["diagnosis"],
 }
+WRITE_FIX = """\
+Now write the whole corrected file, changing only the faulty lines. Answer with one ```python code block and
+nothing else."""
+RETRY = "That was not accepted: {problem}. Write the whole corrected file again, in one ```python code block."
 
 SYSTEM = ("You fix bugs in PyTorch token mixers with the smallest possible change. You keep the design idea intact "
           "and answer with JSON only.")
@@ -47,9 +53,9 @@ $code
 
 $advice
 $history
-Find the faulty lines and change only them. The class must stay `Mixer(nn.Module)` with
-`__init__(self, d_model, n_heads, **kwargs)` and `forward(self, x)` mapping (batch, seq, d_model) to the same shape.
-Reply with JSON: {"diagnosis": "...", "code": "<the complete corrected file>"}.
+Find the faulty lines. The class must stay `Mixer(nn.Module)` with `__init__(self, d_model, n_heads, **kwargs)`
+and `forward(self, x)` mapping (batch, seq, d_model) to the same shape. First give your diagnosis only, as a JSON
+object with one key, "diagnosis".
 """)
 
 ADVICE = {
@@ -93,26 +99,39 @@ class LlmPatcher:
         self.llm = llm
         self.memory = memory
 
-    async def patch(self, failure: TrainFailed) -> DebugPatched | None:
+    async def patch(self, failure: TrainFailed, tries: int = 2) -> DebugPatched | None:
         if not failure.code:
             return None
         similar = await self.memory.similar_failures(f"{failure.error_kind}: {failure.message}\n{failure.traceback}")
-
-        def acceptable(data: dict[str, object]) -> None:
-            fixed = repair(str(data["code"]))
-            problem = static_problem(fixed)
-            if problem is not None:
-                raise MalformedOutput(f"the patched code is not a valid mixer: {problem.detail}")
-            if fixed.strip() == failure.code.strip():
-                raise MalformedOutput("the code is unchanged: change the faulty lines")
-
+        messages = patch_messages(failure, similar)
         try:
-            reply = await self.llm.complete_json(patch_messages(failure, similar), PATCH_SCHEMA, max_tokens=2048,
-                                                 temperature=0.3, validate=acceptable)
+            diagnosis = await self.llm.complete_json(messages, DIAGNOSIS_SCHEMA, max_tokens=300, temperature=0.3)
         except MalformedOutput:
             return None
-        code = repair(str(reply.data["code"]))
-        return DebugPatched(
-            **caused_by(failure, PRODUCER), attempt=failure.attempt + 1, diagnosis=str(reply.data["diagnosis"]),
-            code=code, diff=unified_diff(failure.code, code), llm=reply.usage,
-        )
+        usages = [diagnosis.usage]
+        messages += [{"role": "assistant", "content": json.dumps(diagnosis.data)},
+                     {"role": "user", "content": WRITE_FIX}]
+        for _ in range(tries):
+            text, usage = await self.llm.complete_text(messages, max_tokens=2048, temperature=0.3)
+            usages.append(usage)
+            code = repair(text)
+            problem = rejection(code, failure.code)
+            if problem is None:
+                return DebugPatched(
+                    **caused_by(failure, PRODUCER), attempt=failure.attempt + 1,
+                    diagnosis=str(diagnosis.data["diagnosis"]), code=code, diff=unified_diff(failure.code, code),
+                    llm=add_usage(*usages),
+                )
+            messages += [{"role": "assistant", "content": text[:6000]},
+                         {"role": "user", "content": RETRY.format(problem=problem)}]
+        return None
+
+
+def rejection(code: str, failed_code: str) -> str | None:
+    """Why a patch is no patch: not a valid mixer, or the failed code unchanged."""
+    problem = static_problem(code)
+    if problem is not None:
+        return f"the patched code is not a valid mixer ({problem.detail})"
+    if code.strip() == failed_code.strip():
+        return "the code is unchanged: change the faulty lines"
+    return None

@@ -46,7 +46,7 @@ def failure(world: MemoryWorld, attempt: int = 1) -> TrainFailed:
 
 async def test_the_debugger_patches_with_context_and_a_diff(world: MemoryWorld) -> None:
     failed = failure(world)
-    llm, backend = scripted({"diagnosis": "a Python loop over time", "code": FAST})
+    llm, backend = scripted({"diagnosis": "a Python loop over time"}, f"```python\n{FAST}```")
     outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
     assert len(outputs) == 1 and isinstance(outputs[0], DebugPatched)
     patched = outputs[0]
@@ -59,10 +59,10 @@ async def test_the_debugger_patches_with_context_and_a_diff(world: MemoryWorld) 
 
 async def test_the_debugger_gives_up_when_patches_are_unchanged_or_attempts_run_out(world: MemoryWorld) -> None:
     failed = failure(world)
-    unchanged = {"diagnosis": "looks fine", "code": SLOW}
-    llm, _ = scripted(unchanged, unchanged, unchanged)
+    llm, backend = scripted({"diagnosis": "looks fine"}, SLOW, SLOW)
     outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
     assert [type(e) for e in outputs] == [DebugGaveUp]
+    assert "the code is unchanged" in backend.seen[2][-1]["content"]
     llm, backend = scripted()
     last = await on_train_failed(LlmPatcher(llm, world.client), 3, failure(world, attempt=3), DELIVERY)
     assert [type(e) for e in last] == [DebugGaveUp] and backend.seen == []
