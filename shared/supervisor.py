@@ -131,6 +131,7 @@ class Supervisor:
             "ASIARCH_NATS_URL": self.nats_url, "ASIARCH_MONGO_URI": self.mongo_uri,
             "ASIARCH_DATA_DIR": str(self.data_dir), "ASIARCH_HTTP_PORT": str(self.ports.http[name]),
             "ASIARCH_HTTP_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1",
+            "ASIARCH_MEMORY_URL": f"http://127.0.0.1:{self.ports.http['memory']}",
         })
         # Only the engineer trains; the others stay on one thread so they don't fight it for the cores.
         if name != "engineer":

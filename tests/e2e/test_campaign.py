@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import urllib.parse
 from pathlib import Path
@@ -31,6 +33,7 @@ from shared.events import (
     FitnessComputed,
     JudgeScored,
     ProposalCreated,
+    ProposalRejected,
     TrainFailed,
     TrainStarted,
     TrainSucceeded,
@@ -41,7 +44,7 @@ from shared.events import (
 from shared.llm import DEFAULT_MODEL, LlmSettings
 from shared.models import pull
 from shared.observability import prometheus_binary
-from shared.supervisor import StackState
+from shared.supervisor import StackState, pid_alive
 from tests.e2e.test_stack import asiarch, stack_env, wait_until
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "ops" / "grafana" / "dashboards"
@@ -93,7 +96,18 @@ def check_panels(prometheus_url: str) -> None:
     assert not problems, "\n".join(problems)
 
 
-def test_a_campaign_flows_through_every_service(model: str, corpus_dir: Path, tmp_path: Path) -> None:
+def stop_leftovers(env: dict[str, str], state: StackState) -> None:
+    """`asiarch down`, then SIGKILL by PID whatever is still there (the test may have failed half-way)."""
+    if pid_alive(state.supervisor_pid):
+        asiarch(env, "down")
+    for pid in state.all_pids():
+        if pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_campaign_flows_through_every_service(
+    model: str, corpus_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     if prometheus_binary() is None:
         pytest.skip("prometheus is not installed: apt-get install --no-install-recommends prometheus")
     env = {**stack_env(tmp_path / "var"), **CAPS, "ASIARCH_CORPUS_DIR": str(corpus_dir),
@@ -103,32 +117,29 @@ def test_a_campaign_flows_through_every_service(model: str, corpus_dir: Path, tm
     assert up.returncode == 0, up.stdout + up.stderr
     state = StackState.read(tmp_path / "var")
     assert state is not None
-    try:
-        baselines = asiarch(env, "baselines", "--profile", "smoke", "--only", "deltanet", "--max-tokens", "40000",
-                            "--eval-samples", "4", timeout=600)
-        assert baselines.returncode == 0, baselines.stdout + baselines.stderr
-        assert "recorded in the store" in baselines.stdout
-        started = asiarch(env, "campaign", "start", "--profile", "smoke", "--budget", "3", "--model", model)
-        assert started.returncode == 0, started.stderr
-        campaign_id = started.stdout.split("campaign ")[1].split()[0]
-        asyncio.run(inject(state.nats_url, campaign_id))
+    request.addfinalizer(lambda: stop_leftovers(env, state))
+    baselines = asiarch(env, "baselines", "--profile", "smoke", "--only", "deltanet", "--max-tokens", "40000",
+                        "--eval-samples", "4", timeout=600)
+    assert baselines.returncode == 0, baselines.stdout + baselines.stderr
+    assert "recorded in the store" in baselines.stdout
+    started = asiarch(env, "campaign", "start", "--profile", "smoke", "--budget", "3", "--model", model)
+    assert started.returncode == 0, started.stderr
+    campaign_id = started.stdout.split("campaign ")[1].split()[0]
+    asyncio.run(inject(state.nats_url, campaign_id))
 
-        def stopped() -> bool:
-            return any(isinstance(e, CampaignStopped) for e in asyncio.run(stream(state.nats_url)))
+    def stopped() -> bool:
+        return any(isinstance(e, CampaignStopped) for e in asyncio.run(stream(state.nats_url)))
 
-        wait_until(stopped, timeout_s=1500)
-        events = asyncio.run(stream(state.nats_url))
-        kinds = {type(e) for e in events}
-        assert {TrainStarted, TrainSucceeded, TrainFailed, AnalysisCreated, JudgeScored, FitnessComputed} <= kinds
-        assert kinds & {DebugPatched, DebugGaveUp}
-        assert any(isinstance(e, ProposalCreated) and e.producer == "researcher" for e in events) or any(
-            e.producer == "researcher" for e in events if type(e).__name__ == "ProposalRejected")
-        assert not [e for e in events if isinstance(e, DeadLettered)]
-        analysis = next(e for e in events if isinstance(e, AnalysisCreated))
-        assert (Path(analysis.gallery_path) / "loss.png").is_file()
-        time.sleep(6)  # one more scrape after the last event
-        check_panels(f"http://127.0.0.1:{state.servers['prometheus'].port}")
-        status = asiarch(env, "campaign", "status", "--id", campaign_id)
-        assert status.returncode == 0 and "leaderboard" in status.stdout
-    finally:
-        asiarch(env, "down")
+    wait_until(stopped, timeout_s=1500)
+    events = asyncio.run(stream(state.nats_url))
+    kinds = {type(e) for e in events}
+    assert {TrainStarted, TrainSucceeded, TrainFailed, AnalysisCreated, JudgeScored, FitnessComputed} <= kinds
+    assert kinds & {DebugPatched, DebugGaveUp}
+    assert [e for e in events if isinstance(e, (ProposalCreated, ProposalRejected)) and e.producer == "researcher"]
+    assert not [e for e in events if isinstance(e, DeadLettered)]
+    analysis = next(e for e in events if isinstance(e, AnalysisCreated))
+    assert (Path(analysis.gallery_path) / "loss.png").is_file()
+    time.sleep(6)  # one more scrape after the last event
+    check_panels(f"http://127.0.0.1:{state.servers['prometheus'].port}")
+    status = asiarch(env, "campaign", "status", "--id", campaign_id)
+    assert status.returncode == 0 and "leaderboard" in status.stdout
