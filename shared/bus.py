@@ -49,12 +49,14 @@ log = logging.getLogger(__name__)
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 
-async def connect(url: str, name: str, connect_timeout_s: float = 5.0) -> NatsClient:
+async def connect(url: str, name: str, connect_timeout_s: float = 5.0, *, keep_trying: bool = False) -> NatsClient:
+    """A NATS connection. ``keep_trying``: a long-lived service waits for NATS; a command fails at once."""
+
     async def on_error(exc: Exception) -> None:
         log.warning("nats: %s", exc)
 
     return await nats.connect(
-        url, name=name, connect_timeout=connect_timeout_s, max_reconnect_attempts=-1,
+        url, name=name, connect_timeout=connect_timeout_s, max_reconnect_attempts=-1 if keep_trying else 2,
         reconnect_time_wait=1, error_cb=on_error,
     )
 

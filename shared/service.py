@@ -101,7 +101,7 @@ async def run_service(spec: ServiceSpec, settings: ServiceSettings) -> None:
 
 
 async def connect_runtime(settings: ServiceSettings, stop: asyncio.Event, stack: AsyncExitStack) -> Runtime:
-    nc = await bus.connect(settings.nats_url, settings.service_name)
+    nc = await bus.connect(settings.nats_url, settings.service_name, keep_trying=True)
     stack.push_async_callback(nc.drain)
     js = nc.jetstream()
     await bus.ensure_stream(js, settings.duplicate_window_s)

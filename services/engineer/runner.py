@@ -99,9 +99,29 @@ def experiment(args: argparse.Namespace) -> dict[str, Any]:
             "checks": report.to_dict(), "metrics": result.to_dict(), "reference_step_seconds": reference}
 
 
-def failure(kind: str, message: str, partial: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"status": "failed", "error_kind": kind, "message": message,
-            "traceback": traceback.format_exc()[-TRACEBACK_CHARS:], "metrics": partial or {}}
+def failure(kind: str, message: str, partial: dict[str, Any] | None = None, trace: str = "") -> dict[str, Any]:
+    return {"status": "failed", "error_kind": kind, "message": message, "traceback": trace[-TRACEBACK_CHARS:],
+            "metrics": partial or {}}
+
+
+def candidate_traceback(exc: BaseException, source: Path) -> str:
+    """The traceback as the candidate's author needs it: its own frames (with their lines) and the error.
+
+    Frames of the trainer and the checks are dropped; they say nothing about the candidate's bug and cost the
+    debugger's small model context. When no frame is the candidate's, the last few frames are kept.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if Path(f.filename).resolve() == source.resolve()]
+    kept = own or frames[-3:]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(kept),
+             *traceback.format_exception_only(exc)]
+    return "".join(lines)
+
+
+def cause_traceback(exc: BaseException, source: Path) -> str:
+    """A check that failed because the candidate raised carries that exception as its cause."""
+    cause = exc.__cause__ or exc.__context__
+    return candidate_traceback(cause, source) if cause is not None else ""
 
 
 def classify_exception(exc: BaseException) -> str:
@@ -115,11 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcome = experiment(args)
     except TrainingStopped as exc:
-        outcome = failure(exc.kind, exc.message, exc.result.to_dict())
+        outcome = failure(exc.kind, exc.message, exc.result.to_dict(), cause_traceback(exc, args.source))
     except CheckFailed as exc:
-        outcome = failure(exc.kind, exc.message)
+        outcome = failure(exc.kind, exc.message, trace=cause_traceback(exc, args.source))
     except Exception as exc:  # whatever the candidate raised is the experiment's result, not our crash
-        outcome = failure(classify_exception(exc), f"{type(exc).__name__}: {exc}")
+        outcome = failure(classify_exception(exc), f"{type(exc).__name__}: {exc}",
+                          trace=candidate_traceback(exc, args.source))
     tmp = args.run_dir / "result.json.tmp"
     tmp.write_text(json.dumps(outcome, default=str))  # a diverged loss stays NaN: Python's json reads it back
     os.replace(tmp, args.run_dir / "result.json")

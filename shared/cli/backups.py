@@ -4,22 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nats.aio.client import Client as NatsClient
 from pymongo import MongoClient
 
 from shared import bus
 from shared.backup import Manifest, Progress, backup, restore, verify
-from shared.errors import AsiarchError
+from shared.cli.stack import StackUnreachable, connect_nats
 from shared.store import mongo_client, ping
-
-
-class StackUnreachable(AsiarchError):
-    code = "stack_unreachable"
 
 
 async def run_backup(nats_url: str, mongo_uri: str, database: str, gallery: Path, target: Path,
                      say: Progress) -> Manifest:
-    nc = await connect(nats_url)
+    nc = await connect_nats(nats_url, "asiarch-backup")
     client = checked_store(mongo_uri)
     try:
         return await backup(nc.jetstream(), client[database], gallery, target, say)
@@ -30,7 +25,7 @@ async def run_backup(nats_url: str, mongo_uri: str, database: str, gallery: Path
 
 async def run_restore(nats_url: str, mongo_uri: str, database: str, source: Path, say: Progress) -> Manifest:
     verify(source)  # a corrupt or missing backup is refused before anything is reached or touched
-    nc = await connect(nats_url)
+    nc = await connect_nats(nats_url, "asiarch-backup")
     client = checked_store(mongo_uri)
     try:
         js = nc.jetstream()
@@ -39,13 +34,6 @@ async def run_restore(nats_url: str, mongo_uri: str, database: str, source: Path
     finally:
         await nc.close()
         client.close()
-
-
-async def connect(nats_url: str) -> NatsClient:
-    try:
-        return await bus.connect(nats_url, "asiarch-backup", connect_timeout_s=3)
-    except Exception as exc:  # nats raises several unrelated types for "nobody there"
-        raise StackUnreachable(f"NATS at {nats_url} does not answer: start the stack first ({exc})") from exc
 
 
 def checked_store(mongo_uri: str) -> MongoClient:

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 
 from shared import bus
+from shared.cli.stack import Endpoints, connect_nats
 from shared.errors import AsiarchError
 from shared.events import Budget, CampaignStarted, CampaignStopped, Event, new_event_id, utc_now
-from shared.supervisor import StackState
 
 
 class CampaignError(AsiarchError):
@@ -19,7 +19,7 @@ class CampaignError(AsiarchError):
 
 
 async def publish_events(nats_url: str, *events: Event) -> None:
-    nc = await bus.connect(nats_url, "asiarch-cli", connect_timeout_s=3)
+    nc = await connect_nats(nats_url)
     try:
         js = nc.jetstream()
         await bus.ensure_stream(js, duplicate_window_s=6 * 3600)
@@ -44,12 +44,12 @@ def stop_event(campaign_id: str, reason: str) -> CampaignStopped:
                            reason=reason)
 
 
-def start(state: StackState, event: CampaignStarted) -> None:
-    asyncio.run(publish_events(state.nats_url, event))
+def start(stack: Endpoints, event: CampaignStarted) -> None:
+    asyncio.run(publish_events(stack.nats_url, event))
 
 
-def stop(state: StackState, campaign_id: str, reason: str = "stopped by user") -> None:
-    asyncio.run(publish_events(state.nats_url, stop_event(campaign_id, reason)))
+def stop(stack: Endpoints, campaign_id: str, reason: str = "stopped by user") -> None:
+    asyncio.run(publish_events(stack.nats_url, stop_event(campaign_id, reason)))
 
 
 @dataclass
@@ -62,14 +62,10 @@ class CampaignReport:
         return any(c.get("status") == "running" for c in self.stats.get("campaigns", []))
 
 
-def memory_url(state: StackState) -> str:
-    return f"http://127.0.0.1:{state.services['memory'].port}"
-
-
-def report(state: StackState, campaign_id: str | None, top: int = 10) -> CampaignReport:
+def report(stack: Endpoints, campaign_id: str | None, top: int = 10) -> CampaignReport:
     params = {"campaign_id": campaign_id} if campaign_id else {}
     try:
-        with httpx.Client(base_url=memory_url(state), timeout=10) as http:
+        with httpx.Client(base_url=stack.memory_url, timeout=10) as http:
             stats = http.get("/stats", params=params)
             stats.raise_for_status()
             board = http.get("/experiments", params={**params, "sort": "fitness", "limit": top})
@@ -79,8 +75,8 @@ def report(state: StackState, campaign_id: str | None, top: int = 10) -> Campaig
     return CampaignReport(stats=stats.json(), leaderboard=board.json()["items"])
 
 
-def latest_campaign(state: StackState) -> str | None:
-    campaigns = report(state, None).stats.get("campaigns", [])
+def latest_campaign(stack: Endpoints) -> str | None:
+    campaigns = report(stack, None).stats.get("campaigns", [])
     running = [c for c in campaigns if c.get("status") == "running"]
     chosen = running or campaigns
     return str(sorted(chosen, key=lambda c: str(c.get("started_at", "")))[-1]["_id"]) if chosen else None

@@ -20,7 +20,7 @@ from services.engineer.data import SOURCES, install_commands, prepare
 from services.engineer.experiment import ExperimentSpec, Outcome, run_experiment
 from services.engineer.profiles import PROFILES
 from services.engineer.service import EngineerSettings
-from shared.cli.stack import connection
+from shared.cli.stack import endpoints
 from shared.errors import ConfigError
 from shared.settings import CommonSettings
 from shared.store import mongo_client, ping
@@ -210,9 +210,9 @@ def record_reference(profile: str, row: dict[str, Any] | None) -> None:
 
 def store() -> Database | None:
     """The store of the running stack (or of the settings), if it answers."""
-    _, mongo_uri, database, _ = connection(CommonSettings().data_dir)
-    client = mongo_client(mongo_uri, timeout_ms=1500)
-    return client[database] if ping(client) else None
+    stack = endpoints(CommonSettings().data_dir)
+    client = mongo_client(stack.mongo_uri, timeout_ms=1500)
+    return client[stack.database] if ping(client) else None
 
 
 def recorded_baseline(profile: str) -> object | None:

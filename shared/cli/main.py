@@ -23,7 +23,6 @@ from shared.errors import AsiarchError
 from shared.llm import DEFAULT_MODEL, LlmSettings
 from shared.models import KNOWN_MODELS, pull, read_registry, register_file, resolve
 from shared.settings import SERVICE_NAMES
-from shared.supervisor import StackState
 
 app = typer.Typer(
     name="asiarch", help="A local lab that discovers linear-attention token mixers.",
@@ -144,10 +143,9 @@ def events_tail(
     data_dir: DataDirOption = None,
 ) -> None:
     """Print events as they arrive, one line each."""
-    _, data_dir = resolve_data_dir(data_dir)
-    state = require_running(data_dir)
+    nats_url = stack_endpoints(data_dir).nats_url
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(tail(state.nats_url, subject, from_start, limit, lambda line: print(line, flush=True)))
+        asyncio.run(tail(nats_url, subject, from_start, limit, lambda line: print(line, flush=True)))
 
 
 @campaign_app.command("start")
@@ -165,26 +163,30 @@ def campaign_start(
     if profile not in PROFILES:
         raise campaign.CampaignError(f"unknown profile '{profile}'; known: {', '.join(PROFILES)}")
     resolve(LlmSettings().models_dir, model)  # fail now, not in every agent
-    _, data_dir = resolve_data_dir(data_dir)
-    state = require_running(data_dir)
+    target = stack_endpoints(data_dir)
     event = campaign.start_event(profile, budget, cpu_hours, gpu_hours, model, seed)
-    campaign.start(state, event)
+    campaign.start(target, event)
     out.print(f"campaign [bold]{event.campaign_id}[/] started: profile {profile}, budget {budget}, model {model}")
     if wait:
-        follow_campaign(state, event.campaign_id)
+        follow_campaign(target, event.campaign_id)
 
 
-def follow_campaign(state: StackState, campaign_id: str, poll_s: float = 5.0) -> None:
+def stack_endpoints(data_dir: Path | None) -> stack.Endpoints:
+    _, data_dir = resolve_data_dir(data_dir)
+    return stack.endpoints(data_dir)
+
+
+def follow_campaign(target: stack.Endpoints, campaign_id: str, poll_s: float = 5.0) -> None:
     started = time.monotonic()
     with out.status("waiting for the first proposal…") as status:
         while True:
             time.sleep(poll_s)
-            report = campaign.report(state, campaign_id)
+            report = campaign.report(target, campaign_id)
             counts = ", ".join(f"{k} {v}" for k, v in report.stats["by_status"].items() if v)
             status.update(f"{time.monotonic() - started:,.0f} s — {counts or 'no experiment yet'}")
             if report.stats.get("campaigns") and not report.running:
                 break
-    print_campaign(report, Path(state.data_dir) / "gallery")
+    print_campaign(report, target.data_dir / "gallery")
 
 
 @campaign_app.command("stop")
@@ -193,12 +195,11 @@ def campaign_stop(
     data_dir: DataDirOption = None,
 ) -> None:
     """Stop a campaign: no new proposals; experiments in flight finish."""
-    _, data_dir = resolve_data_dir(data_dir)
-    state = require_running(data_dir)
-    campaign_id = campaign_id or campaign.latest_campaign(state)
+    target = stack_endpoints(data_dir)
+    campaign_id = campaign_id or campaign.latest_campaign(target)
     if campaign_id is None:
         raise campaign.CampaignError("no campaign to stop")
-    campaign.stop(state, campaign_id)
+    campaign.stop(target, campaign_id)
     out.print(f"campaign {campaign_id} stopped")
 
 
@@ -209,10 +210,9 @@ def campaign_status(
     data_dir: DataDirOption = None,
 ) -> None:
     """Leaderboard, yield and spend of a campaign."""
-    _, data_dir = resolve_data_dir(data_dir)
-    state = require_running(data_dir)
-    campaign_id = campaign_id or campaign.latest_campaign(state)
-    print_campaign(campaign.report(state, campaign_id, top), Path(state.data_dir) / "gallery")
+    target = stack_endpoints(data_dir)
+    campaign_id = campaign_id or campaign.latest_campaign(target)
+    print_campaign(campaign.report(target, campaign_id, top), target.data_dir / "gallery")
 
 
 def print_campaign(report: campaign.CampaignReport, gallery: Path) -> None:
@@ -279,9 +279,7 @@ def replay(
     if until is not None and into is None:
         raise typer.BadParameter("--until needs --into: the live projection always follows the whole log",
                                  param_hint="--until")
-    _, data_dir = resolve_data_dir(data_dir)
-    state = require_running(data_dir)
-    memory.replay(state, until, into, out)
+    memory.replay(stack_endpoints(data_dir), until, into, out)
 
 
 cognition_app = typer.Typer(help="The cognition base of papers the researcher retrieves from.", no_args_is_help=True)
@@ -296,9 +294,7 @@ def cognition_add(
     """Chunk, embed and store local papers (with source and page) in the cognition base."""
     if not path.exists():
         raise typer.BadParameter(f"{path} does not exist", param_hint="PATH")
-    _, data_dir = resolve_data_dir(data_dir)
-    state = require_running(data_dir)
-    report = memory.add_cognition(state, path.resolve())
+    report = memory.add_cognition(stack_endpoints(data_dir), path.resolve())
     out.print(f"cognition: {report['chunks']} chunks from {report['files']} file(s); skipped {report['skipped']}")
 
 
@@ -308,11 +304,10 @@ def backup_command(
     data_dir: DataDirOption = None,
 ) -> None:
     """Export the event stream, the store and the gallery index, compressed and checksummed."""
-    _, data_dir = resolve_data_dir(data_dir)
-    nats_url, mongo_uri, database, data_dir = stack.connection(data_dir)
+    where = stack_endpoints(data_dir)
     with out.status("backing up…") as status:
-        manifest = asyncio.run(backups.run_backup(nats_url, mongo_uri, database, data_dir / "gallery", target,
-                                                  status.update))
+        manifest = asyncio.run(backups.run_backup(where.nats_url, where.mongo_uri, where.database,
+                                                  where.data_dir / "gallery", target, status.update))
     out.print(f"[green]backup written[/] to {target}: {manifest.stream_messages} events (to seq "
               f"{manifest.stream_last_seq}), {sum(manifest.collections.values())} documents in "
               f"{len(manifest.collections)} collections")
@@ -324,10 +319,10 @@ def restore_command(
     data_dir: DataDirOption = None,
 ) -> None:
     """Verify a backup, then restore it into an empty stack (run `asiarch replay` after to rebuild memory)."""
-    _, data_dir = resolve_data_dir(data_dir)
-    nats_url, mongo_uri, database, _ = stack.connection(data_dir)
+    where = stack_endpoints(data_dir)
     with out.status("restoring…") as status:
-        manifest = asyncio.run(backups.run_restore(nats_url, mongo_uri, database, source, status.update))
+        manifest = asyncio.run(backups.run_restore(where.nats_url, where.mongo_uri, where.database, source,
+                                                   status.update))
     out.print(f"[green]restored[/] {manifest.stream_messages} events and {len(manifest.collections)} collections "
               f"from {source}; now run `asiarch replay` to rebuild memory's projections")
 

@@ -10,19 +10,20 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from shared.cli.stack import Endpoints
 from shared.errors import AsiarchError
-from shared.supervisor import StackState
 
 
 class MemoryRequestError(AsiarchError):
     code = "memory_request"
 
 
-def memory_client(state: StackState, timeout_s: float = 30.0) -> httpx.Client:
-    return httpx.Client(base_url=f"http://127.0.0.1:{state.services['memory'].port}", timeout=timeout_s)
+def memory_client(stack: Endpoints, timeout_s: float = 30.0) -> httpx.Client:
+    return httpx.Client(base_url=stack.memory_url, timeout=timeout_s)
 
 
 def checked(response: httpx.Response) -> dict[str, Any]:
+    """The JSON body, or a clear error with the service's own explanation."""
     if response.status_code >= 400:
         try:
             detail = response.json().get("detail", response.text)
@@ -32,8 +33,8 @@ def checked(response: httpx.Response) -> dict[str, Any]:
     return response.json()
 
 
-def replay(state: StackState, until: int | None, into: str | None, console: Console) -> dict[str, Any]:
-    with memory_client(state) as http:
+def replay(stack: Endpoints, until: int | None, into: str | None, console: Console) -> dict[str, Any]:
+    with memory_client(stack) as http:
         job = checked(http.post("/admin/replay", json={"until_seq": until, "into": into}))
         columns = (TextColumn(f"replaying into {job['target']}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn())
@@ -49,6 +50,6 @@ def replay(state: StackState, until: int | None, into: str | None, console: Cons
     return job
 
 
-def add_cognition(state: StackState, path: Path) -> dict[str, Any]:
-    with memory_client(state, timeout_s=600) as http:
+def add_cognition(stack: Endpoints, path: Path) -> dict[str, Any]:
+    with memory_client(stack, timeout_s=600) as http:
         return checked(http.post("/admin/cognition", json={"path": str(path)}))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from nats.aio.client import Client as NatsClient
 from pydantic import Field
 
 from shared import bus
@@ -33,6 +34,7 @@ class StackSettings(CommonSettings):
     mongo_port: int = Field(default=27017, ge=1, le=65535)
     http_ports: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_HTTP_PORTS))
     prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    memory_url: str = f"http://127.0.0.1:{DEFAULT_HTTP_PORTS['memory']}"
     # Set only when a real MongoDB should be used instead of the embedded store.
     external_mongo_uri: str | None = Field(default=None, validation_alias="ASIARCH_MONGO_URI")
 
@@ -71,14 +73,35 @@ def running_state(data_dir: Path) -> StackState | None:
     return state
 
 
-def connection(data_dir: Path) -> tuple[str, str, str, Path]:
-    """(nats url, mongo uri, database, data dir): the embedded stack's if one runs there, else the settings'
-    (a compose stack, or servers configured by hand)."""
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a command finds the stack: the embedded one's ports, or the settings' (compose, or by hand)."""
+
+    nats_url: str
+    mongo_uri: str
+    database: str
+    memory_url: str
+    data_dir: Path
+
+
+class StackUnreachable(AsiarchError):
+    code = "stack_unreachable"
+
+
+async def connect_nats(nats_url: str, name: str = "asiarch-cli") -> NatsClient:
+    try:
+        return await bus.connect(nats_url, name, connect_timeout_s=3)
+    except Exception as exc:  # nats raises several unrelated types for "nobody there"
+        raise StackUnreachable(f"NATS at {nats_url} does not answer: start the stack (`asiarch up`) ({exc})") from exc
+
+
+def endpoints(data_dir: Path) -> Endpoints:
     settings = StackSettings()
     state = running_state(data_dir)
     if state is not None:
-        return state.nats_url, state.mongo_uri, settings.mongo_db, Path(state.data_dir)
-    return settings.nats_url, settings.mongo_uri, settings.mongo_db, data_dir
+        return Endpoints(state.nats_url, state.mongo_uri, settings.mongo_db,
+                         f"http://127.0.0.1:{state.services['memory'].port}", Path(state.data_dir))
+    return Endpoints(settings.nats_url, settings.mongo_uri, settings.mongo_db, settings.memory_url, data_dir)
 
 
 # --- up ---------------------------------------------------------------------------------------------------------------

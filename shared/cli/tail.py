@@ -9,6 +9,7 @@ from functools import singledispatch
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from shared import bus
+from shared.cli.stack import connect_nats
 from shared.errors import ConfigError
 from shared.events import (
     BY_SUBJECT,
@@ -127,7 +128,7 @@ async def tail(
     nats_url: str, subject: str | None, from_start: bool, limit: int | None, emit: Callable[[str], None]
 ) -> int:
     """Print events until interrupted or ``limit`` were printed. Returns how many were printed."""
-    nc = await bus.connect(nats_url, "asiarch-tail", connect_timeout_s=3)
+    nc = await connect_nats(nats_url, "asiarch-tail")
     js = nc.jetstream()
     policy = DeliverPolicy.ALL if from_start else DeliverPolicy.NEW
     sub = await js.subscribe(subject_filter(subject), ordered_consumer=True, deliver_policy=policy,

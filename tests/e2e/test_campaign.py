@@ -105,6 +105,7 @@ def stop_leftovers(env: dict[str, str], state: StackState) -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
+@pytest.mark.timeout(2400)
 def test_a_campaign_flows_through_every_service(
     model: str, corpus_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
