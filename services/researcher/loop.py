@@ -27,12 +27,14 @@ PRODUCER = "researcher"
 
 class ResearchLoop:
     def __init__(self, book: CampaignBook, proposer: Proposer, js: JetStreamContext, *, max_in_flight: int,
-                 poll_s: float = 2.0) -> None:
+                 poll_s: float = 2.0, retry_s: float = 30.0) -> None:
         self.book = book
         self.proposer = proposer
         self.js = js
         self.max_in_flight = max_in_flight
         self.poll_s = poll_s
+        # After a failed attempt (memory or the LLM down), wait this long: a broken dependency is not hammered.
+        self.retry_s = retry_s
 
     async def run(self) -> None:
         while True:
@@ -53,9 +55,11 @@ class ResearchLoop:
             return
         event = await self.attempt(lambda: self.proposer.propose(
             Campaign(campaign.campaign_id, campaign.seed, campaign.llm_model), campaign.proposed))
-        if event is not None:
-            await self.publish(event)
-            await self.wait_until_counted(campaign.campaign_id, campaign.proposed)
+        if event is None:
+            await asyncio.sleep(self.retry_s)
+            return
+        await self.publish(event)
+        await self.wait_until_counted(campaign.campaign_id, campaign.proposed)
 
     async def attempt(self, make: Callable[[], Coroutine[Any, Any, Event]]) -> Event | None:
         try:
