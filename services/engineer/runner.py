@@ -21,6 +21,7 @@ import torch
 from services.engineer.candidate import mixer_factory
 from services.engineer.checks import CheckFailed, run_checks
 from services.engineer.data import load_token_data
+from services.engineer.model import LanguageModel, MixerFactory, ModelConfig
 from services.engineer.profiles import Profile, get_profile
 from services.engineer.trainer import Progress, TrainingStopped, measure_step_seconds, train
 
@@ -63,16 +64,34 @@ class ProgressFile:
                                      "tok_per_s": progress.tok_per_s, "eta_s": progress.eta_s}) + "\n")
 
 
-def benchmark_callback(profile: Profile, samples: int, tokenizer_path: Path | None, device: str) -> Any:
-    if samples == 0 or tokenizer_path is None:
-        return None
+def benchmark_callback(profile: Profile, samples: int, tokenizer_path: Path | None, device: str,
+                       factory: MixerFactory) -> Any:
+    """Zero-shot benchmarks on the trained model, then the synthetic tasks (each on a fresh small model)."""
     from tokenizers import Tokenizer
 
-    from services.engineer.evaluation import evaluate
+    from services.engineer.evaluation import evaluate, synthetic_score
 
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    return functools.partial(evaluate, tokenizer=tokenizer, samples_per_task=samples, device=device,
-                             max_len=profile.seq_len * 2)
+    tokenizer = Tokenizer.from_file(str(tokenizer_path)) if tokenizer_path and samples else None
+
+    def score(model: Any) -> dict[str, float]:
+        scores: dict[str, float] = {}
+        if tokenizer is not None:
+            scores |= evaluate(model, tokenizer, samples_per_task=samples, device=device, max_len=profile.seq_len * 2)
+        if profile.synthetic_steps and samples:
+            build = functools.partial(synthetic_model, factory, profile)
+            with torch.enable_grad():  # the trainer evaluates under no_grad; these tasks train their own models
+                scores |= synthetic_score(build, steps=profile.synthetic_steps, seq_len=64,
+                                          tasks=list(profile.synthetic_tasks), device=device, seed=profile.seed)
+        return scores
+
+    return score
+
+
+def synthetic_model(factory: MixerFactory, profile: Profile, vocab_size: int, seq_len: int) -> LanguageModel:
+    """The same trainer-owned model as the main run, small (2 layers), over a synthetic task's vocabulary."""
+    config = ModelConfig(vocab_size=vocab_size, d_model=min(profile.d_model, 128), n_layers=2,
+                         n_heads=profile.n_heads, seq_len=seq_len)
+    return LanguageModel(config, factory)
 
 
 def experiment(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,7 +110,7 @@ def experiment(args: argparse.Namespace) -> dict[str, Any]:
         mixer_factory(Path(__file__).parent / "baselines" / "linear_attention.py"), profile, data.vocab_size)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     samples = profile.eval_samples_per_task if args.eval_samples < 0 else args.eval_samples
-    evaluate = benchmark_callback(profile, samples or 0, data.tokenizer_path, device)
+    evaluate = benchmark_callback(profile, samples or 0, data.tokenizer_path, device, mixer_factory(args.source))
     result = train(mixer_factory(args.source), profile, data.train, data.val, data.vocab_size, args.run_dir,
                    reference_step_seconds=reference, progress=ProgressFile(args.run_dir / "progress.jsonl"),
                    evaluate=evaluate, flags={"source": str(args.source), "profile": profile.name})
