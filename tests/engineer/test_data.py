@@ -54,7 +54,7 @@ def _prepare(data: Path, corpus: Path, **kw: Any) -> Manifest:
 
 def test_user_folder_prepares_token_files(tmp_path: Path, corpus: Path) -> None:
     manifest = _prepare(tmp_path / "data", corpus)
-    td = load_token_data(tmp_path / "data", "smoke")
+    td = load_token_data(tmp_path / "data", "cpu")
     assert td.train.dtype == np.uint16 and td.val.dtype == np.uint16
     assert isinstance(td.train, np.memmap)
     assert len(td.train) == manifest.train_tokens > len(td.val) == manifest.val_tokens > 0
