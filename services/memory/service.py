@@ -18,7 +18,13 @@ from services.memory.cognition.ingest import ingest, ingest_starter
 from services.memory.handlers import Memory, ReplayJob, catch_up, project, replay
 from services.memory.projection import Projector, digest
 from services.memory.queries import ranked_experiments
-from services.memory.vectors import COGNITION_INDEX, HashingEmbedder, MiniLMEmbedder, VectorStore
+from services.memory.vectors import (
+    COGNITION_INDEX,
+    CachingEmbedder,
+    HashingEmbedder,
+    MiniLMEmbedder,
+    VectorStore,
+)
 from shared import metrics
 from shared.events import DOMAIN_EVENTS
 from shared.service import Runtime, ServiceSpec, Wiring
@@ -129,7 +135,8 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     assert isinstance(settings, MemorySettings)
     vectors_dir = settings.vectors_dir()
     vectors_dir.mkdir(parents=True, exist_ok=True)
-    vectors = VectorStore(embedder_for(settings), vectors_dir)
+    embedder = CachingEmbedder(embedder_for(settings), vectors_dir / f"embeddings-{settings.embedder}.npz")
+    vectors = VectorStore(embedder, vectors_dir)
     memory = Memory(Projector(runtime.db), vectors)
 
     async def save_on_exit() -> None:

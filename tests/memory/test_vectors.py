@@ -118,3 +118,22 @@ def test_search_finds_the_matching_failure(vectors: VectorStore) -> None:
 
 def test_event_indexes_exclude_cognition() -> None:
     assert "cognition" not in EVENT_INDEXES
+
+
+def test_the_embedding_cache_returns_identical_vectors_and_survives_a_restart(tmp_path: Path) -> None:
+    from services.memory.vectors import CachingEmbedder, HashingEmbedder
+
+    class Counting(HashingEmbedder):
+        calls = 0
+
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            Counting.calls += len(texts)
+            return super().embed(texts)
+
+    cache = CachingEmbedder(Counting(), tmp_path / "cache.npz")
+    first = cache.embed(["gated delta rule", "chunked retention", "gated delta rule"])
+    assert Counting.calls == 2 and first.shape == (3, cache.dim)
+    cache.save()
+    again = CachingEmbedder(Counting(), tmp_path / "cache.npz").embed(["chunked retention", "gated delta rule"])
+    assert Counting.calls == 2  # nothing was embedded twice, not even across a restart
+    assert (again == first[[1, 0]]).all()
