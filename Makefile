@@ -28,7 +28,7 @@ install: $(STAMP)
 # A short discovery campaign on the embedded stack. Override on the command line, e.g.
 #   make run PROFILE=smoke BUDGET=20 MODEL=qwen2.5-coder-1.5b
 PROFILE ?= cpu
-BUDGET ?= 5
+BUDGET ?= 3
 MODEL ?= qwen2.5-coder-0.5b
 
 run: install
