@@ -50,6 +50,3 @@ class MongoLedger(Ledger):
         # A duplicate key means another instance (or an earlier try of ours) finished it first: same outcome.
         with contextlib.suppress(DuplicateKeyError):
             await asyncio.to_thread(self.collection.insert_one, doc)
-
-    async def count(self) -> int:
-        return await asyncio.to_thread(self.collection.count_documents, {"service": self.service})
