@@ -118,9 +118,12 @@ RejectionReason = Literal["duplicate", "novelty", "causality", "complexity", "pa
 REJECTION_REASONS: tuple[str, ...] = RejectionReason.__args__  # type: ignore[attr-defined]
 
 
-class ProposalRejected(Event, frozen=True, kw_only=True, tag="proposal.rejected.v1"):
+class ProposalRejected(Event, frozen=True, kw_only=True, tag="proposal.rejected.v1", omit_defaults=True):
     reason: RejectionReason
     detail: str
+    # Added compatibly: omitted when absent, so payloads without it stay byte-identical and older readers, which
+    # ignore unknown fields, still decode the ones that carry it. The LLM work a rejection cost is spend too.
+    llm: LlmUsage | None = None
 
 
 class TrainStarted(Event, frozen=True, kw_only=True, tag="train.started.v1"):
@@ -182,10 +185,11 @@ class DebugPatched(Event, frozen=True, kw_only=True, tag="debug.patched.v1"):
     llm: LlmUsage | None = None
 
 
-class DebugGaveUp(Event, frozen=True, kw_only=True, tag="debug.gave_up.v1"):
+class DebugGaveUp(Event, frozen=True, kw_only=True, tag="debug.gave_up.v1", omit_defaults=True):
     attempts: int
     last_error_kind: str
     last_error: str
+    llm: LlmUsage | None = None  # added compatibly, like ProposalRejected.llm: the patches the LLM got wrong
 
 
 class AnalysisCreated(Event, frozen=True, kw_only=True, tag="analysis.created.v1"):

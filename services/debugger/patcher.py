@@ -11,15 +11,26 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
+from dataclasses import dataclass
 from string import Template
 
-from shared.events import DebugPatched, TrainFailed, caused_by
+from shared.events import DebugPatched, LlmUsage, TrainFailed, caused_by
 from shared.llm import LlmClient, MalformedOutput, add_usage
 from shared.memory_client import FailureHit, MemoryClient
 from shared.mixer_source import repair, static_problem
 
+log = logging.getLogger(__name__)
 PRODUCER = "debugger"
 TRACEBACK_CHARS = 2500
+
+
+@dataclass(frozen=True)
+class PatchAttempt:
+    """A patch, or none, and what asking the LLM for it cost either way."""
+
+    patched: DebugPatched | None
+    usage: LlmUsage | None = None
 
 DIAGNOSIS_SCHEMA = {
     "type": "object",
@@ -99,15 +110,16 @@ class LlmPatcher:
         self.llm = llm
         self.memory = memory
 
-    async def patch(self, failure: TrainFailed, tries: int = 2) -> DebugPatched | None:
+    async def patch(self, failure: TrainFailed, tries: int = 2) -> PatchAttempt:
         if not failure.code:
-            return None
+            return PatchAttempt(None)
         similar = await self.memory.similar_failures(f"{failure.error_kind}: {failure.message}\n{failure.traceback}")
         messages = patch_messages(failure, similar)
         try:
             diagnosis = await self.llm.complete_json(messages, DIAGNOSIS_SCHEMA, max_tokens=300, temperature=0.3)
-        except MalformedOutput:
-            return None
+        except MalformedOutput as exc:
+            log.info("%s: no usable diagnosis: %s", failure.experiment_id, exc)
+            return PatchAttempt(None)
         usages = [diagnosis.usage]
         messages += [{"role": "assistant", "content": json.dumps(diagnosis.data)},
                      {"role": "user", "content": WRITE_FIX}]
@@ -117,14 +129,15 @@ class LlmPatcher:
             code = repair(text)
             problem = rejection(code, failure.code)
             if problem is None:
-                return DebugPatched(
+                return PatchAttempt(DebugPatched(
                     **caused_by(failure, PRODUCER), attempt=failure.attempt + 1,
                     diagnosis=str(diagnosis.data["diagnosis"]), code=code, diff=unified_diff(failure.code, code),
                     llm=add_usage(*usages),
-                )
+                ), add_usage(*usages))
+            log.info("%s: patch refused: %s", failure.experiment_id, problem)
             messages += [{"role": "assistant", "content": text[:6000]},
                          {"role": "user", "content": RETRY.format(problem=problem)}]
-        return None
+        return PatchAttempt(None, add_usage(*usages))
 
 
 def rejection(code: str, failed_code: str) -> str | None:

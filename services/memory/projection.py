@@ -275,7 +275,8 @@ class Projector:
     def _proposal_rejected(self, event: ProposalRejected, seq: int) -> None:
         rejection = {"reason": event.reason, "detail": event.detail, "at": event.occurred_at}
         self._update_experiment(
-            event, seq, lambda doc: {"status": "rejected", "rejection": rejection, "finished_at": event.occurred_at}
+            event, seq, lambda doc: {"status": "rejected", "rejection": rejection, "finished_at": event.occurred_at,
+                                     "llm": _add_llm(doc.get("llm"), event.llm)}
         )
 
     # --- training and debugging -------------------------------------------------------------------------------
@@ -345,7 +346,8 @@ class Projector:
         gave_up = {"attempts": event.attempts, "last_error_kind": event.last_error_kind,
                    "last_error": event.last_error}
         self._update_experiment(
-            event, seq, lambda doc: {"status": "gave_up", "gave_up": gave_up, "finished_at": event.occurred_at}
+            event, seq, lambda doc: {"status": "gave_up", "gave_up": gave_up, "finished_at": event.occurred_at,
+                                     "llm": _add_llm(doc.get("llm"), event.llm)}
         )
 
     def _train_succeeded(self, event: TrainSucceeded, seq: int) -> None:

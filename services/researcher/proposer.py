@@ -78,7 +78,8 @@ class Proposer:
             problem = await self.duplicate_problem(draft, parent)
         if problem is not None:
             log.info("proposal rejected (%s): %s", problem.reason, problem.detail)
-            return ProposalRejected(**envelope, reason=problem.reason, detail=problem.detail)  # type: ignore[arg-type]
+            return ProposalRejected(**envelope, reason=problem.reason, detail=problem.detail,  # type: ignore[arg-type]
+                                    llm=usage)
         return ProposalCreated(
             **envelope, name=draft.name, motivation=draft.motivation, code=draft.code, parent_ids=(parent.ref,),
             cognition_ids=tuple(hit.id for hit in cognition), llm=usage,

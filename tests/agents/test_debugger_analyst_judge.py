@@ -63,6 +63,8 @@ async def test_the_debugger_gives_up_when_patches_are_unchanged_or_attempts_run_
     outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
     assert [type(e) for e in outputs] == [DebugGaveUp]
     assert "the code is unchanged" in backend.seen[2][-1]["content"]
+    gave_up = outputs[0]
+    assert isinstance(gave_up, DebugGaveUp) and gave_up.llm is not None and gave_up.llm.completion_tokens > 0
     llm, backend = scripted()
     last = await on_train_failed(LlmPatcher(llm, world.client), 3, failure(world, attempt=3), DELIVERY)
     assert [type(e) for e in last] == [DebugGaveUp] and backend.seen == []

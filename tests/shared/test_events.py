@@ -13,7 +13,9 @@ from shared.events import (
     DOMAIN_EVENTS,
     DeadLettered,
     EventDecodeError,
+    LlmUsage,
     ProposalCreated,
+    ProposalRejected,
     decode,
     dlq_subject,
     encode,
@@ -35,6 +37,17 @@ def test_golden_payload(sample: msgspec.Struct) -> None:
         path.write_bytes(encode(sample))
     assert encode(sample) == path.read_bytes(), "the wire format changed: add a new version instead"
     assert decode(path.read_bytes()) == sample
+
+
+def test_a_rejection_carries_its_llm_usage_compatibly() -> None:
+    golden = (GOLDEN / "proposal.rejected.v1.json").read_bytes()
+    without = decode(golden)
+    assert isinstance(without, ProposalRejected) and without.llm is None
+    usage = LlmUsage(model="m", prompt_tokens=900, completion_tokens=300, latency_s=12.5)
+    with_usage = msgspec.structs.replace(without, llm=usage)
+    assert decode(encode(with_usage)) == with_usage
+    # A reader built before the field existed still decodes the new payload (unknown fields are ignored).
+    assert msgspec.json.decode(encode(with_usage))["llm"]["completion_tokens"] == 300
 
 
 def test_tags_are_versioned_and_unique() -> None:
