@@ -187,7 +187,10 @@ def baselines_command(
                                                                       else [])])
             results.setdefault(name, []).append(train_with_progress(spec, f"{name} seed {seed}"))
     summary = summarise(results)
-    (root / "summary.json").write_text(json.dumps(summary, indent=2))
+    # Merged, so measuring a few baselines (--only) keeps the others' numbers.
+    path = root / "summary.json"
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**earlier, **summary}, indent=2))
     print_baselines(summary, profile)
     record_reference(profile, summary.get(reference))
 

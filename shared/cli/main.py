@@ -17,9 +17,10 @@ from rich.progress import DownloadColumn, Progress
 from rich.table import Table
 
 from services.engineer.profiles import PROFILES
-from shared.cli import backups, campaign, lab, memory, stack
+from shared.cli import backups, campaign, lab, memory, stack, yields
 from shared.cli.tail import tail
 from shared.errors import AsiarchError
+from shared.events import CampaignStarted
 from shared.llm import DEFAULT_MODEL, LlmSettings
 from shared.models import KNOWN_MODELS, pull, read_registry, register_file, resolve
 from shared.settings import SERVICE_NAMES
@@ -213,6 +214,35 @@ def campaign_status(
     target = stack_endpoints(data_dir)
     campaign_id = campaign_id or campaign.latest_campaign(target)
     print_campaign(campaign.report(target, campaign_id, top), target.data_dir / "gallery")
+
+
+@campaign_app.command("yield")
+def campaign_yield(
+    campaign_id: Annotated[str | None, typer.Option("--id", help="Campaign id (default: the latest).")] = None,
+    reference: Annotated[str, typer.Option(help="The baseline to beat beyond its noise floor (its seeds' spread, "
+                                                "from `asiarch baselines`).")] = "linear_attention",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of a table.")] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """What a campaign yielded (proposed, rejected, fixed, trained, beat the reference) and where its time went."""
+    target = stack_endpoints(data_dir)
+    campaign_id = campaign_id or campaign.latest_campaign(target)
+    if campaign_id is None:
+        raise campaign.CampaignError("no campaign yet")
+    events = asyncio.run(yields.campaign_events(target.nats_url))
+    profile = next((e.profile for e in events if isinstance(e, CampaignStarted) and e.campaign_id == campaign_id), "")
+    ref = yields.reference_from_summary(target.data_dir / "baselines" / profile / "summary.json", reference)
+    table = yields.tally(events, campaign_id, ref)
+    if as_json:
+        print(json.dumps(table.as_dict()))
+        return
+    if ref is None:
+        err.print(f"[yellow]no {reference} baseline on 2 seeds at {profile or 'this profile'}: run `asiarch "
+                  f"baselines --profile {profile or 'P'} --only {reference}` to count what beat it[/]")
+    view = Table("", "", title=f"campaign {campaign_id}: {table.profile}, {table.model}", show_header=False)
+    for what, value in yields.rows(table):
+        view.add_row(what, value)
+    out.print(view)
 
 
 def print_campaign(report: campaign.CampaignReport, gallery: Path) -> None:

@@ -1,0 +1,230 @@
+"""``asiarch campaign yield``: what a campaign produced and where its time went, counted from the event log.
+
+The stream is the source of truth, so the table is a fold over one campaign's events: proposals, rejections by
+reason, first-try successes, debugger fixes by the number of patches they took, give-ups, trained models, and how
+many of those beat a reference baseline by more than its noise floor. Time is split into LLM time (the latency
+every agent reports with its output) and training time (``train.started`` to its result); the two overlap when
+agents work in parallel, so each is a share of the campaign's wall time, not of a whole.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared import bus
+from shared.cli.stack import connect_nats
+from shared.events import (
+    AnalysisCreated,
+    CampaignStarted,
+    CampaignStopped,
+    DebugGaveUp,
+    DebugPatched,
+    Event,
+    JudgeScored,
+    LlmUsage,
+    ProposalCreated,
+    ProposalRejected,
+    TrainFailed,
+    TrainStarted,
+    TrainSucceeded,
+    decode,
+)
+
+# Beating a baseline "beyond its noise floor": below its mean by more than this many seed standard deviations.
+NOISE_SIGMAS = 2.0
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A baseline's val loss over seeds at one profile."""
+
+    name: str
+    mean: float
+    std: float
+
+    @property
+    def threshold(self) -> float:
+        return self.mean - NOISE_SIGMAS * self.std
+
+
+@dataclass
+class LlmTime:
+    tasks: int = 0  # agent steps that used the LLM (one may make several requests)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, usage: LlmUsage | None) -> None:
+        if usage is not None:
+            self.tasks += 1
+            self.prompt_tokens += usage.prompt_tokens
+            self.completion_tokens += usage.completion_tokens
+            self.seconds += usage.latency_s
+
+    @property
+    def completion_tokens_per_s(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class YieldTable:
+    campaign_id: str
+    profile: str = ""
+    model: str = ""
+    proposed: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    passed_first_try: int = 0
+    fixed_after_patches: Counter[int] = field(default_factory=Counter)
+    gave_up: int = 0
+    trained: int = 0
+    val_losses: list[float] = field(default_factory=list)
+    beat_reference: int | None = None
+    reference: Reference | None = None
+    llm: LlmTime = field(default_factory=LlmTime)
+    llm_by_agent: dict[str, LlmTime] = field(default_factory=dict)
+    training_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    finished: bool = False
+
+    def share(self, seconds: float) -> float:
+        return seconds / self.wall_seconds if self.wall_seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "campaign_id": self.campaign_id, "profile": self.profile, "model": self.model, "finished": self.finished,
+            "proposed": self.proposed, "rejected": dict(self.rejected), "passed_first_try": self.passed_first_try,
+            "fixed_after_patches": {str(k): v for k, v in sorted(self.fixed_after_patches.items())},
+            "gave_up": self.gave_up, "trained": self.trained,
+            "best_val_loss": min(self.val_losses) if self.val_losses else None,
+            "beat_reference": self.beat_reference,
+            "reference": None if self.reference is None else {
+                "name": self.reference.name, "mean": self.reference.mean, "std": self.reference.std,
+                "threshold": self.reference.threshold},
+            "llm": {"tasks": self.llm.tasks, "prompt_tokens": self.llm.prompt_tokens,
+                    "completion_tokens": self.llm.completion_tokens, "seconds": round(self.llm.seconds, 1),
+                    "completion_tokens_per_s": round(self.llm.completion_tokens_per_s, 2),
+                    "by_agent": {k: round(v.seconds, 1) for k, v in sorted(self.llm_by_agent.items())}},
+            "wall_seconds": round(self.wall_seconds, 1), "training_seconds": round(self.training_seconds, 1),
+            "llm_share": round(self.share(self.llm.seconds), 3),
+            "training_share": round(self.share(self.training_seconds), 3),
+        }
+
+
+def tally(events: Iterable[Event], campaign_id: str, reference: Reference | None = None) -> YieldTable:
+    """Fold one campaign's events (in stream order) into its yield table; other campaigns' events are skipped."""
+    table = YieldTable(campaign_id, reference=reference)
+    started: dict[tuple[str, int], Event] = {}
+    first_at = last_at = None
+    for event in events:
+        if event.campaign_id != campaign_id:
+            continue
+        first_at = first_at or event.occurred_at
+        last_at = event.occurred_at
+        _count(table, event, started)
+    if first_at is not None and last_at is not None:
+        table.wall_seconds = (last_at - first_at).total_seconds()
+    if reference is not None:
+        table.beat_reference = sum(1 for loss in table.val_losses if loss < reference.threshold)
+    return table
+
+
+def _count(table: YieldTable, event: Event, started: dict[tuple[str, int], Event]) -> None:
+    if isinstance(event, CampaignStarted):
+        table.profile, table.model = event.profile, event.llm_model
+    elif isinstance(event, CampaignStopped):
+        table.finished = True
+    elif isinstance(event, ProposalCreated):
+        table.proposed += 1
+    elif isinstance(event, ProposalRejected):
+        # The engineer rejects proposals that were already counted as created; the researcher's are new.
+        table.proposed += event.producer == "researcher"
+        table.rejected[event.reason] += 1
+    elif isinstance(event, TrainStarted):
+        started[(event.experiment_id, event.attempt)] = event
+    elif isinstance(event, TrainSucceeded | TrainFailed):
+        begin = started.pop((event.experiment_id, event.attempt), None)
+        if begin is not None:
+            table.training_seconds += (event.occurred_at - begin.occurred_at).total_seconds()
+        if isinstance(event, TrainSucceeded):
+            _count_success(table, event)
+    elif isinstance(event, DebugGaveUp):
+        table.gave_up += 1
+    _count_llm(table, event)
+
+
+def _count_success(table: YieldTable, event: TrainSucceeded) -> None:
+    table.trained += 1
+    table.val_losses.append(event.val_loss)
+    if event.attempt == 1:
+        table.passed_first_try += 1
+    else:
+        table.fixed_after_patches[event.attempt - 1] += 1
+
+
+def _count_llm(table: YieldTable, event: Event) -> None:
+    if isinstance(event, ProposalCreated | ProposalRejected | DebugPatched | DebugGaveUp | AnalysisCreated
+                  | JudgeScored):
+        table.llm.add(event.llm)
+        table.llm_by_agent.setdefault(event.producer, LlmTime()).add(event.llm)
+
+
+# --- reading ------------------------------------------------------------------------------------------------------
+
+
+async def campaign_events(nats_url: str) -> list[Event]:
+    """Every domain event in the stream, decoded (dead letters and undecodable bytes are not the campaign's)."""
+    nc = await connect_nats(nats_url, "asiarch-yield")
+    try:
+        events: list[Event] = []
+        async for message in bus.read_stream(nc.jetstream()):
+            if message.subject.startswith(f"{bus.STREAM_SUBJECTS[0].rstrip('>')}dlq."):
+                continue
+            events.append(decode(message.data))
+        return events
+    finally:
+        await nc.close()
+
+
+def reference_from_summary(path: Path, name: str) -> Reference | None:
+    """The named baseline from an ``asiarch baselines`` summary file, if it was measured on ≥ 2 seeds."""
+    if not path.is_file():
+        return None
+    row = json.loads(path.read_text()).get(name) or {}
+    losses = [float(x) for x in row.get("val_losses") or []]
+    if len(losses) < 2:
+        return None
+    return Reference(name, statistics.fmean(losses), statistics.stdev(losses))
+
+
+def rows(table: YieldTable) -> list[tuple[str, str]]:
+    """The table as (what, how many) lines for a terminal."""
+    fixed = ", ".join(f"{n} after {k} patch{'es' if k > 1 else ''}"
+                      for k, n in sorted(table.fixed_after_patches.items()))
+    rejected = ", ".join(f"{reason} {n}" for reason, n in table.rejected.most_common())
+    ref = table.reference
+    beat = ("-" if ref is None or table.beat_reference is None else
+            f"{table.beat_reference} (val loss < {ref.threshold:.4f} = {ref.name} {ref.mean:.4f} − "
+            f"{NOISE_SIGMAS:g}·{ref.std:.4f})")
+    llm = table.llm
+    return [
+        ("proposed", str(table.proposed)),
+        ("rejected", f"{sum(table.rejected.values())}" + (f" ({rejected})" if rejected else "")),
+        ("passed checks first try", str(table.passed_first_try)),
+        ("fixed by the debugger", f"{sum(table.fixed_after_patches.values())}" + (f" ({fixed})" if fixed else "")),
+        ("debugger gave up", str(table.gave_up)),
+        ("trained", str(table.trained)),
+        ("best val loss", f"{min(table.val_losses):.4f}" if table.val_losses else "-"),
+        ("beat the reference beyond noise", beat),
+        ("LLM", f"{llm.tasks} agent tasks, {llm.prompt_tokens:,} prompt + {llm.completion_tokens:,} completion tokens, "
+                f"{llm.completion_tokens_per_s:.1f} completion tok/s end to end"),
+        ("wall time", f"{table.wall_seconds / 60:.1f} min" + ("" if table.finished else " (still running)")),
+        ("in the LLM", f"{llm.seconds / 60:.1f} min = {table.share(llm.seconds):.0%} of wall time"),
+        ("in training", f"{table.training_seconds / 60:.1f} min = {table.share(table.training_seconds):.0%} of "
+                        "wall time"),
+    ]

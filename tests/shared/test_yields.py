@@ -1,0 +1,126 @@
+"""The campaign yield table is a fold over the event log: every row checked on a small scripted history."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.cli.yields import Reference, reference_from_summary, rows, tally
+from shared.events import (
+    Budget,
+    CampaignStarted,
+    CampaignStopped,
+    CurvePoint,
+    DebugGaveUp,
+    DebugPatched,
+    Event,
+    JudgeScored,
+    LlmUsage,
+    ProposalCreated,
+    ProposalRejected,
+    TrainFailed,
+    TrainStarted,
+    TrainSucceeded,
+)
+
+T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
+LLM = LlmUsage(model="m", prompt_tokens=1000, completion_tokens=100, latency_s=10.0)
+
+
+class History:
+    def __init__(self, campaign: str = "c-1") -> None:
+        self.campaign = campaign
+        self.events: list[Event] = []
+        self.seconds = 0
+
+    def at(self, seconds: int) -> dt.datetime:
+        self.seconds += seconds
+        return T0 + dt.timedelta(seconds=self.seconds)
+
+    def env(self, exp: str, producer: str, after_s: int = 0) -> dict[str, object]:
+        return {"event_id": f"{len(self.events):08d}-{self.campaign}", "occurred_at": self.at(after_s),
+                "producer": producer, "campaign_id": self.campaign, "experiment_id": exp}
+
+    def add(self, event: Event) -> None:
+        self.events.append(event)
+
+    def propose(self, exp: str) -> None:
+        self.add(ProposalCreated(**self.env(exp, "researcher", 10), name=exp, motivation="m", code="c", llm=LLM))
+
+    def train(self, exp: str, attempt: int, loss: float | None, seconds: int = 30) -> None:
+        self.add(TrainStarted(**self.env(exp, "engineer"), attempt=attempt, worker_host="h", device="cpu"))
+        if loss is None:
+            self.add(TrainFailed(**self.env(exp, "engineer", seconds), attempt=attempt, error_kind="runtime",
+                                 message="boom"))
+            return
+        self.add(TrainSucceeded(**self.env(exp, "engineer", seconds), attempt=attempt, profile="smoke",
+                                curve=(CurvePoint(step=1, tokens=1, loss=loss),), train_loss=loss, val_loss=loss,
+                                benchmarks={}, params=1, tokens=1, tokens_per_s=1.0, device="cpu", gpu_seconds=0.0,
+                                cpu_core_seconds=60.0, checkpoint_path="x"))
+
+    def patch(self, exp: str, attempt: int) -> None:
+        self.add(DebugPatched(**self.env(exp, "debugger", 10), attempt=attempt, diagnosis="d", code="c", diff="",
+                              llm=LLM))
+
+
+def scripted_campaign() -> History:
+    h = History()
+    h.add(CampaignStarted(**h.env("", "cli"), profile="smoke", budget=Budget(experiments=6), llm_model="m"))
+    h.propose("a")
+    h.train("a", 1, 5.60)  # first try, beats 5.7 − 2·0.01
+    h.propose("b")
+    h.train("b", 1, None)
+    h.patch("b", 2)
+    h.train("b", 2, None)
+    h.patch("b", 3)
+    h.train("b", 3, 5.75)  # fixed after two patches, within the noise floor
+    h.propose("c")
+    h.train("c", 1, None)
+    h.add(DebugGaveUp(**h.env("c", "debugger", 10), attempts=1, last_error_kind="runtime", last_error="boom",
+                      llm=LLM))
+    h.add(ProposalRejected(**h.env("d", "researcher", 10), reason="duplicate", detail="cosine 1.0", llm=LLM))
+    h.propose("e")
+    h.add(ProposalRejected(**h.env("e", "engineer"), reason="causality", detail="peeks"))
+    h.add(JudgeScored(**h.env("a", "judge", 10), performance=5, innovation=5, complexity=5, weighted=5.0,
+                      rationale="r", llm=LLM))
+    h.add(CampaignStopped(**h.env("", "researcher"), reason="budget reached"))
+    return h
+
+
+def test_every_row_of_the_yield_table_is_counted_from_events() -> None:
+    h = scripted_campaign()
+    other = History("c-2")
+    other.propose("z")
+    table = tally([*h.events, *other.events], "c-1", Reference("linear_attention", 5.70, 0.01))
+    assert (table.profile, table.model, table.finished) == ("smoke", "m", True)
+    assert table.proposed == 5  # a, b, c, e created + d rejected by the researcher; e's rejection is not a new one
+    assert table.rejected == {"duplicate": 1, "causality": 1}
+    assert table.passed_first_try == 1 and table.fixed_after_patches == {2: 1}
+    assert table.gave_up == 1 and table.trained == 2 and table.beat_reference == 1
+    # Every LLM step: 4 proposals with usage (a, b, c, e) + d's rejection + 2 patches + the give-up + the judge.
+    assert table.llm.tasks == 9 and table.llm.seconds == pytest.approx(90.0)
+    assert table.llm.completion_tokens_per_s == pytest.approx(10.0)
+    assert table.training_seconds == pytest.approx(5 * 30)
+    assert table.wall_seconds == pytest.approx(h.seconds)
+    assert 0 < table.share(table.llm.seconds) < 1
+    text = dict(rows(table))
+    assert text["fixed by the debugger"] == "1 (1 after 2 patches)"
+    assert "5.6800" in text["beat the reference beyond noise"]
+    json.dumps(table.as_dict())  # the --json form is plain JSON
+
+
+def test_without_a_reference_nothing_is_claimed_to_beat_it() -> None:
+    table = tally(scripted_campaign().events, "c-1")
+    assert table.beat_reference is None and dict(rows(table))["beat the reference beyond noise"] == "-"
+
+
+def test_the_reference_is_read_from_a_baselines_summary(tmp_path: Path) -> None:
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"linear_attention": {"val_losses": [5.0, 5.2]}, "gla": {"val_losses": [4.0]}}))
+    ref = reference_from_summary(summary, "linear_attention")
+    assert ref is not None and ref.mean == pytest.approx(5.1) and ref.threshold == pytest.approx(5.1 - 2 * 0.1414, 1e-3)
+    assert reference_from_summary(summary, "gla") is None  # one seed has no spread
+    assert reference_from_summary(tmp_path / "missing.json", "gla") is None
