@@ -45,6 +45,8 @@ def test_list_filters_sorts_and_paginates(client: TestClient) -> None:
     assert times == sorted(times, reverse=True)
     trained = client.get("/experiments", params={"status": "trained", "sort": "fitness", "limit": 5}).json()
     assert trained["total"] == len(_trained_ids())
+    nothing = client.get("/experiments", params={"campaign_id": "no-such-campaign"}).json()
+    assert nothing == {**nothing, "total": 0, "items": []}
     fitness = [item["fitness"] for item in trained["items"]]
     assert len(fitness) == 5 and fitness == sorted(fitness, reverse=True)
     page2 = client.get("/experiments", params={"status": "trained", "sort": "fitness", "limit": 5, "offset": 5})

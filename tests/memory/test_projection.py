@@ -146,3 +146,15 @@ def test_batched_replay_after_a_crash_mid_batch(db: Database) -> None:
     drop_all(db)
     Projector(db).apply_all(HISTORY)
     assert digest(db) == crashed
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+def test_each_experiment_counts_the_children_derived_from_it(db: Database, batch: int) -> None:
+    Projector(db).apply_all(HISTORY, batch=batch)
+    docs = list(db[EXPERIMENTS].find({}, {"parent_ids": 1, "n_children": 1}))
+    derived: dict[str, int] = {}
+    for doc in docs:
+        if doc["parent_ids"]:
+            derived[doc["parent_ids"][0]] = derived.get(doc["parent_ids"][0], 0) + 1
+    assert any(derived.get(doc["_id"]) for doc in docs)  # the history has experiments with children
+    assert {doc["_id"]: doc["n_children"] for doc in docs} == {doc["_id"]: derived.get(doc["_id"], 0) for doc in docs}
