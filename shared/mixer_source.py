@@ -8,6 +8,8 @@ else is a rejection with a reason the LLM can act on.
 from __future__ import annotations
 
 import ast
+import contextlib
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -146,3 +148,20 @@ def static_problem(code: str) -> StaticProblem | None:
         return StaticProblem("contract", "the file defines no top-level class named Mixer")
     problem = contract_problem(cls) or safety_problem(tree)
     return StaticProblem("contract", problem) if problem else None
+
+
+def normalised_lines(code: str) -> list[str]:
+    """The code's statements one per line, without comments, blank lines or formatting differences."""
+    # A file that does not parse is compared as raw text: still better than nothing.
+    with contextlib.suppress(SyntaxError):
+        code = ast.unparse(ast.parse(code))
+    return [line.strip() for line in code.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def code_similarity(a: str, b: str) -> float:
+    """How much of two mixer files is the same code, 0..1, over the whole files.
+
+    Sentence embeddings see only a file's first few hundred tokens (imports and ``__init__``, alike in every
+    mixer), so they cannot tell a new recurrence from a copy; a line-level diff ratio can.
+    """
+    return difflib.SequenceMatcher(None, normalised_lines(a), normalised_lines(b), autojunk=False).ratio()

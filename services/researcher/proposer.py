@@ -15,13 +15,14 @@ from services.researcher.prompts import IDEA_SCHEMA, PROPOSAL_SCHEMA, REVISE, WR
 from shared.events import Event, LlmUsage, ProposalCreated, ProposalRejected, new_event_id, utc_now
 from shared.llm import LlmClient, add_usage, parse_json_reply
 from shared.memory_client import ExperimentBrief, MemoryClient
-from shared.mixer_source import StaticProblem, repair, static_problem
+from shared.mixer_source import StaticProblem, code_similarity, repair, static_problem
 
 log = logging.getLogger(__name__)
 PRODUCER = "researcher"
-# Near-duplicate thresholds on cosine similarity (MiniLM): the code alone almost identical, or both close.
-SAME_CODE = 0.985
-CLOSE_CODE, CLOSE_MOTIVATION = 0.95, 0.92
+# Near-duplicates: the code (line-level diff ratio) almost identical, or close with a close motivation (cosine).
+SAME_CODE = 0.97
+CLOSE_CODE, CLOSE_MOTIVATION = 0.9, 0.92
+DUPLICATE_CANDIDATES = 5
 
 
 @dataclass(frozen=True)
@@ -106,19 +107,23 @@ class Proposer:
         return draft, add_usage(*usages), problem
 
     async def duplicate_problem(self, draft: Draft, parent: ParentContext) -> StaticProblem | None:
-        if draft.code.strip() == parent.code.strip():
-            return StaticProblem("duplicate", f"the code is the parent's ({parent.name}) unchanged")
-        code_hits = await self.memory.search("code", draft.code, k=1)
-        if not code_hits:
+        """A near-copy of its parent or of a past experiment. Memory's code index finds the candidates; the
+        whole files are then compared line by line (embeddings see only the start of a file)."""
+        same_as_parent = code_similarity(draft.code, parent.code)
+        if same_as_parent >= SAME_CODE:
+            return StaticProblem("duplicate", f"{same_as_parent:.0%} of the code is the parent's ({parent.name})")
+        candidates = await self.memory.search("code", draft.code, k=DUPLICATE_CANDIDATES)
+        if not candidates:
             return None
-        best_code = code_hits[0]
-        if best_code.score >= SAME_CODE:
-            return StaticProblem("duplicate", f"code cosine {best_code.score:.3f} to {best_code.id}")
-        motivation_hits = {h.id: h.score for h in await self.memory.search("motivations", draft.motivation, k=5)}
-        motivation_score = motivation_hits.get(best_code.id, 0.0)
-        if best_code.score >= CLOSE_CODE and motivation_score >= CLOSE_MOTIVATION:
-            return StaticProblem("duplicate", f"code cosine {best_code.score:.3f} and motivation cosine "
-                                              f"{motivation_score:.3f} to {best_code.id}")
+        motivations = {h.id: h.score for h in await self.memory.search("motivations", draft.motivation, k=10)}
+        for hit in candidates:
+            found = await self.memory.experiment(hit.id)
+            if found is None or not found.experiment.code:
+                continue
+            same = code_similarity(draft.code, found.experiment.code)
+            if same >= SAME_CODE or (same >= CLOSE_CODE and motivations.get(hit.id, 0.0) >= CLOSE_MOTIVATION):
+                return StaticProblem("duplicate", f"{same:.0%} of the code and motivation cosine "
+                                                  f"{motivations.get(hit.id, 0.0):.2f} match {hit.id}")
         return None
 
     async def parent_context(self, parent: ExperimentBrief | None, index: int) -> ParentContext:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.mixer_source import repair, static_problem
+from shared.mixer_source import code_similarity, repair, static_problem
 
 BASELINES = sorted((Path(__file__).parents[2] / "services" / "engineer" / "baselines").glob("[!_]*.py"))
 
@@ -60,3 +60,21 @@ def test_repair_handles_an_unclosed_fence_and_a_class_named_after_the_idea() -> 
     assert static_problem(fixed) is None
     two = GOOD + GOOD.replace("class Mixer", "class Other")
     assert "Mixer = " not in repair(two.replace("class Mixer", "class First"))  # ambiguous: left as it is
+
+
+def test_code_similarity_ignores_comments_and_formatting() -> None:
+    deltanet = next(p for p in BASELINES if p.stem == "deltanet").read_text()
+    restyled = "# a copy\n\n" + deltanet.replace("(z)", "( z )").replace("\n\n", "\n\n\n# spaced out\n")
+    assert code_similarity(deltanet, restyled) == pytest.approx(1.0)
+
+
+def test_code_similarity_sees_the_whole_file_not_its_shared_opening() -> None:
+    deltanet = next(p for p in BASELINES if p.stem == "deltanet").read_text()
+    # Same imports, __init__ and projections; the recurrence after them replaced by a plain causal sum.
+    head = deltanet[:deltanet.index("def chunked_delta")]
+    other = head + "def chunked_delta_rule(q, k, v, beta, chunk_size):\n    return (k * v).cumsum(2) * q\n"
+    assert code_similarity(deltanet, other) < 0.9
+    for a in BASELINES:
+        for b in BASELINES:
+            if a != b:
+                assert code_similarity(a.read_text(), b.read_text()) < 0.9, (a.stem, b.stem)
