@@ -55,7 +55,8 @@ class LlmBackend(Protocol):
     model_name: str
 
     async def chat(
-        self, messages: list[Message], *, schema: dict[str, Any] | None, max_tokens: int, temperature: float
+        self, messages: list[Message], *, schema: dict[str, Any] | None, max_tokens: int, temperature: float,
+        seed: int | None = None,
     ) -> Completion: ...
 
 
@@ -111,13 +112,15 @@ class LlmClient:
         max_tokens: int = 1024,
         temperature: float = 0.7,
         validate: Callable[[dict[str, Any]], None] | None = None,
+        seed: int | None = None,
     ) -> LlmReply:
         """Ask until the reply parses (and ``validate`` accepts it) or attempts run out (``MalformedOutput``)."""
         conversation = list(messages)
         prompt_tokens = completion_tokens = 0
         started = time.perf_counter()
         for attempt in range(1, self.max_attempts + 1):
-            completion = await self.timed_chat(conversation, schema, max_tokens, temperature)
+            completion = await self.timed_chat(conversation, schema, max_tokens, temperature,
+                                               None if seed is None else seed + attempt)
             prompt_tokens += completion.prompt_tokens
             completion_tokens += completion.completion_tokens
             try:
@@ -137,23 +140,26 @@ class LlmClient:
         raise MalformedOutput(f"no acceptable reply after {self.max_attempts} attempts")
 
     async def complete_text(
-        self, messages: list[Message], *, max_tokens: int = 2048, temperature: float = 0.7
+        self, messages: list[Message], *, max_tokens: int = 2048, temperature: float = 0.7, seed: int | None = None
     ) -> tuple[str, LlmUsage]:
         """Free text (no grammar): for code, which small models cannot reliably escape inside a JSON string."""
         started = time.perf_counter()
-        completion = await self.timed_chat(messages, None, max_tokens, temperature)
+        completion = await self.timed_chat(messages, None, max_tokens, temperature, seed)
         usage = LlmUsage(model=self.backend.model_name, prompt_tokens=completion.prompt_tokens,
                          completion_tokens=completion.completion_tokens,
                          latency_s=round(time.perf_counter() - started, 3))
         return completion.text, usage
 
     async def timed_chat(
-        self, messages: list[Message], schema: dict[str, Any] | None, max_tokens: int, temperature: float
+        self, messages: list[Message], schema: dict[str, Any] | None, max_tokens: int, temperature: float,
+        seed: int | None = None,
     ) -> Completion:
+        """One request. ``seed`` fixes the sampling of this request; without one a restarted process would replay
+        the sampling of its predecessor and propose the same thing again."""
         started = time.perf_counter()
         try:
             completion = await self.backend.chat(messages, schema=schema, max_tokens=max_tokens,
-                                                 temperature=temperature)
+                                                 temperature=temperature, seed=seed)
         except LlmError:
             metrics.LLM_FAILURES.labels(self.service, "backend").inc()
             raise
@@ -201,17 +207,19 @@ class LlamaCppBackend:
         return self._llama
 
     async def chat(
-        self, messages: list[Message], *, schema: dict[str, Any] | None, max_tokens: int, temperature: float
+        self, messages: list[Message], *, schema: dict[str, Any] | None, max_tokens: int, temperature: float,
+        seed: int | None = None,
     ) -> Completion:
         async with self._lock:
-            return await asyncio.to_thread(self._chat, messages, schema, max_tokens, temperature)
+            return await asyncio.to_thread(self._chat, messages, schema, max_tokens, temperature, seed)
 
     def _chat(self, messages: list[Message], schema: dict[str, Any] | None, max_tokens: int,
-              temperature: float) -> Completion:
+              temperature: float, seed: int | None) -> Completion:
         llama = self.load()
         response_format = {"type": "json_object", "schema": schema} if schema else None
         result = llama.create_chat_completion(
             messages=messages, response_format=response_format, max_tokens=max_tokens, temperature=temperature,
+            seed=seed,
         )
         usage = result.get("usage", {})
         return Completion(text=result["choices"][0]["message"]["content"] or "",
@@ -236,10 +244,13 @@ class OpenAICompatibleBackend:
         return {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}}
 
     async def chat(
-        self, messages: list[Message], *, schema: dict[str, Any] | None, max_tokens: int, temperature: float
+        self, messages: list[Message], *, schema: dict[str, Any] | None, max_tokens: int, temperature: float,
+        seed: int | None = None,
     ) -> Completion:
         body: dict[str, Any] = {"model": self.model_name, "messages": messages, "max_tokens": max_tokens,
                                 "temperature": temperature}
+        if seed is not None:
+            body["seed"] = seed
         if schema:
             body["response_format"] = self.response_format(schema)
         try:

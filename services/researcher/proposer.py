@@ -72,7 +72,8 @@ class Proposer:
             references=describe_references(sample.references),
             cognition="\n".join(f"- {hit.label}" for hit in cognition) or "(none retrieved)",
         )
-        draft, usage, problem = await self.draft(messages)
+        # Seeded per campaign and proposal: reproducible, yet a restarted researcher does not replay old samples.
+        draft, usage, problem = await self.draft(messages, seed=campaign.seed * 1_000_003 + index * 1_009)
         envelope = {"event_id": new_event_id(), "occurred_at": utc_now(), "producer": PRODUCER,
                     "campaign_id": campaign.campaign_id, "experiment_id": experiment_id}
         if problem is None:
@@ -86,15 +87,15 @@ class Proposer:
             cognition_ids=tuple(hit.id for hit in cognition), llm=usage,
         )
 
-    async def draft(self, messages: list[dict[str, str]]) -> tuple[Draft, LlmUsage, StaticProblem | None]:
+    async def draft(self, messages: list[dict[str, str]], seed: int) -> tuple[Draft, LlmUsage, StaticProblem | None]:
         """The idea (JSON), then the code (a fenced block), repaired and checked; a static problem is shown to the
         LLM up to ``revisions`` times."""
-        idea = await self.llm.complete_json(messages, IDEA_SCHEMA, max_tokens=300)
+        idea = await self.llm.complete_json(messages, IDEA_SCHEMA, max_tokens=300, seed=seed)
         usages = [idea.usage]
         messages = [*messages, {"role": "assistant", "content": json.dumps(idea.data)},
                     {"role": "user", "content": WRITE_CODE}]
-        for _ in range(self.revisions + 1):
-            text, usage = await self.llm.complete_text(messages, max_tokens=2048)
+        for revision in range(self.revisions + 1):
+            text, usage = await self.llm.complete_text(messages, max_tokens=2048, seed=seed + 100 + revision)
             usages.append(usage)
             code = repair(text)
             problem = static_problem(code)

@@ -28,10 +28,12 @@ class ScriptedBackend:
     replies: list[str | dict[str, Any]]
     model_name: str = "scripted"
     seen: list[list[Message]] = field(default_factory=list)
+    seeds: list[int | None] = field(default_factory=list)
 
     async def chat(self, messages: list[Message], *, schema: dict[str, Any] | None, max_tokens: int,
-                   temperature: float) -> Completion:
+                   temperature: float, seed: int | None = None) -> Completion:
         self.seen.append(list(messages))
+        self.seeds.append(seed)
         reply = self.replies.pop(0)
         text = reply if isinstance(reply, str) else json.dumps(reply)
         return Completion(text=text, prompt_tokens=50, completion_tokens=len(text) // 4)

@@ -99,3 +99,13 @@ def test_the_book_counts_once_and_tracks_budget(mongo_uri: str) -> None:
     assert not view.budget_left  # 3 of 3 experiments proposed
     book.apply(DebugGaveUp(**envelope("e2"), attempts=3, last_error_kind="nan", last_error="x"))
     assert book.campaign("c1").in_flight == 0  # type: ignore[union-attr]
+
+
+async def test_sampling_is_seeded_per_campaign_and_proposal(world: MemoryWorld) -> None:
+    seeds = []
+    for index in (0, 1, 0):
+        agent, backend = proposer(world, {"name": "a", "motivation": "gate a running sum"}, GOOD_CODE)
+        await agent.propose(CAMPAIGN, index=index)
+        seeds.append(tuple(backend.seeds))  # type: ignore[attr-defined]
+    assert None not in seeds[0]
+    assert seeds[0] == seeds[2] and seeds[0] != seeds[1]  # reproducible, and new for each proposal

@@ -23,10 +23,12 @@ class ScriptedBackend:
     replies: list[str]
     model_name: str = "scripted"
     seen: list[list[Message]] = field(default_factory=list)
+    seeds: list[int | None] = field(default_factory=list)
 
     async def chat(self, messages: list[Message], *, schema: dict[str, Any] | None, max_tokens: int,
-                   temperature: float) -> Completion:
+                   temperature: float, seed: int | None = None) -> Completion:
         self.seen.append(list(messages))
+        self.seeds.append(seed)
         return Completion(text=self.replies.pop(0), prompt_tokens=100, completion_tokens=20)
 
 
