@@ -90,12 +90,39 @@ class MiniLMEmbedder:
             return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One unit vector per text: the mean over its windows, as the model reads only 256 word pieces at once
+        (a mixer file's first window is imports and ``__init__``, alike in all of them)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        model = self._load()
-        vectors = model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=False)
-        return _normalise(np.asarray(vectors))
+        owners, pieces = [], []
+        for owner, text in enumerate(texts):
+            for piece in windows(text):
+                owners.append(owner)
+                pieces.append(piece)
+        vectors = self._load().encode(pieces, batch_size=self.batch_size, normalize_embeddings=True,
+                                      convert_to_numpy=True, show_progress_bar=False)
+        summed = np.zeros((len(texts), self.dim), dtype=np.float32)
+        np.add.at(summed, np.asarray(owners), np.asarray(vectors, dtype=np.float32))
+        return _normalise(summed)
+
+
+# ~256 word pieces of code or English; a text is cut into at most MAX_WINDOWS of these (the rest is not read).
+WINDOW_CHARS = 700
+MAX_WINDOWS = 16
+
+
+def windows(text: str) -> list[str]:
+    """``text`` in consecutive windows of about ``WINDOW_CHARS``, cut at line ends where there are any."""
+    pieces: list[str] = []
+    start = 0
+    while start < len(text) and len(pieces) < MAX_WINDOWS:
+        end = min(len(text), start + WINDOW_CHARS)
+        if end < len(text):
+            newline = text.rfind("\n", start + WINDOW_CHARS // 2, end)
+            end = newline + 1 if newline != -1 else end
+        pieces.append(text[start:end])
+        start = end
+    return pieces or [text]
 
 
 _TOKEN = re.compile(r"[a-z0-9_]+")

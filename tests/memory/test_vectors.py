@@ -9,16 +9,20 @@ import pytest
 
 from services.memory.vectors import (
     EVENT_INDEXES,
+    MAX_WINDOWS,
+    WINDOW_CHARS,
     Embedder,
     HashingEmbedder,
     MiniLMEmbedder,
     VectorIndex,
     VectorStore,
     int_id,
+    windows,
 )
 from tests.memory.history import build_history, numbered
 
 HISTORY = numbered(build_history())
+BASELINE_DIR = Path(__file__).parents[2] / "services" / "engineer" / "baselines"
 TEXTS = [
     "the loss became NaN after the exponential gate overflowed",
     "loss is NaN: the exponential gate overflowed at step 37",
@@ -46,6 +50,25 @@ def test_hashing_embedder_meets_the_contract() -> None:
 def test_minilm_embedder_meets_the_contract(minilm: MiniLMEmbedder) -> None:
     assert isinstance(minilm, Embedder) and minilm.dim == 384
     _contract(minilm)
+
+
+@pytest.mark.embedding
+def test_minilm_reads_a_whole_mixer_file_not_its_opening(minilm: MiniLMEmbedder) -> None:
+    deltanet = BASELINE_DIR.joinpath("deltanet.py").read_text()
+    opening = deltanet[:deltanet.index("def chunked_delta")]
+    other = opening + "def chunked_delta_rule(q, k, v, beta, chunk_size):\n    return (k * v).cumsum(2) * q\n" * 8
+    a, b, head = minilm.embed([deltanet, other, opening])
+    assert float(a @ b) < 0.97  # one window each would make them the same text
+    assert float(a @ head) < float(b @ head)  # the short one is mostly the shared opening
+
+
+def test_windows_cover_the_text_at_line_ends() -> None:
+    text = "".join(f"line {i:04d} " + "x" * 40 + "\n" for i in range(100))
+    pieces = windows(text)
+    assert "".join(pieces) == text and all(p.endswith("\n") for p in pieces)
+    assert all(len(p) <= WINDOW_CHARS for p in pieces) and len(pieces) > 1
+    assert len(windows("y" * WINDOW_CHARS * (MAX_WINDOWS + 5))) == MAX_WINDOWS
+    assert windows("") == [""]
 
 
 def test_int_ids_are_stable_across_processes() -> None:
