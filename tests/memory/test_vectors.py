@@ -160,3 +160,16 @@ def test_the_embedding_cache_returns_identical_vectors_and_survives_a_restart(tm
     again = CachingEmbedder(Counting(), tmp_path / "cache.npz").embed(["chunked retention", "gated delta rule"])
     assert Counting.calls == 2  # nothing was embedded twice, not even across a restart
     assert (again == first[[1, 0]]).all()
+
+
+def test_the_embedding_cache_of_another_embedder_is_not_used(tmp_path: Path) -> None:
+    from services.memory.vectors import CachingEmbedder
+
+    class Renamed(HashingEmbedder):
+        name = "hashing/v2"
+
+    old = CachingEmbedder(HashingEmbedder(), tmp_path / "cache.npz")
+    old.embed(["gated delta rule"])
+    old.save()
+    assert len(CachingEmbedder(HashingEmbedder(), tmp_path / "cache.npz")._vectors) == 1
+    assert CachingEmbedder(Renamed(), tmp_path / "cache.npz")._vectors == {}
