@@ -9,16 +9,18 @@ is no patch, and the LLM is told so once before the debugger gives up.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import json
 import logging
+import textwrap
 from dataclasses import dataclass
 from string import Template
 
 from shared.events import DebugPatched, LlmUsage, TrainFailed, caused_by
 from shared.llm import LlmClient, MalformedOutput, add_usage
 from shared.memory_client import FailureHit, MemoryClient
-from shared.mixer_source import repair, static_problem
+from shared.mixer_source import Region, faulty_region, find_mixer, repair, splice, static_problem, strip_fences
 
 log = logging.getLogger(__name__)
 PRODUCER = "debugger"
@@ -42,7 +44,10 @@ DIAGNOSIS_SCHEMA = {
 WRITE_FIX = """\
 Now write the whole corrected file, changing only the faulty lines. Answer with one ```python code block and
 nothing else."""
-RETRY = "That was not accepted: {problem}. Write the whole corrected file again, in one ```python code block."
+WRITE_REGION = """\
+Now write only the corrected function `{name}` (lines {start}-{end}), changing only the faulty lines. Answer with
+that one function in one ```python code block and nothing else."""
+RETRY = "That was not accepted: {problem}. Answer again, in one ```python code block."
 
 SYSTEM = ("You fix bugs in PyTorch token mixers with the smallest possible change. You keep the design idea intact "
           "and answer with JSON only.")
@@ -62,6 +67,7 @@ The code:
 $code
 ```
 
+$where
 $advice
 $history
 Find the faulty lines. The class must stay `Mixer(nn.Module)` with `__init__(self, d_model, n_heads, **kwargs)`
@@ -93,9 +99,12 @@ def patch_messages(failure: TrainFailed, similar: list[FailureHit]) -> list[dict
             if hit.fix is not None:
                 lines.append(f"- {hit.error_kind}: {hit.message[:200]}\n  fix: {hit.fix.diagnosis[:300]}")
         history = "\n".join(lines) + "\n" if len(lines) > 1 else ""
+    region = faulty_region(failure.code, failure.traceback)
+    where = "" if region is None else (f"It was raised in `{region.name}`, at the line marked >:\n```\n"
+                                       f"{region.numbered(failure.code)}\n```\n")
     prompt = PATCH.substitute(
         kind=failure.error_kind, message=failure.message[:1000], traceback=failure.traceback[-TRACEBACK_CHARS:],
-        code=failure.code, advice=ADVICE.get(failure.error_kind, ""), history=history,
+        code=failure.code, where=where, advice=ADVICE.get(failure.error_kind, ""), history=history,
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
 
@@ -121,14 +130,18 @@ class LlmPatcher:
             log.info("%s: no usable diagnosis: %s", failure.experiment_id, exc)
             return PatchAttempt(None)
         usages = [diagnosis.usage]
-        messages += [{"role": "assistant", "content": json.dumps(diagnosis.data)},
-                     {"role": "user", "content": WRITE_FIX}]
+        # A small model fixes one function far more often than it rewrites a file without breaking something else.
+        region = faulty_region(failure.code, failure.traceback)
+        ask = WRITE_FIX if region is None else WRITE_REGION.format(name=region.name, start=region.start,
+                                                                  end=region.end)
+        messages += [{"role": "assistant", "content": json.dumps(diagnosis.data)}, {"role": "user", "content": ask}]
         for _ in range(tries):
             text, usage = await self.llm.complete_text(messages, max_tokens=2048, temperature=0.3)
             usages.append(usage)
-            code = repair(text)
-            problem = rejection(code, failure.code)
-            if problem is None:
+            code = patched_code(failure.code, region, text)
+            problem = (rejection(code, failure.code) if code is not None
+                       else f"the reply has no function `{region.name if region else ''}`")
+            if problem is None and code is not None:
                 return PatchAttempt(DebugPatched(
                     **caused_by(failure, PRODUCER), attempt=failure.attempt + 1,
                     diagnosis=str(diagnosis.data["diagnosis"]), code=code, diff=unified_diff(failure.code, code),
@@ -138,6 +151,37 @@ class LlmPatcher:
             messages += [{"role": "assistant", "content": text[:6000]},
                          {"role": "user", "content": RETRY.format(problem=problem)}]
         return PatchAttempt(None, add_usage(*usages))
+
+
+def patched_code(failed_code: str, region: Region | None, reply: str) -> str | None:
+    """The file after the reply: the reply itself when it is a whole file, else the failed file with the faulty
+    function replaced by the reply's function of that name (None when the reply has no such function)."""
+    if region is None or find_mixer_source(reply):
+        return repair(reply)
+    function = function_source(strip_fences(reply), region.name)
+    return None if function is None else splice(failed_code, region, function)
+
+
+def find_mixer_source(reply: str) -> bool:
+    """Whether the reply is a whole mixer file (it defines ``Mixer``) rather than one function."""
+    try:
+        return find_mixer(ast.parse(strip_fences(reply))) is not None
+    except SyntaxError:
+        return False
+
+
+def function_source(text: str, name: str) -> str | None:
+    """The source of the function ``name`` in ``text`` (at any depth), or None."""
+    try:
+        tree = ast.parse(textwrap.dedent(text))
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
+            lines = textwrap.dedent(text).splitlines()
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            return "\n".join(lines[start - 1:node.end_lineno])
+    return None
 
 
 def rejection(code: str, failed_code: str) -> str | None:

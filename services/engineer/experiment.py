@@ -20,6 +20,7 @@ import msgspec
 
 from services.engineer.profiles import get_profile
 from services.engineer.sandbox import GIB, SandboxLimits, SandboxResult, run_python_sandboxed
+from shared.mixer_source import CANDIDATE_FILE
 
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.jsonl"
@@ -130,7 +131,7 @@ def run_experiment(spec: ExperimentSpec, on_progress: ProgressCallback | None = 
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     for stale in (RESULT_FILE, PROGRESS_FILE):
         (spec.run_dir / stale).unlink(missing_ok=True)
-    source = spec.run_dir / "mixer.py"
+    source = spec.run_dir / CANDIDATE_FILE
     source.write_text(spec.code)
     done = threading.Event()
     watcher = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+
 from services.analyst.handlers import Analyst
 from services.analyst.handlers import on_train_succeeded as analyse
 from services.debugger.handlers import on_train_failed
@@ -68,6 +70,44 @@ async def test_the_debugger_gives_up_when_patches_are_unchanged_or_attempts_run_
     llm, backend = scripted()
     last = await on_train_failed(LlmPatcher(llm, world.client), 3, failure(world, attempt=3), DELIVERY)
     assert [type(e) for e in last] == [DebugGaveUp] and backend.seen == []
+
+
+SHAPE_BUG = """import torch
+from torch import nn
+
+
+class Mixer(nn.Module):
+    def __init__(self, d_model, n_heads, **kw):
+        super().__init__()
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x):
+        y = self.proj(x)
+        return y[:, :-1]
+
+    def extra_repr(self):
+        return "kept as it was"
+"""
+SHAPE_TRACEBACK = """Traceback (most recent call last):
+  File "/runs/e1/attempt-1/mixer.py", line 11, in forward
+    return y[:, :-1]
+RuntimeError: output shape (2, 15, 64) differs from the input's (2, 16, 64)
+"""
+
+
+async def test_the_debugger_asks_for_the_faulty_function_only_and_splices_it_back(world: MemoryWorld) -> None:
+    sample = failure(world)
+    failed = msgspec.structs.replace(sample, error_kind="contract", message="wrong output shape",
+                                     traceback=SHAPE_TRACEBACK, code=SHAPE_BUG)
+    fixed_method = "```python\ndef forward(self, x):\n    y = self.proj(x)\n    return y\n```"
+    llm, backend = scripted({"diagnosis": "the slice drops the last token"}, fixed_method)
+    outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
+    assert len(outputs) == 1 and isinstance(outputs[0], DebugPatched), outputs
+    patched = outputs[0].code
+    assert "        return y\n" in patched and "y[:, :-1]" not in patched
+    assert 'return "kept as it was"' in patched and patched.startswith("import torch\n")
+    assert "  11> " in backend.seen[0][-1]["content"]  # the faulty line is pointed at
+    assert "only the corrected function `forward`" in backend.seen[1][-1]["content"]
 
 
 def trained(world: MemoryWorld) -> TrainSucceeded:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.mixer_source import code_similarity, repair, static_problem
+from shared.mixer_source import code_similarity, faulty_region, repair, splice, static_problem
 
 BASELINES = sorted((Path(__file__).parents[2] / "services" / "engineer" / "baselines").glob("[!_]*.py"))
 
@@ -78,3 +78,28 @@ def test_code_similarity_sees_the_whole_file_not_its_shared_opening() -> None:
         for b in BASELINES:
             if a != b:
                 assert code_similarity(a.read_text(), b.read_text()) < 0.9, (a.stem, b.stem)
+
+
+NESTED = """class Mixer:
+    def forward(self, x):
+        def step(h):
+            return h * 2
+        return step(x)
+"""
+
+
+def test_the_faulty_region_is_the_innermost_function_of_the_deepest_own_frame() -> None:
+    tb = ('  File "/r/mixer.py", line 5, in forward\n  File "/lib/torch/x.py", line 9, in f\n'
+          '  File "/r/mixer.py", line 4, in step\nValueError: boom\n')
+    region = faulty_region(NESTED, tb)
+    assert region is not None and (region.name, region.start, region.end, region.indent) == ("step", 3, 4, 8)
+    assert "   4>             return h * 2" in region.numbered(NESTED)
+    assert faulty_region(NESTED, 'File "/lib/other.py", line 4, in step') is None
+    assert faulty_region("def broken(:\n", 'File "/r/mixer.py", line 1, in broken') is None
+
+
+def test_splice_replaces_the_region_at_its_depth() -> None:
+    region = faulty_region(NESTED, 'File "/r/mixer.py", line 4, in step')
+    assert region is not None
+    spliced = splice(NESTED, region, "def step(h):\n    return h + 1\n")
+    assert spliced == NESTED.replace("return h * 2", "return h + 1")
