@@ -2,9 +2,11 @@
 
 The prompt carries the code, the error kind, the trimmed traceback and the most similar past failures with the
 fixes that worked. Efficiency failures ask for chunking or vectorising, never for dropping the idea. Like the
-researcher, the LLM gives its diagnosis as JSON and then the file as a fenced block (code inside JSON strings breaks
-small models). The code is repaired and statically checked like a proposal; a patch that does not change the code
-is no patch, and the LLM is told so once before the debugger gives up.
+researcher, the LLM gives its diagnosis as JSON and then code as a fenced block (code inside JSON strings breaks
+small models). When the traceback has a frame of the candidate's file, the function it was raised in is shown with
+the line marked and only that function is asked for, then spliced back; otherwise the whole file is. The result is
+repaired and statically checked like a proposal; a patch that does not change the code is no patch, and the LLM is
+told so once before the debugger gives up.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class PatchAttempt:
 
     patched: DebugPatched | None
     usage: LlmUsage | None = None
+
 
 DIAGNOSIS_SCHEMA = {
     "type": "object",
@@ -91,7 +94,7 @@ ADVICE = {
 }
 
 
-def patch_messages(failure: TrainFailed, similar: list[FailureHit]) -> list[dict[str, str]]:
+def patch_messages(failure: TrainFailed, similar: list[FailureHit], region: Region | None) -> list[dict[str, str]]:
     history = ""
     if similar:
         lines = ["Similar past failures and the fixes that worked:"]
@@ -99,7 +102,6 @@ def patch_messages(failure: TrainFailed, similar: list[FailureHit]) -> list[dict
             if hit.fix is not None:
                 lines.append(f"- {hit.error_kind}: {hit.message[:200]}\n  fix: {hit.fix.diagnosis[:300]}")
         history = "\n".join(lines) + "\n" if len(lines) > 1 else ""
-    region = faulty_region(failure.code, failure.traceback)
     where = "" if region is None else (f"It was raised in `{region.name}`, at the line marked >:\n```\n"
                                        f"{region.numbered(failure.code)}\n```\n")
     prompt = PATCH.substitute(
@@ -123,15 +125,15 @@ class LlmPatcher:
         if not failure.code:
             return PatchAttempt(None)
         similar = await self.memory.similar_failures(f"{failure.error_kind}: {failure.message}\n{failure.traceback}")
-        messages = patch_messages(failure, similar)
+        # A small model fixes one function far more often than it rewrites a file without breaking something else.
+        region = faulty_region(failure.code, failure.traceback)
+        messages = patch_messages(failure, similar, region)
         try:
             diagnosis = await self.llm.complete_json(messages, DIAGNOSIS_SCHEMA, max_tokens=300, temperature=0.3)
         except MalformedOutput as exc:
             log.info("%s: no usable diagnosis: %s", failure.experiment_id, exc)
             return PatchAttempt(None)
         usages = [diagnosis.usage]
-        # A small model fixes one function far more often than it rewrites a file without breaking something else.
-        region = faulty_region(failure.code, failure.traceback)
         ask = WRITE_FIX if region is None else WRITE_REGION.format(name=region.name, start=region.start,
                                                                   end=region.end)
         messages += [{"role": "assistant", "content": json.dumps(diagnosis.data)}, {"role": "user", "content": ask}]
@@ -139,9 +141,11 @@ class LlmPatcher:
             text, usage = await self.llm.complete_text(messages, max_tokens=2048, temperature=0.3)
             usages.append(usage)
             code = patched_code(failure.code, region, text)
-            problem = (rejection(code, failure.code) if code is not None
-                       else f"the reply has no function `{region.name if region else ''}`")
-            if problem is None and code is not None:
+            if code is None:
+                problem: str | None = f"the reply has no function named `{region.name if region else 'Mixer'}`"
+            else:
+                problem = rejection(code, failure.code)
+            if code is not None and problem is None:
                 return PatchAttempt(DebugPatched(
                     **caused_by(failure, PRODUCER), attempt=failure.attempt + 1,
                     diagnosis=str(diagnosis.data["diagnosis"]), code=code, diff=unified_diff(failure.code, code),
@@ -156,13 +160,13 @@ class LlmPatcher:
 def patched_code(failed_code: str, region: Region | None, reply: str) -> str | None:
     """The file after the reply: the reply itself when it is a whole file, else the failed file with the faulty
     function replaced by the reply's function of that name (None when the reply has no such function)."""
-    if region is None or find_mixer_source(reply):
+    if region is None or is_whole_file(reply):
         return repair(reply)
     function = function_source(strip_fences(reply), region.name)
     return None if function is None else splice(failed_code, region, function)
 
 
-def find_mixer_source(reply: str) -> bool:
+def is_whole_file(reply: str) -> bool:
     """Whether the reply is a whole mixer file (it defines ``Mixer``) rather than one function."""
     try:
         return find_mixer(ast.parse(strip_fences(reply))) is not None
