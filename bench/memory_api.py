@@ -31,7 +31,7 @@ from services.memory.api import MemoryApiDeps, create_router
 from services.memory.handlers import Memory, apply_pairs
 from services.memory.projection import Projector
 from services.memory.vectors import HashingEmbedder, MiniLMEmbedder, VectorStore
-from shared.embedded import free_port, start_mongo
+from shared.embedded import exit_on_sigterm, free_port, start_mongo
 from shared.store import mongo_client
 from tests.memory.history import build_history, numbered
 
@@ -102,4 +102,5 @@ if __name__ == "__main__":
     parser.add_argument("--project-with", choices=("minilm", "hashing"), default=None,
                         help="embedder that fills the indexes (default: --embedder)")
     args = parser.parse_args()
+    exit_on_sigterm()
     main(args.experiments, args.requests, args.embedder, args.project_with or args.embedder)

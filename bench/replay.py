@@ -22,7 +22,7 @@ from services.memory.handlers import Memory, apply_pairs
 from services.memory.projection import Projector
 from services.memory.vectors import CachingEmbedder, HashingEmbedder, MiniLMEmbedder, VectorStore
 from shared import bus
-from shared.embedded import free_port, start_mongo, start_nats
+from shared.embedded import exit_on_sigterm, free_port, start_mongo, start_nats
 from shared.events import decode
 from shared.store import mongo_client
 from tests.memory.history import build_history
@@ -78,4 +78,5 @@ if __name__ == "__main__":
     parser.add_argument("--experiments", type=int, default=300)
     parser.add_argument("--embedder", choices=("hashing", "minilm"), default="minilm")
     args = parser.parse_args()
+    exit_on_sigterm()
     asyncio.run(main(args.experiments, args.embedder))

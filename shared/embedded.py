@@ -100,6 +100,11 @@ def stop_process_groups(procs: Sequence[subprocess.Popen[bytes]], timeout_s: flo
             proc.wait(timeout=5)
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so a script's ``finally`` blocks stop the servers it started."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
