@@ -17,10 +17,11 @@ from shared.memory_client import Experiment, ExperimentBrief
 REPORT_SCHEMA = {
     "type": "object",
     "properties": {
-        "what_worked": {"type": "string"},
-        "what_failed": {"type": "string"},
-        "why": {"type": "string"},
-        "next": {"type": "string", "description": "one or two concrete changes to try next"},
+        # maxLength: the grammar then closes each string in time (see the judge's schema).
+        "what_worked": {"type": "string", "maxLength": 600},
+        "what_failed": {"type": "string", "maxLength": 600},
+        "why": {"type": "string", "maxLength": 600},
+        "next": {"type": "string", "maxLength": 600, "description": "one or two concrete changes to try next"},
     },
     "required": ["what_worked", "what_failed", "why", "next"],
 }

@@ -40,7 +40,8 @@ class PatchAttempt:
 DIAGNOSIS_SCHEMA = {
     "type": "object",
     "properties": {
-        "diagnosis": {"type": "string", "description": "the cause of the failure and the fix, in one or two sentences"},
+        "diagnosis": {"type": "string", "maxLength": 500,
+                      "description": "the cause of the failure and the fix, in one or two sentences"},
     },
     "required": ["diagnosis"],
 }

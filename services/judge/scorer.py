@@ -11,14 +11,17 @@ from shared.events import TrainSucceeded
 from shared.llm import LlmClient, MalformedOutput
 from shared.memory_client import MemoryClient
 
+# Bounds the grammar can enforce: llama.cpp's schema grammar ignores minimum/maximum but honours an enum, and a
+# string without maxLength lets a small model ramble until max_tokens cuts the JSON off (then every retry fails too).
+SCORES = list(range(1, 11))
 SCORE_SCHEMA = {
     "type": "object",
     "properties": {
-        "performance": {"type": "integer", "minimum": 1, "maximum": 10},
-        "innovation": {"type": "integer", "minimum": 1, "maximum": 10},
-        "complexity": {"type": "integer", "minimum": 1, "maximum": 10,
+        "performance": {"type": "integer", "enum": SCORES},
+        "innovation": {"type": "integer", "enum": SCORES},
+        "complexity": {"type": "integer", "enum": SCORES,
                        "description": "10 = simple and efficient, 1 = convoluted or costly"},
-        "rationale": {"type": "string"},
+        "rationale": {"type": "string", "maxLength": 600},
     },
     "required": ["performance", "innovation", "complexity", "rationale"],
 }

@@ -17,8 +17,10 @@ from shared.mixer_source import ALLOWED_IMPORTS
 IDEA_SCHEMA = {
     "type": "object",
     "properties": {
-        "name": {"type": "string", "description": "short kebab-case name of the new mixer"},
-        "motivation": {"type": "string", "description": "what changes versus the parent and why it should help"},
+        # maxLength: the grammar then closes each string before max_tokens would cut the JSON off.
+        "name": {"type": "string", "maxLength": 60, "description": "short kebab-case name of the new mixer"},
+        "motivation": {"type": "string", "maxLength": 700,
+                       "description": "what changes versus the parent and why it should help"},
     },
     "required": ["name", "motivation"],
 }
