@@ -215,3 +215,24 @@ def splice(code: str, region: Region, replacement: str) -> str:
     body = textwrap.indent(textwrap.dedent(replacement.strip("\n")), " " * region.indent)
     lines = code.splitlines()
     return "\n".join([*lines[:region.start - 1], *body.splitlines(), *lines[region.end:]]) + "\n"
+
+
+# Baselines carry a slow token-by-token reference for their tests. Shown to a small model as part of a parent, it is
+# copied into the fast path (``mixer._output(...)`` inside a chunk function): prompts leave it out.
+REFERENCE_FUNCTIONS = frozenset({"recurrent_reference"})
+
+
+def for_prompt(code: str, drop: frozenset[str] = REFERENCE_FUNCTIONS) -> str:
+    """``code`` without its top-level functions named in ``drop`` (unchanged when it does not parse)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code
+    lines = code.splitlines()
+    dropped: set[int] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in drop:
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            dropped.update(range(start - 1, node.end_lineno or node.lineno))
+    kept = [line for i, line in enumerate(lines) if i not in dropped]
+    return re.sub(r"\n{3,}", "\n\n\n", "\n".join(kept)).rstrip("\n") + "\n"

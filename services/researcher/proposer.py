@@ -15,7 +15,7 @@ from services.researcher.prompts import IDEA_SCHEMA, PROPOSAL_SCHEMA, REVISE, WR
 from shared.events import Event, LlmUsage, ProposalCreated, ProposalRejected, new_event_id, utc_now
 from shared.llm import LlmClient, add_usage, parse_json_reply
 from shared.memory_client import ExperimentBrief, MemoryClient
-from shared.mixer_source import StaticProblem, code_similarity, repair, static_problem
+from shared.mixer_source import StaticProblem, code_similarity, for_prompt, repair, static_problem
 
 log = logging.getLogger(__name__)
 PRODUCER = "researcher"
@@ -66,9 +66,9 @@ class Proposer:
         from_baseline = parent.ref.startswith("baseline:")
         messages = proposal_messages(
             example_name=None if from_baseline else self.example,
-            example_code="" if from_baseline else self.baselines[self.example].read_text(),
+            example_code="" if from_baseline else for_prompt(self.baselines[self.example].read_text()),
             parent_name=parent.name, parent_results=parent.results, parent_motivation=parent.motivation,
-            parent_code=parent.code, parent_analysis=parent.analysis or "(not analysed yet)",
+            parent_code=for_prompt(parent.code), parent_analysis=parent.analysis or "(not analysed yet)",
             references=describe_references(sample.references),
             cognition="\n".join(f"- {hit.label}" for hit in cognition) or "(none retrieved)",
         )

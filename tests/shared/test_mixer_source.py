@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.mixer_source import code_similarity, faulty_region, repair, splice, static_problem
+from shared.mixer_source import code_similarity, faulty_region, for_prompt, repair, splice, static_problem
 
 BASELINES = sorted((Path(__file__).parents[2] / "services" / "engineer" / "baselines").glob("[!_]*.py"))
 
@@ -103,3 +103,12 @@ def test_splice_replaces_the_region_at_its_depth() -> None:
     assert region is not None
     spliced = splice(NESTED, region, "def step(h):\n    return h + 1\n")
     assert spliced == NESTED.replace("return h * 2", "return h + 1")
+
+
+@pytest.mark.parametrize("path", BASELINES, ids=lambda p: p.stem)
+def test_prompts_show_baselines_without_their_slow_reference(path: Path) -> None:
+    shown = for_prompt(path.read_text())
+    assert "def recurrent_reference" not in shown and "mixer._" not in shown
+    assert static_problem(shown) is None and "class Mixer" in shown
+    assert for_prompt(shown) == shown
+    assert for_prompt("def broken(:\n") == "def broken(:\n"
