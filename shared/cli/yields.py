@@ -224,7 +224,8 @@ def rows(table: YieldTable) -> list[tuple[str, str]]:
         ("LLM", f"{llm.tasks} agent tasks, {llm.prompt_tokens:,} prompt + {llm.completion_tokens:,} completion tokens, "
                 f"{llm.completion_tokens_per_s:.1f} completion tok/s end to end"),
         ("wall time", f"{table.wall_seconds / 60:.1f} min" + ("" if table.finished else " (still running)")),
-        ("in the LLM", f"{llm.seconds / 60:.1f} min = {table.share(llm.seconds):.0%} of wall time"),
-        ("in training", f"{table.training_seconds / 60:.1f} min = {table.share(table.training_seconds):.0%} of "
+        # Summed over agents, which run side by side: the share can pass 100%.
+        ("LLM busy time", f"{llm.seconds / 60:.1f} min = {table.share(llm.seconds):.0%} of wall time"),
+        ("training time", f"{table.training_seconds / 60:.1f} min = {table.share(table.training_seconds):.0%} of "
                         "wall time"),
     ]
