@@ -197,9 +197,7 @@ def campaign_stop(
 ) -> None:
     """Stop a campaign: no new proposals; experiments in flight finish."""
     target = stack_endpoints(data_dir)
-    campaign_id = campaign_id or campaign.latest_campaign(target)
-    if campaign_id is None:
-        raise campaign.CampaignError("no campaign to stop")
+    campaign_id = chosen_campaign(target, campaign_id)
     campaign.stop(target, campaign_id)
     out.print(f"campaign {campaign_id} stopped")
 
@@ -212,7 +210,7 @@ def campaign_status(
 ) -> None:
     """Leaderboard, yield and spend of a campaign."""
     target = stack_endpoints(data_dir)
-    campaign_id = campaign_id or campaign.latest_campaign(target)
+    campaign_id = chosen_campaign(target, campaign_id)
     print_campaign(campaign.report(target, campaign_id, top), target.data_dir / "gallery")
 
 
@@ -226,9 +224,7 @@ def campaign_yield(
 ) -> None:
     """What a campaign yielded (proposed, rejected, fixed, trained, beat the reference) and where its time went."""
     target = stack_endpoints(data_dir)
-    campaign_id = campaign_id or campaign.latest_campaign(target)
-    if campaign_id is None:
-        raise campaign.CampaignError("no campaign yet")
+    campaign_id = chosen_campaign(target, campaign_id)
     events = asyncio.run(yields.campaign_events(target.nats_url))
     profile = next((e.profile for e in events if isinstance(e, CampaignStarted) and e.campaign_id == campaign_id), "")
     ref = yields.reference_from_summary(target.data_dir / "baselines" / profile / "summary.json", reference)
@@ -243,6 +239,14 @@ def campaign_yield(
     for what, value in yields.rows(table):
         view.add_row(what, value)
     out.print(view)
+
+
+def chosen_campaign(target: stack.Endpoints, campaign_id: str | None) -> str:
+    """The campaign named, else the latest one."""
+    chosen = campaign_id or campaign.latest_campaign(target)
+    if chosen is None:
+        raise campaign.CampaignError("no campaign yet: start one with `asiarch campaign start`")
+    return chosen
 
 
 def print_campaign(report: campaign.CampaignReport, gallery: Path) -> None:

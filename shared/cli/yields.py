@@ -143,7 +143,8 @@ def _count(table: YieldTable, event: Event, started: dict[tuple[str, int], Event
         table.proposed += 1
     elif isinstance(event, ProposalRejected):
         # The engineer rejects proposals that were already counted as created; the researcher's are new.
-        table.proposed += event.producer == "researcher"
+        if event.producer == "researcher":
+            table.proposed += 1
         table.rejected[event.reason] += 1
     elif isinstance(event, TrainStarted):
         started[(event.experiment_id, event.attempt)] = event
