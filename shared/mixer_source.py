@@ -206,8 +206,13 @@ def faulty_region(code: str, traceback_text: str) -> Region | None:
     if not holders:
         return None
     inner = max(holders, key=lambda node: node.lineno)
-    start = min([inner.lineno, *(d.lineno for d in inner.decorator_list)])
-    return Region(inner.name, start, inner.end_lineno or inner.lineno, inner.col_offset, line)
+    start, end = def_lines(inner)
+    return Region(inner.name, start, end, inner.col_offset, line)
+
+
+def def_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[int, int]:
+    """First and last line (1-based, inclusive) of a function, its decorators included."""
+    return min([node.lineno, *(d.lineno for d in node.decorator_list)]), node.end_lineno or node.lineno
 
 
 def splice(code: str, region: Region, replacement: str) -> str:
@@ -232,7 +237,7 @@ def for_prompt(code: str, drop: frozenset[str] = REFERENCE_FUNCTIONS) -> str:
     dropped: set[int] = set()
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in drop:
-            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-            dropped.update(range(start - 1, node.end_lineno or node.lineno))
+            start, end = def_lines(node)
+            dropped.update(range(start - 1, end))
     kept = [line for i, line in enumerate(lines) if i not in dropped]
     return re.sub(r"\n{3,}", "\n\n\n", "\n".join(kept)).rstrip("\n") + "\n"

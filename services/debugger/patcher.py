@@ -22,7 +22,16 @@ from string import Template
 from shared.events import DebugPatched, LlmUsage, TrainFailed, caused_by
 from shared.llm import LlmClient, MalformedOutput, add_usage
 from shared.memory_client import FailureHit, MemoryClient
-from shared.mixer_source import Region, faulty_region, find_mixer, repair, splice, static_problem, strip_fences
+from shared.mixer_source import (
+    Region,
+    def_lines,
+    faulty_region,
+    find_mixer,
+    repair,
+    splice,
+    static_problem,
+    strip_fences,
+)
 
 log = logging.getLogger(__name__)
 PRODUCER = "debugger"
@@ -183,9 +192,8 @@ def function_source(text: str, name: str) -> str | None:
         return None
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
-            lines = textwrap.dedent(text).splitlines()
-            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-            return "\n".join(lines[start - 1:node.end_lineno])
+            start, end = def_lines(node)
+            return "\n".join(textwrap.dedent(text).splitlines()[start - 1:end])
     return None
 
 
