@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import hashlib
 import json
 import logging
 import textwrap
@@ -36,6 +37,9 @@ from shared.mixer_source import (
 log = logging.getLogger(__name__)
 PRODUCER = "debugger"
 TRACEBACK_CHARS = 2500
+# A small model asked again at a low temperature mostly returns the same (often unchanged) function; each retry
+# samples wider.
+RETRY_TEMPERATURES = (0.3, 0.7, 1.0)
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ class LlmPatcher:
         self.llm = llm
         self.memory = memory
 
-    async def patch(self, failure: TrainFailed, tries: int = 2) -> PatchAttempt:
+    async def patch(self, failure: TrainFailed) -> PatchAttempt:
         if not failure.code:
             return PatchAttempt(None)
         similar = await self.memory.similar_failures(f"{failure.error_kind}: {failure.message}\n{failure.traceback}")
@@ -139,7 +143,8 @@ class LlmPatcher:
         region = faulty_region(failure.code, failure.traceback)
         messages = patch_messages(failure, similar, region)
         try:
-            diagnosis = await self.llm.complete_json(messages, DIAGNOSIS_SCHEMA, max_tokens=300, temperature=0.3)
+            diagnosis = await self.llm.complete_json(messages, DIAGNOSIS_SCHEMA, max_tokens=300, temperature=0.3,
+                                                     seed=patch_seed(failure))
         except MalformedOutput as exc:
             log.info("%s: no usable diagnosis: %s", failure.experiment_id, exc)
             return PatchAttempt(None)
@@ -147,8 +152,9 @@ class LlmPatcher:
         ask = WRITE_FIX if region is None else WRITE_REGION.format(name=region.name, start=region.start,
                                                                   end=region.end)
         messages += [{"role": "assistant", "content": json.dumps(diagnosis.data)}, {"role": "user", "content": ask}]
-        for _ in range(tries):
-            text, usage = await self.llm.complete_text(messages, max_tokens=2048, temperature=0.3)
+        for index, temperature in enumerate(RETRY_TEMPERATURES):
+            text, usage = await self.llm.complete_text(messages, max_tokens=2048, temperature=temperature,
+                                                       seed=patch_seed(failure) + 8 + index)
             usages.append(usage)
             code = patched_code(failure.code, region, text)
             if code is None:
@@ -165,6 +171,14 @@ class LlmPatcher:
             messages += [{"role": "assistant", "content": text[:6000]},
                          {"role": "user", "content": RETRY.format(problem=problem)}]
         return PatchAttempt(None, add_usage(*usages))
+
+
+def patch_seed(failure: TrainFailed) -> int:
+    """A sampling seed per experiment and attempt: a restarted debugger replays its own samples, while the next
+    attempt at the same experiment (or another experiment's same error) samples afresh. Spaced by 16: the diagnosis's
+    own retries take the first few seeds, the code replies the ones from 8 on."""
+    digest = hashlib.sha256(f"{failure.experiment_id}/{failure.attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") * 16
 
 
 def patched_code(failed_code: str, region: Region | None, reply: str) -> str | None:

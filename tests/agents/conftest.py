@@ -29,11 +29,13 @@ class ScriptedBackend:
     model_name: str = "scripted"
     seen: list[list[Message]] = field(default_factory=list)
     seeds: list[int | None] = field(default_factory=list)
+    temperatures: list[float] = field(default_factory=list)
 
     async def chat(self, messages: list[Message], *, schema: dict[str, Any] | None, max_tokens: int,
                    temperature: float, seed: int | None = None) -> Completion:
         self.seen.append(list(messages))
         self.seeds.append(seed)
+        self.temperatures.append(temperature)
         reply = self.replies.pop(0)
         text = reply if isinstance(reply, str) else json.dumps(reply)
         return Completion(text=text, prompt_tokens=50, completion_tokens=len(text) // 4)

@@ -61,10 +61,13 @@ async def test_the_debugger_patches_with_context_and_a_diff(world: MemoryWorld) 
 
 async def test_the_debugger_gives_up_when_patches_are_unchanged_or_attempts_run_out(world: MemoryWorld) -> None:
     failed = failure(world)
-    llm, backend = scripted({"diagnosis": "looks fine"}, SLOW, SLOW)
+    llm, backend = scripted({"diagnosis": "looks fine"}, SLOW, SLOW, SLOW)
     outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
     assert [type(e) for e in outputs] == [DebugGaveUp]
     assert "the code is unchanged" in backend.seen[2][-1]["content"]
+    # Each retry samples wider, with its own seed, so a refused patch is not simply asked for again.
+    assert backend.temperatures[1:] == sorted(backend.temperatures[1:]) and backend.temperatures[-1] > 0.9
+    assert len(set(backend.seeds)) == len(backend.seeds) and None not in backend.seeds
     gave_up = outputs[0]
     assert isinstance(gave_up, DebugGaveUp) and gave_up.llm is not None and gave_up.llm.completion_tokens > 0
     llm, backend = scripted()
