@@ -10,11 +10,11 @@ from shared.events import CampaignStarted, Event
 from shared.llm import LlmBackend, LlmClient, LlmSettings, build_backend
 from shared.memory_client import MemoryClient
 from shared.service import Runtime
-from shared.settings import DEFAULT_HTTP_PORTS, ServiceSettings
+from shared.settings import ServiceSettings
 
 
 class AgentSettings(ServiceSettings, LlmSettings):
-    memory_url: str = f"http://127.0.0.1:{DEFAULT_HTTP_PORTS['memory']}"
+    """An LLM agent's settings: a service's (memory's address among them) and the LLM client's."""
 
 
 def agent_clients(runtime: Runtime) -> tuple[LlmClient, MemoryClient]:

@@ -133,7 +133,7 @@ class TrainStarted(Event, frozen=True, kw_only=True, tag="train.started.v1"):
     profile: str = ""
 
 
-class TrainSucceeded(Event, frozen=True, kw_only=True, tag="train.succeeded.v1"):
+class TrainSucceeded(Event, frozen=True, kw_only=True, tag="train.succeeded.v1", omit_defaults=True):
     attempt: int
     profile: str
     curve: tuple[CurvePoint, ...]
@@ -148,6 +148,9 @@ class TrainSucceeded(Event, frozen=True, kw_only=True, tag="train.succeeded.v1")
     cpu_core_seconds: float
     checkpoint_path: str
     worker_host: str = ""
+    # Added compatibly (omitted when empty): the checks' behaviour signature, outputs on a fixed probe. Later
+    # candidates that compute the same are rejected as duplicates before they train.
+    behaviour: tuple[float, ...] = ()
 
 
 ErrorKind = Literal[

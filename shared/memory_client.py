@@ -103,6 +103,16 @@ class FailureSearch(_Doc):
     hits: list[FailureHit] = []
 
 
+class Behaviour(_Doc, kw_only=True):
+    experiment_id: str
+    name: str = ""
+    behaviour: list[float]
+
+
+class Behaviours(_Doc):
+    items: list[Behaviour] = []
+
+
 class MemoryClient:
     def __init__(self, base_url: str, timeout_s: float = 30.0,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -140,3 +150,8 @@ class MemoryClient:
         result = await self._get("/failures/search", {"q": query[:4000], "k": k, "only_fixed": only_fixed},
                                  FailureSearch)
         return result.hits if result else []
+
+    async def behaviours(self, profile: str) -> list[Behaviour]:
+        """Trained mixers' behaviour signatures at the profile."""
+        result = await self._get("/behaviours", {"profile": profile}, Behaviours)
+        return result.items if result else []

@@ -41,6 +41,8 @@ class ServiceSettings(CommonSettings):
     service_name: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)
+    # Where the services that query memory (the agents, and the engineer for its duplicate check) find its API.
+    memory_url: str = f"http://127.0.0.1:{DEFAULT_HTTP_PORTS['memory']}"
     # JetStream delivery policy for the service's durable consumer. A long handler heartbeats its message every
     # ack_wait/3, so ack_wait only bounds how long a message held by a dead instance waits to be redelivered.
     max_deliver: int = Field(default=5, ge=1)

@@ -28,7 +28,7 @@ from services.engineer.profiles import Profile
 
 CHECK_KINDS = frozenset(
     {"syntax", "contract", "causality", "complexity", "params", "batch", "efficiency", "nan", "timeout",
-     "memory", "runtime"}
+     "memory", "runtime", "duplicate"}
 )
 # Fitted log-log exponent above which a mixer counts as quadratic. Linear mixers measure ~1.0, softmax
 # attention ~1.8-2.0 at the lengths below; 1.5 sits in the middle of that gap.
@@ -53,6 +53,7 @@ class CheckReport:
     message: str = ""
     measurements: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    behaviour: list[float] = field(default_factory=list)
 
     def raise_for_failure(self) -> None:
         if not self.passed:
@@ -305,11 +306,61 @@ def check_complexity(
     return measurements
 
 
+# ───────────────────────────── behaviour ─────────────────────────────
+
+# Two mixers whose outputs agree this closely on the probe compute the same function (float noise of the same
+# operations differs by ~1e-7; any real change to the computation moves outputs by far more).
+SAME_BEHAVIOUR_RTOL = 1e-4
+SAME_BEHAVIOUR_ATOL = 1e-5
+# Every parameter is nudged by this much random noise before probing, so a new branch whose gate is initialised to
+# zero (silent at init, learnt later) still shows in the outputs.
+PROBE_PERTURBATION = 0.02
+
+
+def behaviour_signature(cls: Callable[..., nn.Module], d_model: int, n_heads: int) -> list[float]:
+    """A fixed sample of the mixer's outputs on a fixed input, with seeded, perturbed parameters.
+
+    A copy that only renames, reformats, reorders helpers or adds dead code computes the same outputs; a real
+    change does not. (A copy that creates its parameters in another order is initialised differently and is not
+    recognised: this errs towards training a duplicate, never towards rejecting a new idea.)
+    """
+    mixer = build_mixer(cls, d_model, n_heads)
+    x = torch.randn(2, 24, d_model, generator=torch.Generator().manual_seed(4321))
+    noise = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for parameter in (p for p in mixer.parameters() if p.is_floating_point()):
+            parameter.add_(torch.randn(parameter.shape, generator=noise, dtype=parameter.dtype) * PROBE_PERTURBATION)
+        out = call_mixer(mixer, x)
+    return [float(v) for v in out[:, ::5, :8].reshape(-1)]
+
+
+def same_behaviour(a: list[float], b: list[float]) -> bool:
+    if len(a) != len(b) or not a:
+        return False
+    left, right = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    return bool(torch.allclose(left, right, rtol=SAME_BEHAVIOUR_RTOL, atol=SAME_BEHAVIOUR_ATOL))
+
+
+def check_distinct(signature: list[float], known: dict[str, list[float]]) -> None:
+    """Fail as a duplicate when the signature matches a known mixer's (label -> signature)."""
+    for label, other in known.items():
+        if same_behaviour(signature, other):
+            raise CheckFailed(
+                "duplicate",
+                f"its outputs equal {label}'s on a fixed probe (within rtol {SAME_BEHAVIOUR_RTOL:g}): the same "
+                "computation as an existing mixer, so training it would measure nothing new",
+            )
+
+
 # ───────────────────────────── orchestration ─────────────────────────────
 
 
-def run_checks(source_path: str | Path, profile: Profile, vocab_size: int | None = None) -> CheckReport:
-    """Run every pre-training check on the file; stops at the first failure. Runs candidate code: sandbox only."""
+def run_checks(source_path: str | Path, profile: Profile, vocab_size: int | None = None,
+               distinct_from: dict[str, list[float]] | None = None) -> CheckReport:
+    """Run every pre-training check on the file; stops at the first failure. Runs candidate code: sandbox only.
+
+    With ``distinct_from`` (label -> behaviour signature), a mixer that behaves like one of them fails as a
+    duplicate; the report carries the mixer's own signature either way once the other checks passed."""
     from services.engineer.candidate import load_module  # executes the file
 
     start = time.perf_counter()
@@ -330,6 +381,8 @@ def run_checks(source_path: str | Path, profile: Profile, vocab_size: int | None
         report.measurements |= check_batch(mixer, d)
         report.measurements |= check_params(lambda dm, nh: cls(dm, nh), profile, vocab_size)
         report.measurements |= check_complexity(cls, d, h)
+        report.behaviour = behaviour_signature(cls, d, h)
+        check_distinct(report.behaviour, distinct_from or {})
     except CheckFailed as exc:
         report.passed, report.kind, report.message = False, exc.kind, exc.message
     except (torch.OutOfMemoryError, MemoryError) as exc:

@@ -24,6 +24,7 @@ from shared.mixer_source import CANDIDATE_FILE
 
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.jsonl"
+DISTINCT_FROM_FILE = "distinct_from.json"
 # Beyond the profile's training time limit: start-up, checks, evaluation and the checkpoint.
 WALL_MARGIN_S = 300.0
 LOG_TAIL_CHARS = 3000
@@ -59,6 +60,8 @@ class Outcome(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     reference_step_seconds: float = 0.0
     log_tail: str = ""
     wall_s: float = 0.0
+    # The checks' behaviour signature (see checks.behaviour_signature); empty when the checks did not get that far.
+    behaviour: list[float] = []
 
     @property
     def succeeded(self) -> bool:
@@ -81,6 +84,16 @@ class ExperimentSpec:
     eval_samples: int = -1
     max_tokens: int = 0
     extra_args: list[str] = field(default_factory=list)
+    # Candidates (not the baselines themselves) must behave unlike the baselines and these earlier mixers.
+    distinct_from: dict[str, list[float]] | None = None
+
+    def distinct_args(self) -> list[str]:
+        """The runner's arguments for the duplicate check; writes the signatures it reads into the run dir."""
+        if self.distinct_from is None:
+            return []
+        path = self.run_dir / DISTINCT_FROM_FILE
+        path.write_text(json.dumps(self.distinct_from))
+        return ["--distinct-from", str(path), "--distinct-from-baselines"]
 
     def limits(self) -> SandboxLimits:
         max_train = get_profile(self.profile).max_train_seconds or 24 * 3600.0
@@ -90,7 +103,8 @@ class ExperimentSpec:
         return ["--source", str(source), "--profile", self.profile, "--data-dir", str(self.data_dir.resolve()),
                 "--run-dir", str(self.run_dir), "--threads", str(self.threads),
                 "--reference-step-seconds", str(self.reference_step_seconds),
-                "--eval-samples", str(self.eval_samples), "--max-tokens", str(self.max_tokens), *self.extra_args]
+                "--eval-samples", str(self.eval_samples), "--max-tokens", str(self.max_tokens), *self.extra_args,
+                *self.distinct_args()]
 
 
 def read_outcome(run_dir: Path, sandbox: SandboxResult) -> Outcome:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,8 +34,10 @@ from shared.events import (
     TrainSucceeded,
     caused_by,
 )
+from shared.memory_client import MemoryClient, MemoryUnavailable
 from shared.mixer_source import static_problem
 
+log = logging.getLogger(__name__)
 PRODUCER = "engineer"
 CAMPAIGNS = "engineer_campaigns"
 ERROR_KINDS = frozenset(get_args(ErrorKind))
@@ -51,6 +54,8 @@ class Engineer:
     max_tokens: int = 0
     eval_samples: int = -1
     host: str = socket.gethostname()
+    # Where trained mixers' behaviour signatures come from; None compares candidates with the baselines only.
+    memory: MemoryClient | None = None
 
     def profile_for(self, campaign_id: str) -> str:
         doc = self.db[CAMPAIGNS].find_one({"_id": campaign_id})
@@ -71,12 +76,26 @@ class Engineer:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
             self.reference_file(profile).write_text(json.dumps({"seconds": seconds}))
 
-    def spec(self, event: ProposalCreated | DebugPatched, profile: str, attempt: int) -> ExperimentSpec:
+    async def known_behaviours(self, profile: str, experiment_id: str) -> dict[str, list[float]]:
+        """Earlier trained mixers' signatures (label -> signature), the candidate's own experiment left out so a
+        redelivered candidate is not its own duplicate. Without memory only the baselines are compared."""
+        if self.memory is None:
+            return {}
+        try:
+            known = await self.memory.behaviours(profile)
+        except MemoryUnavailable as exc:
+            log.warning("%s: compared with the baselines only: %s", experiment_id, exc)
+            return {}
+        return {f"experiment {b.experiment_id} ({b.name})": b.behaviour for b in known
+                if b.experiment_id != experiment_id}
+
+    def spec(self, event: ProposalCreated | DebugPatched, profile: str, attempt: int,
+             distinct_from: dict[str, list[float]]) -> ExperimentSpec:
         return ExperimentSpec(
             code=event.code, profile=profile, data_dir=self.corpus_dir,
             run_dir=(self.runs_dir / event.experiment_id / f"attempt-{attempt}").resolve(), threads=self.threads,
             reference_step_seconds=self.reference_step_seconds(profile), memory_bytes=self.memory_bytes,
-            max_tokens=self.max_tokens, eval_samples=self.eval_samples,
+            max_tokens=self.max_tokens, eval_samples=self.eval_samples, distinct_from=distinct_from,
         )
 
 
@@ -103,8 +122,13 @@ async def on_candidate(engineer: Engineer, event: Event, delivery: Delivery) -> 
     device = "cuda" if await asyncio.to_thread(cuda_available) else "cpu"
     await delivery.emit(TrainStarted(**caused_by(event, PRODUCER, 0), attempt=attempt, worker_host=engineer.host,
                                      device=device, profile=profile))
-    outcome = await asyncio.to_thread(run_experiment, engineer.spec(event, profile, attempt))
+    known = await engineer.known_behaviours(profile, event.experiment_id)
+    outcome = await asyncio.to_thread(run_experiment, engineer.spec(event, profile, attempt, known))
     engineer.remember_reference(profile, outcome.reference_step_seconds)
+    if outcome.error_kind == "duplicate":
+        # Not a failure to debug: the idea is already measured, so the proposal ends here.
+        metrics.PROPOSALS_REJECTED.labels(PRODUCER, "duplicate").inc()
+        return (ProposalRejected(**caused_by(event, PRODUCER, 1), reason="duplicate", detail=outcome.message),)
     count(outcome, attempt)
     return (report(engineer, event, outcome, profile, attempt),)
 
@@ -135,6 +159,7 @@ def report(engineer: Engineer, event: ProposalCreated | DebugPatched, outcome: O
             train_loss=m.final_train_loss, val_loss=m.final_val_loss, benchmarks=outcome.benchmarks(),
             params=m.params, tokens=m.tokens, tokens_per_s=m.tok_per_s, device=m.device, gpu_seconds=m.gpu_seconds,
             cpu_core_seconds=m.cpu_core_seconds, checkpoint_path=m.checkpoint_path or "", worker_host=engineer.host,
+            behaviour=tuple(outcome.behaviour),
         )
     kind = outcome.error_kind if outcome.error_kind in ERROR_KINDS else "runtime"
     return TrainFailed(

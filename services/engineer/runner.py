@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
+from services.engineer.baselines import BASELINES, load_baseline
 from services.engineer.candidate import mixer_factory
-from services.engineer.checks import CheckFailed, run_checks
+from services.engineer.checks import CheckFailed, behaviour_signature, run_checks
 from services.engineer.data import load_token_data
 from services.engineer.model import LanguageModel, MixerFactory, ModelConfig
 from services.engineer.profiles import Profile, get_profile
@@ -43,7 +44,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="override the profile's seed")
     parser.add_argument("--allow-quadratic", action="store_true",
                         help="the softmax reference: train even if the complexity check fails, with no step-time limit")
+    parser.add_argument("--distinct-from", type=Path, default=None,
+                        help="JSON {label: behaviour signature}: a candidate that behaves like one fails as duplicate")
+    parser.add_argument("--distinct-from-baselines", action="store_true",
+                        help="a candidate that behaves like a built-in baseline fails as duplicate")
     return parser.parse_args(argv)
+
+
+def known_behaviours(args: argparse.Namespace, profile: Profile) -> dict[str, list[float]]:
+    """The signatures a candidate must differ from: the given file's, and the baselines' computed here."""
+    known: dict[str, list[float]] = json.loads(args.distinct_from.read_text()) if args.distinct_from else {}
+    if args.distinct_from_baselines:
+        for name in BASELINES:
+            mixer_cls = load_baseline(name).Mixer
+            known[f"the {name} baseline"] = behaviour_signature(mixer_cls, profile.d_model, profile.n_heads)
+    return known
 
 
 class ProgressFile:
@@ -103,7 +118,7 @@ def experiment(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_token_data(args.data_dir, profile.name)
-    report = run_checks(args.source, profile, data.vocab_size)
+    report = run_checks(args.source, profile, data.vocab_size, known_behaviours(args, profile))
     if not (args.allow_quadratic and report.kind == "complexity"):
         report.raise_for_failure()
     reference = args.reference_step_seconds or measure_step_seconds(
@@ -117,7 +132,8 @@ def experiment(args: argparse.Namespace) -> dict[str, Any]:
                    reference_step_seconds=step_limit_reference, progress=ProgressFile(args.run_dir / "progress.jsonl"),
                    evaluate=evaluate, flags={"source": str(args.source), "profile": profile.name})
     return {"status": "succeeded", "error_kind": None, "message": "", "traceback": "",
-            "checks": report.to_dict(), "metrics": result.to_dict(), "reference_step_seconds": reference}
+            "checks": report.to_dict(), "metrics": result.to_dict(), "reference_step_seconds": reference,
+            "behaviour": report.behaviour}
 
 
 def failure(kind: str, message: str, partial: dict[str, Any] | None = None, trace: str = "") -> dict[str, Any]:

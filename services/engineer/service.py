@@ -12,6 +12,7 @@ from services.engineer.handlers import ERROR_KINDS, Engineer, on_campaign_starte
 from services.engineer.sandbox import GIB
 from shared import metrics
 from shared.events import CampaignStarted, DebugPatched, ProposalCreated
+from shared.memory_client import MemoryClient
 from shared.service import Runtime, ServiceSpec, Wiring
 from shared.settings import ServiceSettings
 
@@ -40,13 +41,15 @@ class EngineerSettings(ServiceSettings):
 async def bootstrap(runtime: Runtime) -> Wiring:
     settings = runtime.settings
     assert isinstance(settings, EngineerSettings)
+    memory = MemoryClient(settings.memory_url)
+    runtime.exit_stack.push_async_callback(memory.aclose)
     engineer = Engineer(
         db=runtime.db, corpus_dir=settings.corpus(), runs_dir=settings.data_dir / "runs",
         default_profile=settings.profile, threads=settings.train_threads,
         memory_bytes=int(settings.memory_limit_gib * GIB), max_tokens=settings.max_tokens,
-        eval_samples=settings.eval_samples,
+        eval_samples=settings.eval_samples, memory=memory,
     )
-    metrics.init_engineer(settings.service_name, tuple(sorted(ERROR_KINDS)), ("syntax", "contract"))
+    metrics.init_engineer(settings.service_name, tuple(sorted(ERROR_KINDS)), ("syntax", "contract", "duplicate"))
     candidate = partial(on_candidate, engineer)
     return Wiring(handlers={
         CampaignStarted: partial(on_campaign_started, engineer),

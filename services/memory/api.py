@@ -156,6 +156,17 @@ class SearchHit(_Model):
     page: int | None = None
 
 
+class BehaviourOut(_Model):
+    experiment_id: str = Field(validation_alias="_id")
+    name: str = ""
+    behaviour: list[float]
+
+
+class BehavioursOut(_Model):
+    profile: str
+    items: list[BehaviourOut]
+
+
 class SearchResult(_Model):
     index: str
     query: str
@@ -271,6 +282,14 @@ def _experiment_routes(router: APIRouter, get_deps: Callable[[], MemoryApiDeps])
         parent = ExperimentSummary.model_validate(sample.parent) if sample.parent else None
         return ParentSampleOut(strategy=sample.strategy, seed=seed, ranked=sample.ranked, parent=parent,
                                references=_summaries(sample.references), ucb_scores=sample.ucb_scores)
+
+    @router.get("/behaviours", response_model=BehavioursOut, summary="Trained mixers' behaviour signatures")
+    def behaviours(
+        profile: str = Query(min_length=1, description="the training profile the signatures were probed at"),
+        deps: MemoryApiDeps = Depends(get_deps),
+    ) -> BehavioursOut:
+        return BehavioursOut(profile=profile, items=[BehaviourOut.model_validate(doc)
+                                                     for doc in queries.behaviours(deps.db, profile)])
 
     @router.get("/stats", response_model=StatsOut, response_model_by_alias=True, summary="Campaign statistics")
     def stats(

@@ -368,12 +368,15 @@ class Projector:
         benchmarks = {k: float(v) for k, v in sorted(event.benchmarks.items())}
 
         def change(doc: Doc) -> Doc:
-            return {
+            fields: Doc = {
                 "status": "trained", "profile": event.profile, "train": train, "val_loss": train["val_loss"],
                 "benchmarks": benchmarks, "bench_mean": bench_mean(benchmarks),
                 "attempts": max(doc.get("attempts", 0), event.attempt), "finished_at": event.occurred_at,
                 "spend": _add_spend(doc.get("spend"), gpu=event.gpu_seconds, cpu=event.cpu_core_seconds),
             }
+            if event.behaviour:
+                fields["behaviour"] = list(event.behaviour)
+            return fields
 
         self._update_experiment(event, seq, change)
 

@@ -59,6 +59,13 @@ def get_experiment(db: Database, experiment_id: str) -> Doc | None:
     return db[EXPERIMENTS].find_one({"_id": experiment_id})
 
 
+def behaviours(db: Database, profile: str) -> list[Doc]:
+    """Every trained experiment of the profile with its behaviour signature (id, name, behaviour)."""
+    cursor = db[EXPERIMENTS].find({"profile": profile, "behaviour": {"$exists": True}},
+                                  {"_id": 1, "name": 1, "behaviour": 1}).sort("_id", 1)
+    return list(cursor)
+
+
 @dataclass
 class Lineage:
     parents: list[Doc]

@@ -3,7 +3,8 @@
 Events must flow through every service: the researcher proposes with the LLM, the engineer trains in the sandbox,
 the debugger patches a failure with the LLM, the analyst and the judge report with the LLM, memory computes the
 fitness, and the researcher stops the campaign at its budget. Two proposals are injected beside the researcher's
-(one that trains, one with a shape bug) so the success and the failure paths run whatever the small model writes.
+(a GLA variant that trains, one with a shape bug) so the success and the failure paths run whatever the small model
+writes.
 A real Prometheus scrapes the stack meanwhile, and every dashboard panel's query must return data.
 """
 
@@ -20,7 +21,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.engineer.baselines import BASELINES
 from shared import bus
 from shared.embedded import free_port
 from shared.events import (
@@ -46,6 +46,7 @@ from shared.models import pull
 from shared.observability import prometheus_binary
 from shared.supervisor import StackState, pid_alive
 from tests.e2e.test_stack import asiarch, stack_env, wait_until
+from tests.engineer.variants import gla_variant
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "ops" / "grafana" / "dashboards"
 SHAPE_BUG = Path(__file__).resolve().parents[1] / "engineer" / "fixtures" / "bad_mixers" / "shape_bug.py"
@@ -62,7 +63,7 @@ def model() -> str:
 async def inject(nats_url: str, campaign_id: str) -> None:
     nc = await bus.connect(nats_url, "test")
     js = nc.jetstream()
-    for name, code in (("gla-copy", BASELINES["gla"].read_text()), ("shape-bug", SHAPE_BUG.read_text())):
+    for name, code in (("gla-variant", gla_variant()), ("shape-bug", SHAPE_BUG.read_text())):
         await bus.publish(js, ProposalCreated(
             event_id=new_event_id(), occurred_at=utc_now(), producer="test", campaign_id=campaign_id,
             experiment_id=f"injected-{name}", name=name, motivation="injected by the test", code=code,

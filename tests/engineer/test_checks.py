@@ -9,15 +9,18 @@ import pytest
 import torch
 from torch import nn
 
-from services.engineer.baselines import baseline_path
+from services.engineer.baselines import BASELINES, baseline_path
+from services.engineer.candidate import load_module
 from services.engineer.checks import (
     CheckFailed,
+    behaviour_signature,
     build_mixer,
     check_batch,
     check_causality,
     check_signature,
     check_syntax,
     run_checks,
+    same_behaviour,
 )
 from services.engineer.profiles import PROFILES
 
@@ -117,3 +120,48 @@ def test_gradient_leak_is_caught() -> None:
     with pytest.raises(CheckFailed) as info:
         check_causality(build_mixer(GradLeak, 16, 2), 16)
     assert info.value.kind == "causality" and "d out" in info.value.message
+
+
+GLA = BASELINES["gla"].read_text()
+# Renamed helpers, a reflowed signature and dead code: the same computation.
+COSMETIC_GLA = (GLA.replace("_project", "_projections").replace("chunked_gla", "chunked_gated_attention")
+                .replace("gate_rank: int = 16, gate_norm", "gate_rank: int = 16,\n        gate_norm")
+                + "\n\ndef unused(x: torch.Tensor) -> torch.Tensor:\n    return x * 2\n")
+# A new branch whose gate starts at zero: silent at init, so only perturbed parameters reveal it.
+ZERO_GATED_GLA = (GLA.replace("        self.head_norm = nn.RMSNorm(self.head_dim)\n",
+                              "        self.head_norm = nn.RMSNorm(self.head_dim)\n"
+                              "        self.skip_gate = nn.Parameter(torch.zeros(d_model))\n")
+                  .replace("        return self._output(o.to(x.dtype), x)\n",
+                           "        return self._output(o.to(x.dtype), x) + self.skip_gate * x\n"))
+
+
+def signature_of(code: str, tmp_path: Path, name: str) -> list[float]:
+    path = tmp_path / f"{name}.py"
+    path.write_text(code)
+    return behaviour_signature(load_module(path).Mixer, SMOKE.d_model, SMOKE.n_heads)
+
+
+def test_behaviour_tells_a_cosmetic_copy_from_a_real_change(tmp_path: Path) -> None:
+    assert COSMETIC_GLA != GLA and ZERO_GATED_GLA.count("skip_gate") == 2
+    original = signature_of(GLA, tmp_path, "original")
+    assert same_behaviour(signature_of(COSMETIC_GLA, tmp_path, "cosmetic"), original)
+    assert not same_behaviour(signature_of(ZERO_GATED_GLA, tmp_path, "zero_gated"), original)
+    assert same_behaviour(signature_of(GLA, tmp_path, "again"), original)  # deterministic
+
+
+def test_every_baseline_behaves_unlike_every_other(tmp_path: Path) -> None:
+    signatures = {name: signature_of(path.read_text(), tmp_path, name) for name, path in BASELINES.items()}
+    for name, signature in signatures.items():
+        assert [other for other, theirs in signatures.items() if same_behaviour(signature, theirs)] == [name]
+
+
+def test_a_copy_fails_as_a_duplicate_naming_what_it_copies(tmp_path: Path) -> None:
+    path = tmp_path / "copy.py"
+    path.write_text(COSMETIC_GLA)
+    known = {"the gla baseline": signature_of(GLA, tmp_path, "gla")}
+    report = run_checks(path, SMOKE, distinct_from=known)
+    assert (report.passed, report.kind) == (False, "duplicate") and "the gla baseline" in report.message
+    path.write_text(ZERO_GATED_GLA)
+    report = run_checks(path, SMOKE, distinct_from=known)
+    assert report.passed, report.message
+    assert len(report.behaviour) == 2 * 5 * 8

@@ -28,6 +28,7 @@ from shared.events import (
     utc_now,
 )
 from shared.store import MongoLedger, mongo_client
+from tests.engineer.variants import gla_variant
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bad_mixers"
 POLICY = bus.ConsumerPolicy(max_deliver=2, ack_wait_s=10.0, retry_backoff_s=(0.1,), fetch_timeout_s=0.2)
@@ -75,12 +76,13 @@ async def test_proposals_train_fail_or_get_rejected(
                         memory_bytes=4 << 30, max_tokens=40_000, eval_samples=4)
     events = [
         CampaignStarted(**envelope(""), profile="smoke", budget=Budget(experiments=3), llm_model="none"),
-        ProposalCreated(**envelope("good"), name="gla", motivation="m", code=BASELINES["gla"].read_text()),
+        ProposalCreated(**envelope("good"), name="gla-variant", motivation="m", code=gla_variant()),
+        ProposalCreated(**envelope("copy"), name="gla-copy", motivation="m", code=BASELINES["gla"].read_text()),
         ProposalCreated(**envelope("peeks"), name="peek", motivation="m",
                         code=(FIXTURES / "peek_future.py").read_text()),
         ProposalCreated(**envelope("broken"), name="broken", motivation="m", code="class Mixer(:\n"),
     ]
-    outputs = await run_engineer(js, db, engineer, events, expected_outputs=5)
+    outputs = await run_engineer(js, db, engineer, events, expected_outputs=7)
     by_experiment: dict[str, list[Event]] = {}
     for event in outputs:
         by_experiment.setdefault(event.experiment_id, []).append(event)
@@ -94,3 +96,9 @@ async def test_proposals_train_fail_or_get_rejected(
     failed = by_experiment["peeks"][1]
     assert isinstance(failed, TrainFailed) and failed.error_kind == "causality" and failed.code
     assert [type(e) for e in by_experiment["broken"]] == [ProposalRejected]
+    assert len(succeeded.behaviour) > 0
+    # A copy of a baseline is checked, found to compute the same, and rejected before it trains.
+    assert [type(e) for e in by_experiment["copy"]] == [TrainStarted, ProposalRejected]
+    copied = by_experiment["copy"][1]
+    assert isinstance(copied, ProposalRejected) and copied.reason == "duplicate"
+    assert "the gla baseline" in copied.detail

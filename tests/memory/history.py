@@ -169,6 +169,7 @@ def _results(sim: _Sim, exp: str, attempt: int, cause: str) -> Iterator[Event]:
         train_loss=round(val - 0.05, 4), val_loss=val, benchmarks=bench, params=1_000_000 + rng.randint(0, 99_999),
         tokens=204_800, tokens_per_s=round(rng.uniform(8e3, 16e3), 1), device="cpu", gpu_seconds=0.0,
         cpu_core_seconds=round(rng.uniform(20, 60), 2), checkpoint_path=f"runs/{exp}/ckpt.pt", worker_host="ws-1",
+        behaviour=(val, float(attempt)),
     )
     yield succeeded
     yield AnalysisCreated(**clock.envelope(sim.campaign, exp, succeeded.event_id), compared_with=(),

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pymongo.database import Database
 
+from services.engineer.handlers import Engineer
 from services.memory.api import MemoryApiDeps, create_router
 from services.memory.cognition import ingest_starter
 from services.memory.projection import Projector
 from services.memory.vectors import HashingEmbedder, VectorStore
 from shared.events import DebugPatched, ProposalCreated, TrainSucceeded
-from tests.memory.history import build_history, numbered
+from shared.memory_client import MemoryClient
+from tests.memory.history import PROFILE, build_history, numbered
 
 HISTORY = numbered(build_history())
 
@@ -171,7 +175,32 @@ def test_search_without_a_vector_store_is_503(module_db: Database) -> None:
         assert bare.get("/search/code", params={"q": "x"}).status_code == 503
 
 
+def test_behaviours_of_the_trained_mixers_at_a_profile(client: TestClient) -> None:
+    items = client.get("/behaviours", params={"profile": PROFILE}).json()["items"]
+    assert [item["experiment_id"] for item in items] == _trained_ids()
+    assert all(len(item["behaviour"]) == 2 and item["name"] for item in items)
+    assert client.get("/behaviours", params={"profile": "elsewhere"}).json()["items"] == []
+    assert client.get("/behaviours").status_code == 422
+
+
+def engineer_with(memory: MemoryClient) -> Engineer:
+    return Engineer(db=None, corpus_dir=Path("corpus"), runs_dir=Path("runs"),  # type: ignore[arg-type]
+                    default_profile=PROFILE, threads=1, memory_bytes=1 << 30, memory=memory)
+
+
+async def test_the_engineer_compares_with_every_trained_mixer_but_its_own(client: TestClient) -> None:
+    memory = MemoryClient("http://memory", transport=httpx.ASGITransport(app=client.app))
+    own, *others = _trained_ids()
+    known = await engineer_with(memory).known_behaviours(PROFILE, own)
+    await memory.aclose()
+    assert len(known) == len(others) and not [label for label in known if own in label]
+    # Without memory the candidate is still compared with the baselines (in the runner), not blocked.
+    unreachable = MemoryClient("http://127.0.0.1:9", timeout_s=2)
+    assert await engineer_with(unreachable).known_behaviours(PROFILE, own) == {}
+    await unreachable.aclose()
+
+
 def test_openapi_documents_every_endpoint(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/experiments", "/experiments/{experiment_id}", "/sample/parents", "/search/{index}",
-            "/failures/search", "/stats"} <= set(paths)
+            "/failures/search", "/stats", "/behaviours"} <= set(paths)

@@ -16,6 +16,7 @@ from shared.events import (
     LlmUsage,
     ProposalCreated,
     ProposalRejected,
+    TrainSucceeded,
     decode,
     dlq_subject,
     encode,
@@ -48,6 +49,14 @@ def test_a_rejection_carries_its_llm_usage_compatibly() -> None:
     assert decode(encode(with_usage)) == with_usage
     # A reader built before the field existed still decodes the new payload (unknown fields are ignored).
     assert msgspec.json.decode(encode(with_usage))["llm"]["completion_tokens"] == 300
+
+
+def test_a_training_report_carries_its_behaviour_compatibly() -> None:
+    without = decode((GOLDEN / "train.succeeded.v1.json").read_bytes())
+    assert isinstance(without, TrainSucceeded) and without.behaviour == ()
+    with_behaviour = msgspec.structs.replace(without, behaviour=(0.25, -1.5))
+    assert decode(encode(with_behaviour)) == with_behaviour
+    assert msgspec.json.decode(encode(with_behaviour))["behaviour"] == [0.25, -1.5]
 
 
 def test_tags_are_versioned_and_unique() -> None:
