@@ -73,7 +73,8 @@ class Proposer:
             cognition="\n".join(f"- {hit.label}" for hit in cognition) or "(none retrieved)",
         )
         # Seeded per campaign and proposal: reproducible, yet a restarted researcher does not replay old samples.
-        draft, usage, problem = await self.draft(messages, seed=campaign.seed * 1_000_003 + index * 1_009)
+        draft, usage, problem = await self.draft(messages, seed=campaign.seed * 1_000_003 + index * 1_009,
+                                                 parent=parent)
         envelope = {"event_id": new_event_id(), "occurred_at": utc_now(), "producer": PRODUCER,
                     "campaign_id": campaign.campaign_id, "experiment_id": experiment_id}
         if problem is None:
@@ -87,9 +88,10 @@ class Proposer:
             cognition_ids=tuple(hit.id for hit in cognition), llm=usage,
         )
 
-    async def draft(self, messages: list[dict[str, str]], seed: int) -> tuple[Draft, LlmUsage, StaticProblem | None]:
-        """The idea (JSON), then the code (a fenced block), repaired and checked; a static problem is shown to the
-        LLM up to ``revisions`` times."""
+    async def draft(self, messages: list[dict[str, str]], seed: int,
+                    parent: ParentContext) -> tuple[Draft, LlmUsage, StaticProblem | None]:
+        """The idea (JSON), then the code (a fenced block), repaired and checked; a static problem, or code that is
+        still the parent's, is shown to the LLM up to ``revisions`` times."""
         idea = await self.llm.complete_json(messages, IDEA_SCHEMA, max_tokens=300, seed=seed)
         usages = [idea.usage]
         messages = [*messages, {"role": "assistant", "content": json.dumps(idea.data)},
@@ -98,7 +100,9 @@ class Proposer:
             text, usage = await self.llm.complete_text(messages, max_tokens=2048, seed=seed + 100 + revision)
             usages.append(usage)
             code = repair(text)
-            problem = static_problem(code)
+            # A small model often hands back its parent unchanged; asking again, with that said, costs one code
+            # reply, where rejecting throws away the idea too.
+            problem = static_problem(code) or parent_copy_problem(code, parent)
             if problem is None:
                 break
             messages = [*messages, {"role": "assistant", "content": text[:6000]},
@@ -110,9 +114,9 @@ class Proposer:
     async def duplicate_problem(self, draft: Draft, parent: ParentContext) -> StaticProblem | None:
         """A near-copy of its parent or of a past experiment. Memory's code index finds the candidates; the
         whole files are then compared line by line (embeddings see only the start of a file)."""
-        same_as_parent = code_similarity(draft.code, parent.code)
-        if same_as_parent >= SAME_CODE:
-            return StaticProblem("duplicate", f"{same_as_parent:.0%} of the code is the parent's ({parent.name})")
+        problem = parent_copy_problem(draft.code, parent)
+        if problem is not None:
+            return problem
         candidates = await self.memory.search("code", draft.code, k=DUPLICATE_CANDIDATES)
         if not candidates:
             return None
@@ -153,3 +157,11 @@ def describe_references(references: list[ExperimentBrief]) -> str:
     if not references:
         return "(none yet)"
     return "\n".join(f"- {r.name}: {results_line(r)}" for r in references)
+
+
+def parent_copy_problem(code: str, parent: ParentContext) -> StaticProblem | None:
+    same = code_similarity(code, parent.code)
+    if same < SAME_CODE:
+        return None
+    return StaticProblem("duplicate", f"{same:.0%} of the code is the parent's ({parent.name}): write the change "
+                                      "your motivation describes into the code")

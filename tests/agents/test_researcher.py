@@ -57,11 +57,20 @@ async def test_static_problems_are_shown_to_the_llm_then_rejected(world: MemoryW
     assert "rejected before training" in revision and "Mixer must define __init__" in revision
 
 
-async def test_the_parent_unchanged_is_a_duplicate(world: MemoryWorld) -> None:
+async def test_the_parent_unchanged_is_sent_back_then_a_duplicate(world: MemoryWorld) -> None:
     parent = BASELINES["deltanet"].read_text()
-    agent, _ = proposer(world, {"name": "same", "motivation": "m"}, parent)
+    agent, backend = proposer(world, {"name": "same", "motivation": "m"}, parent, parent)
     event = await agent.propose(CAMPAIGN, index=0)  # index 0 picks deltanet, the first baseline by name
     assert isinstance(event, ProposalRejected) and event.reason == "duplicate"
+    revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
+    assert "of the code is the parent's (deltanet)" in revision and "motivation" in revision
+
+
+async def test_a_parent_copy_revised_into_a_change_is_proposed(world: MemoryWorld) -> None:
+    parent = BASELINES["deltanet"].read_text()
+    agent, _ = proposer(world, {"name": "gated", "motivation": "gate a running sum"}, parent, GOOD_CODE)
+    event = await agent.propose(CAMPAIGN, index=0)
+    assert isinstance(event, ProposalCreated) and "torch.sigmoid(self.gate(x))" in event.code
 
 
 async def test_a_near_copy_of_a_past_experiment_is_a_duplicate(world: MemoryWorld) -> None:
