@@ -8,10 +8,12 @@ else is a rejection with a reason the LLM can act on.
 from __future__ import annotations
 
 import ast
+import builtins
 import contextlib
 import difflib
 import re
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 ALLOWED_IMPORTS = frozenset({
@@ -91,9 +93,82 @@ def alias_single_module(code: str) -> str:
     return f"{code}\n\nMixer = {modules[0]}\n" if len(modules) == 1 else code
 
 
-def repair(code: str) -> str:
+def repair(code: str, donors: Sequence[str] = ()) -> str:
+    """Fences stripped, standard imports added, a lone module aliased as Mixer, and the top-level helpers the code
+    calls but never defines copied from ``donors`` (its parent, the baselines) when one of them defines them."""
     code = strip_fences(code).strip("\n") + "\n"
-    return alias_single_module(add_missing_imports(code))
+    return borrow_definitions(alias_single_module(add_missing_imports(code)), donors)
+
+
+def bound_names(tree: ast.AST) -> set[str]:
+    """Every name the file binds anywhere, in any scope: over-inclusive on purpose, so that a name missing from
+    it is certainly undefined."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
+            names.add(node.id)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.Global | ast.Nonlocal):
+            names.update(node.names)
+    return names
+
+
+def undefined_names(code: str) -> list[tuple[str, int]]:
+    """Names the code reads but binds nowhere and that are no builtins, with the line each is first read on.
+    Annotations are skipped: with postponed evaluation they never run."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    for node in ast.walk(tree):  # drop annotations before looking at reads
+        if isinstance(node, ast.arg):
+            node.annotation = None
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            node.returns = None
+        elif isinstance(node, ast.AnnAssign):
+            node.annotation = ast.Constant(None)
+    known = bound_names(tree) | set(dir(builtins))
+    first: dict[str, int] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in known:
+            first[node.id] = min(first.get(node.id, node.lineno), node.lineno)
+    return sorted(first.items(), key=lambda item: item[1])
+
+
+def top_level_definitions(code: str) -> dict[str, str]:
+    """Source of each top-level function and class (with its decorators), by name."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return {}
+    lines = code.splitlines()
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            found[node.name] = "\n".join(lines[start - 1:node.end_lineno])
+    return found
+
+
+def borrow_definitions(code: str, donors: Sequence[str], rounds: int = 4) -> str:
+    """Append the donors' definitions of names the code uses but never defines (and, over a few rounds, of the
+    helpers those use in turn). A small model often calls its parent's helper without copying it."""
+    definitions: dict[str, str] = {}
+    for donor in reversed(donors):  # the first donor wins
+        definitions |= top_level_definitions(donor)
+    for _ in range(rounds):
+        borrowed = [definitions[name] for name, _ in undefined_names(code) if name in definitions]
+        if not borrowed:
+            break
+        code = add_missing_imports(code.rstrip("\n") + "\n\n\n" + "\n\n\n".join(borrowed) + "\n")
+    return code
 
 
 def find_mixer(tree: ast.Module) -> ast.ClassDef | None:
@@ -148,7 +223,13 @@ def static_problem(code: str) -> StaticProblem | None:
     if cls is None:
         return StaticProblem("contract", "the file defines no top-level class named Mixer")
     problem = contract_problem(cls) or safety_problem(tree)
-    return StaticProblem("contract", problem) if problem else None
+    if problem:
+        return StaticProblem("contract", problem)
+    missing = undefined_names(code)
+    if missing:
+        listed = ", ".join(f"'{name}' (line {line})" for name, line in missing[:5])
+        return StaticProblem("syntax", f"used but never defined: {listed}; define or import it in the file")
+    return None
 
 
 def normalised_lines(code: str) -> list[str]:

@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import json
 import logging
+import re
 import textwrap
 from dataclasses import dataclass
 from string import Template
@@ -40,6 +41,7 @@ TRACEBACK_CHARS = 2500
 # A small model asked again at a low temperature mostly returns the same (often unchanged) function; each retry
 # samples wider.
 RETRY_TEMPERATURES = (0.3, 0.7, 1.0)
+MISSING_DEFINITION = re.compile(r"NameError|object has no attribute")
 
 
 @dataclass(frozen=True)
@@ -139,8 +141,10 @@ class LlmPatcher:
         if not failure.code:
             return PatchAttempt(None)
         similar = await self.memory.similar_failures(f"{failure.error_kind}: {failure.message}\n{failure.traceback}")
-        # A small model fixes one function far more often than it rewrites a file without breaking something else.
-        region = faulty_region(failure.code, failure.traceback)
+        # A small model fixes one function far more often than it rewrites a file without breaking something else;
+        # but a missing definition lives outside the function that tripped on it, so then the whole file is asked for.
+        missing_definition = MISSING_DEFINITION.search(failure.message) is not None
+        region = None if missing_definition else faulty_region(failure.code, failure.traceback)
         messages = patch_messages(failure, similar, region)
         try:
             diagnosis = await self.llm.complete_json(messages, DIAGNOSIS_SCHEMA, max_tokens=300, temperature=0.3,

@@ -55,6 +55,7 @@ class Proposer:
         self.llm = llm
         self.memory = memory
         self.baselines = {name: path for name, path in baselines.items() if name != "softmax_attention"}
+        self.baseline_sources = [path.read_text() for path in self.baselines.values()]
         self.example = example
         self.revisions = revisions
 
@@ -99,7 +100,7 @@ class Proposer:
         for revision in range(self.revisions + 1):
             text, usage = await self.llm.complete_text(messages, max_tokens=2048, seed=seed + 100 + revision)
             usages.append(usage)
-            code = repair(text)
+            code = repair(text, donors=[parent.code, *self.baseline_sources])
             # A small model often hands back its parent unchanged; asking again, with that said, costs one code
             # reply, where rejecting throws away the idea too.
             problem = static_problem(code) or parent_copy_problem(code, parent)

@@ -113,6 +113,19 @@ async def test_the_debugger_asks_for_the_faulty_function_only_and_splices_it_bac
     assert "only the corrected function `forward`" in backend.seen[1][-1]["content"]
 
 
+async def test_a_missing_definition_asks_for_the_whole_file(world: MemoryWorld) -> None:
+    sample = failure(world)
+    failed = msgspec.structs.replace(
+        sample, error_kind="runtime", message="forward on input (2, 1, 64) raised AttributeError(\"'Mixer' object "
+        "has no attribute 'proj2'\")", traceback=SHAPE_TRACEBACK, code=SHAPE_BUG)
+    whole = SHAPE_BUG.replace("return y[:, :-1]", "return y")
+    llm, backend = scripted({"diagnosis": "proj2 is never created"}, f"```python\n{whole}```")
+    outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
+    assert len(outputs) == 1 and isinstance(outputs[0], DebugPatched), outputs
+    assert "only the corrected function" not in backend.seen[1][-1]["content"]
+    assert outputs[0].code.strip() == whole.strip()
+
+
 def trained(world: MemoryWorld) -> TrainSucceeded:
     events = history_world(world)
     with_parent = [e for e in events if isinstance(e, TrainSucceeded)]

@@ -82,6 +82,16 @@ async def test_a_near_copy_of_a_past_experiment_is_a_duplicate(world: MemoryWorl
     assert isinstance(event, ProposalRejected) and event.reason == "duplicate"
 
 
+async def test_a_helper_the_draft_calls_but_forgot_is_copied_from_its_parent(world: MemoryWorld) -> None:
+    parent = BASELINES["deltanet"].read_text()
+    forgetful = GOOD_CODE.replace("torch.sigmoid(self.gate(x)) * torch.cumsum(x, dim=1) / math.sqrt(2.0)",
+                                  "chunked_delta_rule(x, x, x, torch.sigmoid(self.gate(x))[..., 0], 16)")
+    agent, _ = proposer(world, {"name": "helper", "motivation": "reuse the delta rule"}, forgetful)
+    event = await agent.propose(CAMPAIGN, index=0)  # deltanet is the parent
+    assert isinstance(event, ProposalCreated), event
+    assert "def chunked_delta_rule(" in event.code and "def chunked_delta_rule(" in parent
+
+
 def envelope(experiment: str) -> dict[str, object]:
     return {"event_id": new_event_id(), "occurred_at": utc_now(), "producer": "t", "campaign_id": "c1",
             "experiment_id": experiment}

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from shared.mixer_source import code_similarity, faulty_region, for_prompt, repair, splice, static_problem
+from shared.mixer_source import (
+    code_similarity,
+    faulty_region,
+    for_prompt,
+    repair,
+    splice,
+    static_problem,
+    undefined_names,
+)
 
 BASELINES = sorted((Path(__file__).parents[2] / "services" / "engineer" / "baselines").glob("[!_]*.py"))
 
@@ -112,3 +120,38 @@ def test_prompts_show_baselines_without_their_slow_reference(path: Path) -> None
     assert static_problem(shown) is None and "class Mixer" in shown
     assert for_prompt(shown) == shown
     assert for_prompt("def broken(:\n") == "def broken(:\n"
+
+
+CALLS_A_HELPER = GOOD.replace("return F.silu(self.proj(x)) * math.sqrt(2.0)",
+                              "return scan(self.proj(x), self.gate_dtype)")
+DONOR = """
+def scan(x, dtype):
+    return torch.cumsum(x.to(dtype), dim=1) / norm(x)
+
+
+def norm(x):
+    return math.sqrt(x.shape[-1])
+
+
+def unrelated():
+    return 1
+"""
+
+
+def test_undefined_names_are_found_and_nothing_else() -> None:
+    code = repair(GOOD.replace("return F.silu(self.proj(x))", "y = [z * 2 for z in (x,)][0]\n"
+                                                              "        return F.silu(self.proj(y)) * gate_dtype"))
+    assert undefined_names(code) == [("gate_dtype", code.splitlines().index(
+        "        return F.silu(self.proj(y)) * gate_dtype * math.sqrt(2.0)") + 1)]
+    # Annotations never run under postponed evaluation; parameters, comprehension targets and builtins are bound.
+    annotated = repair(GOOD.replace("x: torch.Tensor) -> torch.Tensor:", "x: Tensor, n: int = len('ab')) -> Out:"))
+    assert undefined_names(annotated) == []
+    problem = static_problem(repair(CALLS_A_HELPER))
+    assert problem is not None and problem.reason == "syntax" and "'scan' (line" in problem.detail
+
+
+def test_repair_borrows_the_helpers_a_draft_calls_from_its_donors() -> None:
+    code = repair(CALLS_A_HELPER, donors=[DONOR])
+    assert "def scan(x, dtype):" in code and "def norm(x):" in code and "def unrelated" not in code
+    assert static_problem(code) is None
+    assert repair(CALLS_A_HELPER) == repair(CALLS_A_HELPER, donors=[])  # no donor, no change
