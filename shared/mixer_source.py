@@ -233,11 +233,24 @@ def static_problem(code: str) -> StaticProblem | None:
 
 
 def normalised_lines(code: str) -> list[str]:
-    """The code's statements one per line, without comments, blank lines or formatting differences."""
+    """The code's computing statements one per line: no comments, docstrings, imports, slow reference functions
+    (prompts leave them out, so a copy of a prompt lacks them), blank lines or formatting differences."""
     # A file that does not parse is compared as raw text: still better than nothing.
     with contextlib.suppress(SyntaxError):
-        code = ast.unparse(ast.parse(code))
+        code = ast.unparse(without_decoration(ast.parse(code)))
     return [line.strip() for line in code.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def without_decoration(tree: ast.Module) -> ast.Module:
+    tree.body = [node for node in tree.body if not isinstance(node, ast.Import | ast.ImportFrom) and not (
+        isinstance(node, ast.FunctionDef) and node.name in REFERENCE_FUNCTIONS)]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(
+                    first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
 
 
 def code_similarity(a: str, b: str) -> float:

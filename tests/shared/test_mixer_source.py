@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,13 @@ def test_repair_borrows_the_helpers_a_draft_calls_from_its_donors() -> None:
     assert "def scan(x, dtype):" in code and "def norm(x):" in code and "def unrelated" not in code
     assert static_problem(code) is None
     assert repair(CALLS_A_HELPER) == repair(CALLS_A_HELPER, donors=[])  # no donor, no change
+
+
+@pytest.mark.parametrize("path", BASELINES, ids=lambda p: p.stem)
+def test_a_copy_of_what_the_prompt_showed_is_a_copy(path: Path) -> None:
+    """The prompt shows a parent without its slow reference; a copy of that, with other imports and without its
+    docstrings, is still the parent's code."""
+    shown = for_prompt(path.read_text())
+    docstring = ast.get_docstring(ast.parse(shown), clean=False) or ""
+    copied = "import itertools\n" + shown.replace(docstring, "", 1)
+    assert code_similarity(repair(copied), path.read_text()) == 1.0
