@@ -316,6 +316,101 @@ def splice(code: str, region: Region, replacement: str) -> str:
     return "\n".join([*lines[:region.start - 1], *body.splitlines(), *lines[region.end:]]) + "\n"
 
 
+# --- a draft given as the functions it changes ---------------------------------------------------------------
+
+
+def merge_functions(base: str, reply: str) -> str:
+    """The file a reply makes of ``base``: the reply itself when it is a whole mixer file (a Mixer with __init__
+    and forward), else ``base`` with each function of the reply put in place: a Mixer method or top-level function
+    of the same name replaced, a new method (first argument ``self``) added to Mixer, a new helper appended.
+
+    A small model asked for a whole file mostly hands back its parent unchanged; asked for the functions it
+    changes, it writes the change.
+    """
+    text = textwrap.dedent(strip_fences(reply))
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        # Methods indented as inside the class next to helpers at the top level: take each def on its own.
+        pieces = [textwrap.dedent(piece) for piece in _def_pieces(text)]
+        if not pieces or not all(parses(piece) for piece in pieces):
+            return reply  # the static check names the syntax error
+        return _merge_trees(base, [(ast.parse(piece), piece) for piece in pieces])
+    mixer = find_mixer(tree)
+    if mixer is not None and method(mixer, "__init__") and method(mixer, "forward"):
+        return reply
+    if not _functions(tree):
+        return reply  # nothing to merge: judged as the whole file it claims to be
+    return _merge_trees(base, [(tree, text)])
+
+
+def _merge_trees(base: str, parsed: list[tuple[ast.Module, str]]) -> str:
+    code = base
+    for tree, text in parsed:
+        lines = text.splitlines()
+        for node, in_class in _functions(tree):
+            start, end = def_lines(node)
+            source = textwrap.dedent("\n".join(lines[start - 1:end]))
+            as_method = in_class or [a.arg for a in node.args.args][:1] == ["self"]
+            code = put_function(code, node.name, source, as_method)
+    return code
+
+
+def _def_pieces(text: str) -> list[str]:
+    """The text cut before each ``def`` that is not nested in the previous one (what precedes the first is
+    dropped: a class line or imports)."""
+    pieces: list[list[str]] = []
+    depth: int | None = None
+    for line in text.splitlines():
+        found = re.match(r"(\s*)(?:async\s+)?def\s", line)
+        if found and (depth is None or len(found.group(1)) <= depth):
+            pieces.append([line])
+            depth = len(found.group(1))
+        elif pieces:
+            pieces[-1].append(line)
+    return ["\n".join(piece) for piece in pieces]
+
+
+def _functions(tree: ast.Module) -> list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, bool]]:
+    """The reply's top-level functions and the methods of its (partial) classes, with whether each was a method."""
+    found: list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, bool]] = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found.append((node, False))
+        elif isinstance(node, ast.ClassDef):
+            found += [(n, True) for n in node.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    return found
+
+
+def parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except SyntaxError:
+        return False
+    return True
+
+
+def put_function(code: str, name: str, source: str, as_method: bool) -> str:
+    """``code`` with ``source`` as its Mixer method (``as_method``) or top-level function ``name``: replacing the
+    one of that name, else added. Unchanged when ``code`` does not parse."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code
+    mixer = find_mixer(tree)
+    existing = method(mixer, name) if mixer is not None and as_method else None
+    if existing is None:
+        existing = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+    if existing is not None:
+        start, end = def_lines(existing)
+        return splice(code, Region(name, start, end, existing.col_offset, 0), source)
+    lines = code.splitlines()
+    if as_method and mixer is not None and mixer.end_lineno is not None:
+        indented = textwrap.indent(source.strip("\n"), " " * mixer.body[0].col_offset)
+        return "\n".join([*lines[:mixer.end_lineno], "", indented, *lines[mixer.end_lineno:]]) + "\n"
+    return code.rstrip("\n") + "\n\n\n" + source.strip("\n") + "\n"
+
+
 # Baselines carry a slow token-by-token reference for their tests. Shown to a small model as part of a parent, it is
 # copied into the fast path (``mixer._output(...)`` inside a chunk function): prompts leave it out.
 REFERENCE_FUNCTIONS = frozenset({"recurrent_reference"})

@@ -1,6 +1,7 @@
 """The researcher's prompt. Small local coders need the contract spelled out and a worked example to adapt.
 
-Two turns: the idea as JSON under a schema (``name``, ``motivation``), then the code as a fenced Python block.
+Two turns: the idea as JSON under a schema (``name``, ``motivation``), then the code as a fenced Python block
+holding the functions the idea changes (merged into the parent in code) or, if the model prefers, a whole file.
 Code inside a JSON string breaks small models: an unescaped quote in the code ends the string, and under a JSON
 grammar the rest of the file is lost (measured with Qwen2.5-Coder 0.5B). The assembled proposal is checked
 against ``PROPOSAL_SCHEMA`` in code.
@@ -80,8 +81,9 @@ mixer) and "motivation" (one or two sentences: what you change and why it should
 """)
 
 WRITE_CODE = """\
-Now write the whole Python file: the parent's code with your change applied, including the imports and the
-complete `class Mixer(nn.Module)`. Answer with one ```python code block and nothing else.
+Now write the code of your change: only the functions of the parent that you change, and any new ones, each one
+complete from its `def` line (a method of Mixer keeps `self`; change `__init__` too if you add layers or
+parameters). Everything you leave out stays as in the parent. Answer with one ```python code block and nothing else.
 """
 
 EXAMPLE = Template("""\
@@ -108,5 +110,6 @@ def proposal_messages(*, example_name: str | None, example_code: str, **fields: 
 
 REVISE = Template("""\
 Your mixer was rejected before training: $reason — $detail
-Fix exactly that and keep the idea. Answer with the whole corrected file in one ```python code block.
+Fix exactly that and keep the idea. Answer with the corrected functions, each complete from its `def` line (or
+the whole corrected file), in one ```python code block.
 """)

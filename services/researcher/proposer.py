@@ -15,7 +15,15 @@ from services.researcher.prompts import IDEA_SCHEMA, PROPOSAL_SCHEMA, REVISE, WR
 from shared.events import Event, LlmUsage, ProposalCreated, ProposalRejected, new_event_id, utc_now
 from shared.llm import LlmClient, add_usage, parse_json_reply
 from shared.memory_client import ExperimentBrief, MemoryClient
-from shared.mixer_source import StaticProblem, code_similarity, for_prompt, repair, static_problem
+from shared.mixer_source import (
+    StaticProblem,
+    code_similarity,
+    for_prompt,
+    merge_functions,
+    parses,
+    repair,
+    static_problem,
+)
 
 log = logging.getLogger(__name__)
 PRODUCER = "researcher"
@@ -97,15 +105,18 @@ class Proposer:
         usages = [idea.usage]
         messages = [*messages, {"role": "assistant", "content": json.dumps(idea.data)},
                     {"role": "user", "content": WRITE_CODE}]
+        base = for_prompt(parent.code)  # the parent as the prompt showed it
         for revision in range(self.revisions + 1):
             text, usage = await self.llm.complete_text(messages, max_tokens=2048, seed=seed + 100 + revision)
             usages.append(usage)
-            code = repair(text, donors=[parent.code, *self.baseline_sources])
+            code = repair(merge_functions(base, text), donors=[parent.code, *self.baseline_sources])
             # A small model often hands back its parent unchanged; asking again, with that said, costs one code
             # reply, where rejecting throws away the idea too.
             problem = static_problem(code) or parent_copy_problem(code, parent)
             if problem is None:
                 break
+            if parses(code):
+                base = code  # a revision's functions go into this draft
             messages = [*messages, {"role": "assistant", "content": text[:6000]},
                         {"role": "user", "content": REVISE.substitute(reason=problem.reason, detail=problem.detail)}]
         draft = Draft(name=str(idea.data["name"])[:80], motivation=str(idea.data["motivation"]), code=code)

@@ -92,6 +92,18 @@ async def test_a_helper_the_draft_calls_but_forgot_is_copied_from_its_parent(wor
     assert "def chunked_delta_rule(" in event.code and "def chunked_delta_rule(" in parent
 
 
+async def test_a_draft_of_the_changed_function_is_merged_into_the_parent(world: MemoryWorld) -> None:
+    changed = ("```python\ndef _output(self, o):\n    b, h, t, dv = o.shape\n"
+               "    o = self.head_norm(o).transpose(1, 2).reshape(b, t, h * dv)\n"
+               "    return self.o_proj(torch.tanh(o))\n```")
+    agent, backend = proposer(world, {"name": "tanh-out", "motivation": "bound the output"}, changed)
+    event = await agent.propose(CAMPAIGN, index=0)  # deltanet is the parent
+    assert isinstance(event, ProposalCreated), event
+    assert "self.o_proj(torch.tanh(o))" in event.code and "def chunked_delta_rule(" in event.code
+    assert "def recurrent_reference(" not in event.code  # merged into the parent as the prompt showed it
+    assert "only the functions of the parent that you change" in backend.seen[1][-1]["content"]  # type: ignore
+
+
 def envelope(experiment: str) -> dict[str, object]:
     return {"event_id": new_event_id(), "occurred_at": utc_now(), "producer": "t", "campaign_id": "c1",
             "experiment_id": experiment}

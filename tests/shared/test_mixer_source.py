@@ -11,6 +11,7 @@ from shared.mixer_source import (
     code_similarity,
     faulty_region,
     for_prompt,
+    merge_functions,
     repair,
     splice,
     static_problem,
@@ -166,3 +167,36 @@ def test_a_copy_of_what_the_prompt_showed_is_a_copy(path: Path) -> None:
     docstring = ast.get_docstring(ast.parse(shown), clean=False) or ""
     copied = "import itertools\n" + shown.replace(docstring, "", 1)
     assert code_similarity(repair(copied), path.read_text()) == 1.0
+
+
+WITH_HELPER = repair(GOOD.replace("return F.silu(self.proj(x)) * math.sqrt(2.0)", "return squash(self.proj(x))")
+                     + "\n\ndef squash(x):\n    return F.silu(x)\n")
+
+
+def test_a_reply_of_functions_is_merged_into_its_base() -> None:
+    reply = """```python
+    def forward(self, x):
+        return squash(self.proj(x) + self.shift(x))
+
+    def shift(self, x):
+        return torch.roll(x, 1, dims=1) * 0.0
+
+def squash(x):
+    return torch.tanh(x)
+
+def extra(x):
+    return x
+```"""
+    merged = merge_functions(WITH_HELPER, reply)
+    assert static_problem(merged) is None and merged.count("def forward") == 1 and merged.count("def squash") == 1
+    assert "self.proj(x) + self.shift(x)" in merged and "torch.tanh(x)" in merged and "F.silu(x)" not in merged
+    tree = ast.parse(merged)
+    mixer = next(n for n in tree.body if isinstance(n, ast.ClassDef))
+    assert [f.name for f in mixer.body if isinstance(f, ast.FunctionDef)] == ["__init__", "forward", "shift"]
+    assert [n.name for n in tree.body if isinstance(n, ast.FunctionDef)] == ["squash", "extra"]
+
+
+def test_a_whole_file_or_an_unparsable_reply_is_taken_as_it_is() -> None:
+    assert merge_functions(WITH_HELPER, f"```python\n{GOOD}```") == f"```python\n{GOOD}```"
+    assert merge_functions(WITH_HELPER, "def forward(self, x:\n") == "def forward(self, x:\n"
+    assert merge_functions(WITH_HELPER, "class Mixer:\n    pass\n") == "class Mixer:\n    pass\n"
