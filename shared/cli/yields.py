@@ -145,7 +145,7 @@ def _count(table: YieldTable, event: Event, started: dict[tuple[str, int], Event
         # The engineer rejects proposals that were already counted as created; the researcher's are new.
         if event.producer == "researcher":
             table.proposed += 1
-        table.rejected[event.reason] += 1
+        table.rejected[rejection_label(event)] += 1
     elif isinstance(event, TrainStarted):
         started[(event.experiment_id, event.attempt)] = event
     elif isinstance(event, TrainSucceeded | TrainFailed):
@@ -157,6 +157,13 @@ def _count(table: YieldTable, event: Event, started: dict[tuple[str, int], Event
     elif isinstance(event, DebugGaveUp):
         table.gave_up += 1
     _count_llm(table, event)
+
+
+def rejection_label(event: ProposalRejected) -> str:
+    """The reason, with a duplicate found by its outputs (the engineer's probe) told from one found by its text."""
+    if event.reason == "duplicate" and event.producer == "engineer":
+        return "duplicate outputs"
+    return event.reason
 
 
 def _count_success(table: YieldTable, event: TrainSucceeded) -> None:

@@ -84,6 +84,8 @@ def scripted_campaign() -> History:
     h.add(ProposalRejected(**h.env("d", "researcher", 10), reason="duplicate", detail="cosine 1.0", llm=LLM))
     h.propose("e")
     h.add(ProposalRejected(**h.env("e", "engineer"), reason="causality", detail="peeks"))
+    h.propose("f")
+    h.add(ProposalRejected(**h.env("f", "engineer"), reason="duplicate", detail="outputs equal the gla baseline's"))
     h.add(JudgeScored(**h.env("a", "judge", 10), performance=5, innovation=5, complexity=5, weighted=5.0,
                       rationale="r", llm=LLM))
     h.add(CampaignStopped(**h.env("", "researcher"), reason="budget reached"))
@@ -96,12 +98,13 @@ def test_every_row_of_the_yield_table_is_counted_from_events() -> None:
     other.propose("z")
     table = tally([*h.events, *other.events], "c-1", Reference("linear_attention", 5.70, 0.01))
     assert (table.profile, table.model, table.finished) == ("smoke", "m", True)
-    assert table.proposed == 5  # a, b, c, e created + d rejected by the researcher; e's rejection is not a new one
-    assert table.rejected == {"duplicate": 1, "causality": 1}
+    # a, b, c, e, f created + d rejected by the researcher; the engineer's rejections (e, f) are not new ones
+    assert table.proposed == 6
+    assert table.rejected == {"duplicate": 1, "causality": 1, "duplicate outputs": 1}
     assert table.passed_first_try == 1 and table.fixed_after_patches == {2: 1}
     assert table.gave_up == 1 and table.trained == 2 and table.beat_reference == 1
-    # Every LLM step: 4 proposals with usage (a, b, c, e) + d's rejection + 2 patches + the give-up + the judge.
-    assert table.llm.tasks == 9 and table.llm.seconds == pytest.approx(90.0)
+    # Every LLM step: 5 proposals with usage (a, b, c, e, f) + d's rejection + 2 patches + the give-up + the judge.
+    assert table.llm.tasks == 10 and table.llm.seconds == pytest.approx(100.0)
     assert table.llm.completion_tokens_per_s == pytest.approx(10.0)
     assert table.training_seconds == pytest.approx(5 * 30)
     assert table.wall_seconds == pytest.approx(h.seconds)
