@@ -22,7 +22,7 @@ class AnalystSettings(AgentSettings):
 async def bootstrap(runtime: Runtime) -> Wiring:
     settings = runtime.settings
     assert isinstance(settings, AnalystSettings)
-    llm, memory = agent_clients(runtime)
+    llm, memory = await agent_clients(runtime)
     analyst = Analyst(llm=llm, memory=memory, gallery=settings.gallery())
     return Wiring(handlers={TrainSucceeded: partial(on_train_succeeded, analyst),
                             CampaignStarted: partial(follow_campaign_model, llm)})

@@ -23,7 +23,7 @@ class DebuggerSettings(AgentSettings):
 async def bootstrap(runtime: Runtime) -> Wiring:
     settings = runtime.settings
     assert isinstance(settings, DebuggerSettings)
-    llm, memory = agent_clients(runtime)
+    llm, memory = await agent_clients(runtime)
     metrics.init_debugger(settings.service_name, settings.max_attempts)
     patcher = LlmPatcher(llm, memory)
     return Wiring(handlers={TrainFailed: partial(on_train_failed, patcher, settings.max_attempts),

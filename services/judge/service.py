@@ -16,7 +16,7 @@ class JudgeSettings(AgentSettings):
 
 
 async def bootstrap(runtime: Runtime) -> Wiring:
-    llm, memory = agent_clients(runtime)
+    llm, memory = await agent_clients(runtime)
     return Wiring(handlers={TrainSucceeded: partial(on_train_succeeded, LlmScorer(llm, memory)),
                             CampaignStarted: partial(follow_campaign_model, llm)})
 

@@ -68,6 +68,8 @@ class Proposer:
         self.revisions = revisions
 
     async def propose(self, campaign: Campaign, index: int) -> Event:
+        if campaign.llm_model:
+            self.llm.use_model(campaign.llm_model)  # each campaign's proposals come from the model it named
         experiment_id = new_event_id()[:16]
         sample = await self.memory.sample_parents(campaign.campaign_id, seed=campaign.seed * 100_003 + index)
         parent = await self.parent_context(sample.parent, index)

@@ -40,7 +40,7 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     assert isinstance(settings, ResearcherSettings)
     metrics.init_researcher(settings.service_name, REJECTION_REASONS)
     book = CampaignBook(runtime.db)
-    llm, memory = agent_clients(runtime)
+    llm, memory = await agent_clients(runtime)
     proposer = Proposer(llm, memory, BASELINES, settings.example_baseline, settings.revisions)
     loop = ResearchLoop(book, proposer, runtime.js, max_in_flight=settings.max_in_flight)
     handler = partial(on_event, book)
