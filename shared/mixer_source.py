@@ -304,8 +304,8 @@ def faulty_region(code: str, traceback_text: str) -> Region | None:
     return Region(inner.name, start, end, inner.col_offset, line)
 
 
-def def_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[int, int]:
-    """First and last line (1-based, inclusive) of a function, its decorators included."""
+def def_lines(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> tuple[int, int]:
+    """First and last line (1-based, inclusive) of a function or class, its decorators included."""
     return min([node.lineno, *(d.lineno for d in node.decorator_list)]), node.end_lineno or node.lineno
 
 
@@ -339,20 +339,23 @@ def merge_functions(base: str, reply: str) -> str:
     mixer = find_mixer(tree)
     if mixer is not None and method(mixer, "__init__") and method(mixer, "forward"):
         return reply
-    if not _functions(tree):
+    if not _definitions(tree, frozenset({"Mixer"})):
         return reply  # nothing to merge: judged as the whole file it claims to be
     return _merge_trees(base, [(tree, text)])
 
 
 def _merge_trees(base: str, parsed: list[tuple[ast.Module, str]]) -> str:
     code = base
+    mixer = find_mixer(ast.parse(base)) if parses(base) else None
+    mixer_names = frozenset({"Mixer", *([mixer.name] if mixer is not None else [])})
     for tree, text in parsed:
         lines = text.splitlines()
-        for node, in_class in _functions(tree):
+        for node, as_method in _definitions(tree, mixer_names):
             start, end = def_lines(node)
             source = textwrap.dedent("\n".join(lines[start - 1:end]))
-            as_method = in_class or [a.arg for a in node.args.args][:1] == ["self"]
-            code = put_function(code, node.name, source, as_method)
+            as_method = as_method or (not isinstance(node, ast.ClassDef)
+                                      and [a.arg for a in node.args.args][:1] == ["self"])
+            code = put_definition(code, node.name, source, as_method)
     return code
 
 
@@ -371,14 +374,18 @@ def _def_pieces(text: str) -> list[str]:
     return ["\n".join(piece) for piece in pieces]
 
 
-def _functions(tree: ast.Module) -> list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, bool]]:
-    """The reply's top-level functions and the methods of its (partial) classes, with whether each was a method."""
-    found: list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, bool]] = []
+Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+
+
+def _definitions(tree: ast.Module, mixer_names: frozenset[str]) -> list[tuple[Definition, bool]]:
+    """The reply's top-level functions and classes, and the methods of a partial Mixer (a class of the mixer's name
+    that lacks __init__ or forward), with whether each is a Mixer method. Any other class is a new class as it is."""
+    found: list[tuple[Definition, bool]] = []
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            found.append((node, False))
-        elif isinstance(node, ast.ClassDef):
+        if isinstance(node, ast.ClassDef) and node.name in mixer_names:
             found += [(n, True) for n in node.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            found.append((node, False))
     return found
 
 
@@ -390,17 +397,18 @@ def parses(code: str) -> bool:
     return True
 
 
-def put_function(code: str, name: str, source: str, as_method: bool) -> str:
-    """``code`` with ``source`` as its Mixer method (``as_method``) or top-level function ``name``: replacing the
-    one of that name, else added. Unchanged when ``code`` does not parse."""
+def put_definition(code: str, name: str, source: str, as_method: bool) -> str:
+    """``code`` with ``source`` as its Mixer method (``as_method``) or top-level function or class ``name``:
+    replacing the one of that name, else added. Unchanged when ``code`` does not parse."""
     try:
         tree = ast.parse(code)
     except SyntaxError:
         return code
     mixer = find_mixer(tree)
-    existing = method(mixer, name) if mixer is not None and as_method else None
+    existing: Definition | None = method(mixer, name) if mixer is not None and as_method else None
     if existing is None:
-        existing = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+        existing = next((n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+                         and n.name == name and n is not mixer), None)
     if existing is not None:
         start, end = def_lines(existing)
         return splice(code, Region(name, start, end, existing.col_offset, 0), source)

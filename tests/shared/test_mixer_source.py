@@ -196,6 +196,28 @@ def extra(x):
     assert [n.name for n in tree.body if isinstance(n, ast.FunctionDef)] == ["squash", "extra"]
 
 
+def test_a_new_class_in_a_reply_is_added_as_a_class_not_as_methods() -> None:
+    reply = """class Gate(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.w = nn.Linear(d, d)
+
+    def forward(self, x):
+        return torch.sigmoid(self.w(x))
+
+class Mixer(nn.Module):
+    def forward(self, x):
+        return self.proj(x) * Gate(x.shape[-1])(x)
+"""
+    merged = merge_functions(WITH_HELPER, reply)
+    assert static_problem(merged) is None
+    tree = ast.parse(merged)
+    classes = {n.name: [f.name for f in n.body if isinstance(f, ast.FunctionDef)]
+               for n in tree.body if isinstance(n, ast.ClassDef)}
+    assert classes == {"Mixer": ["__init__", "forward"], "Gate": ["__init__", "forward"]}
+    assert "Gate(x.shape[-1])(x)" in merged and "self.w = nn.Linear(d, d)" in merged
+
+
 def test_a_whole_file_or_an_unparsable_reply_is_taken_as_it_is() -> None:
     assert merge_functions(WITH_HELPER, f"```python\n{GOOD}```") == f"```python\n{GOOD}```"
     assert merge_functions(WITH_HELPER, "def forward(self, x:\n") == "def forward(self, x:\n"
