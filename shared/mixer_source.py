@@ -152,8 +152,8 @@ def top_level_definitions(code: str) -> dict[str, str]:
     found = {}
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-            found[node.name] = "\n".join(lines[start - 1:node.end_lineno])
+            start, end = def_lines(node)
+            found[node.name] = "\n".join(lines[start - 1:end])
     return found
 
 
