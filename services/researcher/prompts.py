@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from string import Template
 
+from services.researcher.moves import Move
 from shared.mixer_source import ALLOWED_IMPORTS
 
 IDEA_SCHEMA = {
@@ -75,10 +76,21 @@ $references
 ## Ideas from the literature that match these symptoms
 $cognition
 
+$change
+""")
+
+FREE_CHANGE = """\
 Change one clear thing about the parent, motivated by the analysis and the ideas above. Keep everything else that
 already works. First give the idea only, as a JSON object with two keys: "name" (a short kebab-case name for your
-mixer) and "motivation" (one or two sentences: what you change and why it should help).
-""")
+mixer) and "motivation" (one or two sentences: what you change and why it should help)."""
+
+GUIDED_CHANGE = Template("""\
+## The change to make: $title
+$instruction
+
+Make exactly this change to the parent and keep everything else. First give the idea only, as a JSON object with
+two keys: "name" (a short kebab-case name for your mixer) and "motivation" (one or two sentences: what you change
+and why it should help this parent, given its results and analysis).""")
 
 WRITE_CODE = """\
 Now write the code of your change: only the functions of the parent that you change, and any new ones, each one
@@ -98,14 +110,15 @@ def contract_text() -> str:
     return CONTRACT.substitute(allowed=", ".join(sorted(ALLOWED_IMPORTS - {"__future__"})))
 
 
-def proposal_messages(*, example_name: str | None, example_code: str, **fields: str) -> list[dict[str, str]]:
+def proposal_messages(*, example_name: str | None, example_code: str, move: Move | None,
+                      **fields: str) -> list[dict[str, str]]:
     """The proposal prompt. ``example_name`` None leaves the worked example out (when the parent is itself a
-    baseline it already shows the contract, and small models work better with shorter prompts)."""
+    baseline it already shows the contract, and small models work better with shorter prompts). ``move`` None
+    leaves the choice of the change to the LLM."""
     example = EXAMPLE.substitute(name=example_name, code=example_code) if example_name else ""
-    return [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": PROPOSE.substitute(contract=contract_text(), example=example, **fields)},
-    ]
+    change = GUIDED_CHANGE.substitute(title=move.title, instruction=move.instruction) if move else FREE_CHANGE
+    prompt = PROPOSE.substitute(contract=contract_text(), example=example, change=change, **fields)
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
 
 
 REVISE = Template("""\

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from services.researcher.moves import MOVES, Move, choose_move
 from services.researcher.prompts import IDEA_SCHEMA, PROPOSAL_SCHEMA, REVISE, WRITE_CODE, proposal_messages
 from shared.events import Event, LlmUsage, ProposalCreated, ProposalRejected, new_event_id, utc_now
 from shared.llm import LlmClient, add_usage, parse_json_reply
@@ -31,6 +33,9 @@ PRODUCER = "researcher"
 SAME_CODE = 0.97
 CLOSE_CODE, CLOSE_MOTIVATION = 0.9, 0.92
 DUPLICATE_CANDIDATES = 5
+
+# (draft code, {label: known code}) -> the label of the known mixer whose outputs the draft reproduces, or None.
+BehaviourProbe = Callable[[str, dict[str, str]], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -58,14 +63,18 @@ class Draft:
 
 
 class Proposer:
+    """``moves`` empty leaves the choice of the change to the LLM; ``probe`` None skips the behaviour check."""
+
     def __init__(self, llm: LlmClient, memory: MemoryClient, baselines: dict[str, Path], example: str,
-                 revisions: int = 2) -> None:
+                 revisions: int = 2, moves: Sequence[Move] = MOVES, probe: BehaviourProbe | None = None) -> None:
         self.llm = llm
         self.memory = memory
         self.baselines = {name: path for name, path in baselines.items() if name != "softmax_attention"}
         self.baseline_sources = [path.read_text() for path in self.baselines.values()]
         self.example = example
         self.revisions = revisions
+        self.moves = tuple(moves)
+        self.probe = probe
 
     async def propose(self, campaign: Campaign, index: int) -> Event:
         if campaign.llm_model:
@@ -74,9 +83,11 @@ class Proposer:
         sample = await self.memory.sample_parents(campaign.campaign_id, seed=campaign.seed * 100_003 + index)
         parent = await self.parent_context(sample.parent, index)
         cognition = await self.memory.search("cognition", parent.analysis or parent.motivation, k=3)
+        cognition_ids = tuple(hit.id for hit in cognition)
+        move = choose_move(parent.code, cognition_ids, seed=campaign.seed * 7_919 + index, moves=self.moves)
         from_baseline = parent.ref.startswith("baseline:")
         messages = proposal_messages(
-            example_name=None if from_baseline else self.example,
+            move=move, example_name=None if from_baseline else self.example,
             example_code="" if from_baseline else for_prompt(self.baselines[self.example].read_text()),
             parent_name=parent.name, parent_results=parent.results, parent_motivation=parent.motivation,
             parent_code=for_prompt(parent.code), parent_analysis=parent.analysis or "(not analysed yet)",
@@ -85,7 +96,7 @@ class Proposer:
         )
         # Seeded per campaign and proposal: reproducible, yet a restarted researcher does not replay old samples.
         draft, usage, problem = await self.draft(messages, seed=campaign.seed * 1_000_003 + index * 1_009,
-                                                 parent=parent)
+                                                 parent=parent, move=move)
         envelope = {"event_id": new_event_id(), "occurred_at": utc_now(), "producer": PRODUCER,
                     "campaign_id": campaign.campaign_id, "experiment_id": experiment_id}
         if problem is None:
@@ -96,13 +107,13 @@ class Proposer:
                                     llm=usage)
         return ProposalCreated(
             **envelope, name=draft.name, motivation=draft.motivation, code=draft.code, parent_ids=(parent.ref,),
-            cognition_ids=tuple(hit.id for hit in cognition), llm=usage,
+            cognition_ids=tuple(dict.fromkeys(cognition_ids + (move.cognition if move else ()))), llm=usage,
         )
 
-    async def draft(self, messages: list[dict[str, str]], seed: int,
-                    parent: ParentContext) -> tuple[Draft, LlmUsage, StaticProblem | None]:
+    async def draft(self, messages: list[dict[str, str]], seed: int, parent: ParentContext,
+                    move: Move | None = None) -> tuple[Draft, LlmUsage, StaticProblem | None]:
         """The idea (JSON), then the code (a fenced block), repaired and checked; a static problem, or code that is
-        still the parent's, is shown to the LLM up to ``revisions`` times."""
+        still the parent's by its text or by its outputs, is shown to the LLM up to ``revisions`` times."""
         idea = await self.llm.complete_json(messages, IDEA_SCHEMA, max_tokens=300, seed=seed)
         usages = [idea.usage]
         messages = [*messages, {"role": "assistant", "content": json.dumps(idea.data)},
@@ -116,6 +127,8 @@ class Proposer:
             # reply, where rejecting throws away the idea too.
             problem = static_problem(code) or parent_copy_problem(code, parent)
             if problem is None:
+                problem = await self.same_outputs_problem(code, parent, move)
+            if problem is None:
                 break
             if parses(code):
                 base = code  # a revision's functions go into this draft
@@ -124,6 +137,18 @@ class Proposer:
         draft = Draft(name=str(idea.data["name"])[:80], motivation=str(idea.data["motivation"]), code=code)
         parse_json_reply(json.dumps(asdict(draft)), PROPOSAL_SCHEMA)  # the assembled proposal keeps the contract
         return draft, add_usage(*usages), problem
+
+    async def same_outputs_problem(self, code: str, parent: ParentContext, move: Move | None) -> StaticProblem | None:
+        """Code that reads differently but computes what its parent or a baseline computes: the change never
+        reached ``forward``, or it was a rename. Caught here it costs one revision; at the engineer, the proposal."""
+        if self.probe is None:
+            return None
+        same_as = await self.probe(code, {f"the parent ({parent.name})": parent.code})
+        if same_as is None:
+            return None
+        hint = f" The change to make: {move.instruction}" if move else ""
+        return StaticProblem("duplicate", f"its outputs equal {same_as}'s on a fixed input: your change is not in "
+                                          "the computation yet (a new layer must also be used in forward)." + hint)
 
     async def duplicate_problem(self, draft: Draft, parent: ParentContext) -> StaticProblem | None:
         """A near-copy of its parent or of a past experiment. Memory's code index finds the candidates; the

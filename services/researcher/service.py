@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 
 from pydantic import Field
 
 from services.engineer.baselines import BASELINES
+from services.engineer.probe import same_computation
 from services.researcher.handlers import CampaignBook, on_campaign_started, on_event
 from services.researcher.loop import ResearchLoop
+from services.researcher.moves import MOVES
 from services.researcher.proposer import Proposer
 from shared import metrics
 from shared.agent import AgentSettings, agent_clients
@@ -33,6 +36,12 @@ class ResearcherSettings(AgentSettings):
     max_in_flight: int = Field(default=1, ge=1)
     revisions: int = Field(default=2, ge=0)
     example_baseline: str = "linear_attention"
+    # Hand the LLM one concrete design move to make (small models copy their parent when left to choose).
+    guided_moves: bool = True
+    # Run each draft sandboxed and send one that computes what its parent does back to the LLM.
+    behaviour_probe: bool = True
+    # The probe compares outputs at this profile's width; the smallest is quickest and tells copies apart as well.
+    probe_profile: str = "smoke"
 
 
 async def bootstrap(runtime: Runtime) -> Wiring:
@@ -41,7 +50,10 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     metrics.init_researcher(settings.service_name, REJECTION_REASONS)
     book = CampaignBook(runtime.db)
     llm, memory = await agent_clients(runtime)
-    proposer = Proposer(llm, memory, BASELINES, settings.example_baseline, settings.revisions)
+    probe = partial(asyncio.to_thread, same_computation, profile=settings.probe_profile)
+    proposer = Proposer(llm, memory, BASELINES, settings.example_baseline, settings.revisions,
+                        moves=MOVES if settings.guided_moves else (),
+                        probe=probe if settings.behaviour_probe else None)
     loop = ResearchLoop(book, proposer, runtime.js, max_in_flight=settings.max_in_flight)
     handler = partial(on_event, book)
     handlers = {event_type: handler for event_type in FOLLOWED}

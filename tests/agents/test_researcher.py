@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from functools import partial
+
 from services.engineer.baselines import BASELINES
+from services.engineer.probe import same_computation
 from services.researcher.handlers import CampaignBook
-from services.researcher.proposer import Campaign, Proposer
+from services.researcher.moves import MOVES
+from services.researcher.proposer import BehaviourProbe, Campaign, Proposer
 from shared.events import (
     Budget,
     CampaignStarted,
@@ -30,9 +35,15 @@ class Mixer(nn.Module):
 ```"""
 
 
-def proposer(world: MemoryWorld, *replies: object) -> tuple[Proposer, object]:
+LINEAR_RENAMED = (BASELINES["linear_attention"].read_text().replace("def _heads", "def _split").replace("self._heads", "self._split")
+                  .replace("_project", "_features").replace("chunked_linear_attention", "prefix_scan"))
+LINEAR_INDEX = 3  # the first proposals start from the baselines in name order; the fourth is linear_attention
+SANDBOXED_PROBE: BehaviourProbe = partial(asyncio.to_thread, same_computation, profile="smoke")
+
+
+def proposer(world: MemoryWorld, *replies: object, **options: object) -> tuple[Proposer, object]:
     llm, backend = scripted(*replies)  # type: ignore[arg-type]
-    return Proposer(llm, world.client, BASELINES, "linear_attention", revisions=1), backend
+    return Proposer(llm, world.client, BASELINES, "linear_attention", revisions=1, **options), backend  # type: ignore[arg-type]
 
 
 async def test_a_first_proposal_starts_from_a_baseline_and_is_repaired(world: MemoryWorld) -> None:
@@ -140,3 +151,37 @@ async def test_sampling_is_seeded_per_campaign_and_proposal(world: MemoryWorld) 
         seeds.append(tuple(backend.seeds))  # type: ignore[attr-defined]
     assert None not in seeds[0]
     assert seeds[0] == seeds[2] and seeds[0] != seeds[1]  # reproducible, and new for each proposal
+
+
+async def test_the_prompt_asks_for_one_concrete_move_and_cites_its_cognition(world: MemoryWorld) -> None:
+    agent, backend = proposer(world, {"name": "gated-cumsum", "motivation": "gate a running sum"}, GOOD_CODE)
+    event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    prompt = backend.seen[0][-1]["content"]  # type: ignore[attr-defined]
+    assert "## The change to make:" in prompt and "Change one clear thing" not in prompt
+    move = next(move for move in MOVES if move.instruction in prompt)
+    assert move.applies_to(BASELINES["linear_attention"].read_text())
+    assert isinstance(event, ProposalCreated) and set(move.cognition) <= set(event.cognition_ids)
+
+
+async def test_without_moves_the_llm_chooses_the_change(world: MemoryWorld) -> None:
+    agent, backend = proposer(world, {"name": "a", "motivation": "m"}, GOOD_CODE, moves=())
+    await agent.propose(CAMPAIGN, index=0)
+    prompt = backend.seen[0][-1]["content"]  # type: ignore[attr-defined]
+    assert "Change one clear thing" in prompt and "## The change to make:" not in prompt
+
+
+async def test_a_renamed_parent_is_caught_by_its_outputs_and_sent_back(world: MemoryWorld) -> None:
+    agent, backend = proposer(world, {"name": "renamed", "motivation": "m"}, LINEAR_RENAMED, GOOD_CODE,
+                              probe=SANDBOXED_PROBE)
+    event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
+    assert "its outputs equal the parent (linear_attention)'s" in revision and "The change to make:" in revision
+    assert isinstance(event, ProposalCreated) and "torch.sigmoid(self.gate(x))" in event.code
+
+
+async def test_a_renamed_parent_sent_back_unchanged_is_rejected_as_a_duplicate(world: MemoryWorld) -> None:
+    agent, _ = proposer(world, {"name": "renamed", "motivation": "m"}, LINEAR_RENAMED, LINEAR_RENAMED,
+                        probe=SANDBOXED_PROBE)
+    event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    assert isinstance(event, ProposalRejected) and event.reason == "duplicate"
+    assert "outputs equal the parent (linear_attention)'s" in event.detail

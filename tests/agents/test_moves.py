@@ -1,0 +1,74 @@
+"""Design moves: each is an instruction that, followed to the letter, gives a valid and different mixer."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from services.engineer.baselines import BASELINES
+from services.engineer.checks import run_checks
+from services.engineer.probe import same_computation
+from services.engineer.profiles import PROFILES
+from services.memory.cognition.ingest import STARTER_FILE
+from services.researcher.moves import MOVES, applicable, choose_move
+
+LINEAR = BASELINES["linear_attention"].read_text()
+MOVE = {move.id: move for move in MOVES}
+
+
+def quoted_assignments(instruction: str) -> list[str]:
+    return [code for code in re.findall(r"`([^`]+)`", instruction) if " = " in code]
+
+
+def test_every_move_cites_cognition_that_exists_and_applies_to_some_baseline() -> None:
+    starter = {f"starter:{json.loads(line)['id']}" for line in STARTER_FILE.read_text().splitlines() if line}
+    sources = [path.read_text() for path in BASELINES.values()]
+    for move in MOVES:
+        assert set(move.cognition) <= starter, move.id
+        assert any(move.applies_to(code) for code in sources), move.id
+
+
+def test_a_move_the_parent_already_has_is_not_offered() -> None:
+    mamba2 = BASELINES["mamba2"].read_text()  # already has a short convolution and a norm
+    offered = {move.id for move in applicable(mamba2)}
+    assert "short-conv" not in offered and "output-norm" not in offered
+    assert "negative-eigenvalues" in {move.id for move in applicable(BASELINES["deltanet"].read_text())}
+    assert "negative-eigenvalues" not in {move.id for move in applicable(LINEAR)}  # no beta to widen
+
+
+def test_the_choice_is_seeded_and_leans_towards_the_retrieved_cognition() -> None:
+    assert choose_move(LINEAR, [], seed=5) == choose_move(LINEAR, [], seed=5)
+    steered = Counter(choose_move(LINEAR, ["starter:short-conv"], seed=s).id for s in range(400))  # type: ignore[union-attr]
+    plain = Counter(choose_move(LINEAR, [], seed=s).id for s in range(400))  # type: ignore[union-attr]
+    assert steered["short-conv"] > 1.8 * plain["short-conv"]
+    assert choose_move(LINEAR, [], seed=1, moves=()) is None
+
+
+def follow(move_id: str) -> str:
+    """Linear attention with a move's quoted lines written in where its instruction says."""
+    lines = quoted_assignments(MOVE[move_id].instruction)
+    code = LINEAR.replace("        super().__init__()\n", f"        super().__init__()\n        {lines[0]}\n", 1)
+    head = "    def forward(self, x: torch.Tensor) -> torch.Tensor:\n"
+    assert head in code
+    if move_id in ("short-conv", "token-shift"):
+        body = "".join(f"        {line}\n" for line in lines[1:])
+        return code.replace(head, head + body, 1)
+    wrap = {"output-gate": "torch.sigmoid(self.out_gate(x)) * ", "skip-path": "self.skip * x + "}[move_id]
+    start = code.index(head)
+    ret = code.index("        return ", start)
+    return code[:ret] + "        return " + wrap + "(" + code[ret + 15:].split("\n", 1)[0] + ")\n" + \
+        code[ret:].split("\n", 1)[1]
+
+
+@pytest.mark.parametrize("move_id", ["short-conv", "token-shift", "output-gate", "skip-path"])
+def test_a_generic_move_followed_to_the_letter_passes_the_checks_and_changes_the_outputs(
+        move_id: str, tmp_path: Path) -> None:
+    source = tmp_path / "mixer.py"
+    source.write_text(follow(move_id))
+    report = run_checks(source, PROFILES["smoke"])
+    assert report.kind is None, report.to_dict()
+    assert same_computation(source.read_text(), {"the parent": LINEAR}, "smoke") is None
