@@ -183,6 +183,25 @@ def find_mixer(tree: ast.Module) -> ast.ClassDef | None:
     return None
 
 
+def unused_attributes(code: str) -> list[str]:
+    """Attributes ``Mixer.__init__`` sets to a call (a layer, a parameter) that nothing in the file reads back:
+    a change written into ``__init__`` but never into ``forward``. Any read of the name counts as a use."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    cls = find_mixer(tree)
+    init = method(cls, "__init__") if cls is not None else None
+    if init is None:
+        return []
+    assigned = [node for node in ast.walk(init) if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)]
+    created = [target.attr for node in assigned for target in node.targets if isinstance(target, ast.Attribute)
+               and isinstance(target.value, ast.Name) and target.value.id == "self"]
+    read = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load)}
+    read |= {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    return [name for name in dict.fromkeys(created) if name not in read]
+
+
 def method(cls: ast.ClassDef, name: str) -> ast.FunctionDef | None:
     return next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
 

@@ -85,8 +85,8 @@ def check_signature(cls: Any) -> None:
             raise CheckFailed("contract", f"Mixer.{method} cannot be called as {wanted}: {exc}") from exc
 
 
-def build_mixer(cls: Callable[..., nn.Module], d_model: int, n_heads: int) -> nn.Module:
-    torch.manual_seed(0)
+def build_mixer(cls: Callable[..., nn.Module], d_model: int, n_heads: int, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
     try:
         mixer = cls(d_model, n_heads)
     except (torch.OutOfMemoryError, MemoryError) as exc:
@@ -312,26 +312,47 @@ def check_complexity(
 # operations differs by ~1e-7; any real change to the computation moves outputs by far more).
 SAME_BEHAVIOUR_RTOL = 1e-4
 SAME_BEHAVIOUR_ATOL = 1e-5
-# Every parameter is nudged by this much random noise before probing, so a new branch whose gate is initialised to
-# zero (silent at init, learnt later) still shows in the outputs.
+# Every parameter with a fixed initial value is nudged by this much random noise before probing, so a new branch
+# whose gate is initialised to zero (silent at init, learnt later) still shows in the outputs.
 PROBE_PERTURBATION = 0.02
 
 
 def behaviour_signature(cls: Callable[..., nn.Module], d_model: int, n_heads: int) -> list[float]:
-    """A fixed sample of the mixer's outputs on a fixed input, with seeded, perturbed parameters.
+    """A fixed sample of the mixer's outputs on a fixed input, with parameters set from a seed.
 
     A copy that only renames, reformats, reorders helpers or adds dead code computes the same outputs; a real
-    change does not. (A copy that creates its parameters in another order is initialised differently and is not
-    recognised: this errs towards training a duplicate, never towards rejecting a new idea.)
+    change does not. Only the parameters forward uses are set, each from the same seeded stream in the order the
+    module lists them, so a layer created but never used changes nothing (it would otherwise shift the stream).
+    Randomly initialised parameters are redrawn, since a dead layer created first also shifts torch's own
+    initialisation; parameters with a fixed initial value (ones, zeros, a decay schedule) keep it, nudged.
+    (A copy that creates its live parameters in another order is not recognised: this errs towards training a
+    duplicate, never towards rejecting a new idea.)
     """
     mixer = build_mixer(cls, d_model, n_heads)
+    twin = build_mixer(cls, d_model, n_heads, seed=1)  # what differs from it was drawn at random
     x = torch.randn(2, 24, d_model, generator=torch.Generator().manual_seed(4321))
     noise = torch.Generator().manual_seed(1234)
+    live = used_parameters(mixer, x)
     with torch.no_grad():
-        for parameter in (p for p in mixer.parameters() if p.is_floating_point()):
-            parameter.add_(torch.randn(parameter.shape, generator=noise, dtype=parameter.dtype) * PROBE_PERTURBATION)
+        for (name, parameter), twin_parameter in zip(mixer.named_parameters(), twin.parameters(), strict=True):
+            if name not in live or not parameter.is_floating_point():
+                continue
+            draw = torch.randn(parameter.shape, generator=noise, dtype=parameter.dtype)
+            if torch.equal(parameter, twin_parameter):
+                parameter.add_(draw * PROBE_PERTURBATION)
+            else:
+                parameter.copy_(draw / math.sqrt(parameter[0].numel() if parameter.dim() > 1 else parameter.numel()))
         out = call_mixer(mixer, x)
     return [float(v) for v in out[:, ::5, :8].reshape(-1)]
+
+
+def used_parameters(mixer: nn.Module, x: torch.Tensor) -> set[str]:
+    """Names of the parameters a forward pass reaches (those a backward pass gives a gradient)."""
+    with torch.enable_grad():
+        call_mixer(mixer, x).float().square().sum().backward()
+    used = {name for name, p in mixer.named_parameters() if p.grad is not None}
+    mixer.zero_grad(set_to_none=True)
+    return used
 
 
 def same_behaviour(a: list[float], b: list[float]) -> bool:

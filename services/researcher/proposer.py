@@ -25,6 +25,7 @@ from shared.mixer_source import (
     parses,
     repair,
     static_problem,
+    unused_attributes,
 )
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class Proposer:
             code = repair(merge_functions(base, text), donors=[parent.code, *self.baseline_sources])
             # A small model often hands back its parent unchanged; asking again, with that said, costs one code
             # reply, where rejecting throws away the idea too.
-            problem = static_problem(code) or parent_copy_problem(code, parent)
+            problem = static_problem(code) or parent_copy_problem(code, parent, move)
             if problem is None:
                 problem = await self.same_outputs_problem(code, parent, move)
             if problem is None:
@@ -146,9 +147,8 @@ class Proposer:
         same_as = await self.probe(code, {f"the parent ({parent.name})": parent.code})
         if same_as is None:
             return None
-        hint = f" The change to make: {move.instruction}" if move else ""
-        return StaticProblem("duplicate", f"its outputs equal {same_as}'s on a fixed input: your change is not in "
-                                          "the computation yet (a new layer must also be used in forward)." + hint)
+        return StaticProblem("duplicate", f"its outputs equal {same_as}'s on a fixed input, so your change is not "
+                                          f"in the computation yet: {missing_change(code, move)}")
 
     async def duplicate_problem(self, draft: Draft, parent: ParentContext) -> StaticProblem | None:
         """A near-copy of its parent or of a past experiment. Memory's code index finds the candidates; the
@@ -198,9 +198,20 @@ def describe_references(references: list[ExperimentBrief]) -> str:
     return "\n".join(f"- {r.name}: {results_line(r)}" for r in references)
 
 
-def parent_copy_problem(code: str, parent: ParentContext) -> StaticProblem | None:
+def parent_copy_problem(code: str, parent: ParentContext, move: Move | None = None) -> StaticProblem | None:
     same = code_similarity(code, parent.code)
     if same < SAME_CODE:
         return None
-    return StaticProblem("duplicate", f"{same:.0%} of the code is the parent's ({parent.name}): write the change "
-                                      "your motivation describes into the code")
+    return StaticProblem("duplicate", f"{same:.0%} of the code is the parent's ({parent.name}): "
+                                      f"{missing_change(code, move)}")
+
+
+def missing_change(code: str, move: Move | None) -> str:
+    """What to tell a model whose draft still computes its parent: the layers it made but never used, and the
+    change it was asked for, again."""
+    unused = ", ".join(f"`self.{name}`" for name in unused_attributes(code))
+    told = [f"{unused} is created in __init__ but never used: use it in forward." if unused else "",
+            "Write the change your motivation describes into the code, in forward too."]
+    if move is not None:
+        told.append(f"The change to make: {move.instruction}")
+    return " ".join(t for t in told if t)

@@ -35,8 +35,9 @@ class Mixer(nn.Module):
 ```"""
 
 
-LINEAR_RENAMED = (BASELINES["linear_attention"].read_text().replace("def _heads", "def _split").replace("self._heads", "self._split")
-                  .replace("_project", "_features").replace("chunked_linear_attention", "prefix_scan"))
+LINEAR_RENAMED = (BASELINES["linear_attention"].read_text().replace("def _heads", "def _split")
+                  .replace("self._heads", "self._split").replace("_project", "_features")
+                  .replace("chunked_linear_attention", "prefix_scan"))
 LINEAR_INDEX = 3  # the first proposals start from the baselines in name order; the fourth is linear_attention
 SANDBOXED_PROBE: BehaviourProbe = partial(asyncio.to_thread, same_computation, profile="smoke")
 
@@ -185,3 +186,15 @@ async def test_a_renamed_parent_sent_back_unchanged_is_rejected_as_a_duplicate(w
     event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
     assert isinstance(event, ProposalRejected) and event.reason == "duplicate"
     assert "outputs equal the parent (linear_attention)'s" in event.detail
+
+
+async def test_a_layer_added_but_never_used_is_named_when_the_draft_goes_back(world: MemoryWorld) -> None:
+    linear = BASELINES["linear_attention"].read_text()
+    unused_gate = linear.replace("        super().__init__()\n",
+                                 "        super().__init__()\n        self.out_gate = nn.Linear(d_model, d_model)\n")
+    agent, backend = proposer(world, {"name": "gated", "motivation": "m"}, unused_gate, GOOD_CODE,
+                              probe=SANDBOXED_PROBE)
+    event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
+    assert "`self.out_gate` is created in __init__ but never used" in revision and "The change to make:" in revision
+    assert isinstance(event, ProposalCreated)

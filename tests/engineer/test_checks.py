@@ -127,6 +127,10 @@ GLA = BASELINES["gla"].read_text()
 COSMETIC_GLA = (GLA.replace("_project", "_projections").replace("chunked_gla", "chunked_gated_attention")
                 .replace("gate_rank: int = 16, gate_norm", "gate_rank: int = 16,\n        gate_norm")
                 + "\n\ndef unused(x: torch.Tensor) -> torch.Tensor:\n    return x * 2\n")
+# A layer and a parameter created (first, so they shift torch's random stream) but never used: still GLA.
+DEAD_LAYER_GLA = GLA.replace("        super().__init__()\n", "        super().__init__()\n"
+                             "        self.unused = nn.Linear(d_model, d_model)\n"
+                             "        self.shift_mix = nn.Parameter(torch.full((d_model,), 0.5))\n", 1)
 # A new branch whose gate starts at zero: silent at init, so only perturbed parameters reveal it.
 ZERO_GATED_GLA = (GLA.replace("        self.head_norm = nn.RMSNorm(self.head_dim)\n",
                               "        self.head_norm = nn.RMSNorm(self.head_dim)\n"
@@ -145,6 +149,8 @@ def test_behaviour_tells_a_cosmetic_copy_from_a_real_change(tmp_path: Path) -> N
     assert COSMETIC_GLA != GLA and ZERO_GATED_GLA.count("skip_gate") == 2
     original = signature_of(GLA, tmp_path, "original")
     assert same_behaviour(signature_of(COSMETIC_GLA, tmp_path, "cosmetic"), original)
+    assert DEAD_LAYER_GLA.count("self.unused") == 1
+    assert same_behaviour(signature_of(DEAD_LAYER_GLA, tmp_path, "dead_layer"), original)
     assert not same_behaviour(signature_of(ZERO_GATED_GLA, tmp_path, "zero_gated"), original)
     assert same_behaviour(signature_of(GLA, tmp_path, "again"), original)  # deterministic
 

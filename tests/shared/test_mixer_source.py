@@ -16,6 +16,7 @@ from shared.mixer_source import (
     splice,
     static_problem,
     undefined_names,
+    unused_attributes,
 )
 
 BASELINES = sorted((Path(__file__).parents[2] / "services" / "engineer" / "baselines").glob("[!_]*.py"))
@@ -222,3 +223,13 @@ def test_a_whole_file_or_an_unparsable_reply_is_taken_as_it_is() -> None:
     assert merge_functions(WITH_HELPER, f"```python\n{GOOD}```") == f"```python\n{GOOD}```"
     assert merge_functions(WITH_HELPER, "def forward(self, x:\n") == "def forward(self, x:\n"
     assert merge_functions(WITH_HELPER, "class Mixer:\n    pass\n") == "class Mixer:\n    pass\n"
+
+
+def test_a_layer_created_in_init_but_never_read_is_reported() -> None:
+    gla = next(path for path in BASELINES if path.stem == "gla").read_text()
+    assert all(unused_attributes(path.read_text()) == [] for path in BASELINES)
+    dead = gla.replace("        super().__init__()\n", "        super().__init__()\n"
+                       "        self.shift_mix = nn.Parameter(torch.full((d_model,), 0.5))\n"
+                       "        self.looked_up = nn.Linear(d_model, d_model)\n", 1)
+    assert unused_attributes(dead + "\n\ndef f(m):\n    return getattr(m, 'looked_up')\n") == ["shift_mix"]
+    assert unused_attributes("class Mixer(\n") == []
