@@ -94,10 +94,34 @@ def alias_single_module(code: str) -> str:
 
 
 def repair(code: str, donors: Sequence[str] = ()) -> str:
-    """Fences stripped, standard imports added, a lone module aliased as Mixer, and the top-level helpers the code
-    calls but never defines copied from ``donors`` (its parent, the baselines) when one of them defines them."""
+    """Fences stripped, standard imports added, a lone module aliased as Mixer, methods written inside another
+    method moved out, and the top-level helpers the code calls but never defines copied from ``donors`` (its
+    parent, the baselines) when one of them defines them."""
     code = strip_fences(code).strip("\n") + "\n"
-    return borrow_definitions(alias_single_module(add_missing_imports(code)), donors)
+    return borrow_definitions(hoist_nested_methods(alias_single_module(add_missing_imports(code))), donors)
+
+
+def hoist_nested_methods(code: str) -> str:
+    """Mixer's methods that a small model indented into the method before them (most often ``__init__``): a
+    function nested in a method and taking ``self`` is never meant as a closure, so it becomes a method of Mixer,
+    replacing the one of its name."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code
+    mixer = find_mixer(tree)
+    for outer in mixer.body if mixer is not None else []:
+        if not isinstance(outer, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        nested = [n for n in outer.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+                  and [a.arg for a in n.args.args][:1] == ["self"]]
+        if nested and len(nested) < len(outer.body):
+            start, end = def_lines(nested[0])
+            lines = code.splitlines()
+            source = textwrap.dedent("\n".join(lines[start - 1:end]))
+            rest = "\n".join([*lines[:start - 1], *lines[end:]]) + "\n"
+            return hoist_nested_methods(put_definition(rest, nested[0].name, source, as_method=True))
+    return code
 
 
 def bound_names(tree: ast.AST) -> set[str]:

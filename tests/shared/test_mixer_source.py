@@ -11,6 +11,7 @@ from shared.mixer_source import (
     code_similarity,
     faulty_region,
     for_prompt,
+    hoist_nested_methods,
     merge_functions,
     repair,
     splice,
@@ -233,3 +234,34 @@ def test_a_layer_created_in_init_but_never_read_is_reported() -> None:
                        "        self.looked_up = nn.Linear(d_model, d_model)\n", 1)
     assert unused_attributes(dead + "\n\ndef f(m):\n    return getattr(m, 'looked_up')\n") == ["shift_mix"]
     assert unused_attributes("class Mixer(\n") == []
+
+
+METHODS_IN_INIT = """
+class Mixer(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, **kwargs: Any) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d_model, d_model)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.proj(x) * 2.0
+
+        def helper(self, x):
+            def inner(y):
+                return y
+            return inner(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+"""
+
+
+def test_methods_indented_into_init_become_methods_again() -> None:
+    hoisted = hoist_nested_methods(METHODS_IN_INIT)
+    mixer = next(n for n in ast.parse(hoisted).body if isinstance(n, ast.ClassDef))
+    methods = {n.name: ast.unparse(n) for n in mixer.body if isinstance(n, ast.FunctionDef)}
+    assert sorted(methods) == ["__init__", "forward", "helper"]
+    assert "def " not in methods["__init__"].split("\n", 1)[1]
+    assert "* 2.0" in methods["forward"]  # the model's own forward wins over the one it shadowed
+    assert "def inner(y)" in methods["helper"]  # a closure without self stays where it is
+    assert repair(METHODS_IN_INIT) == hoist_nested_methods(repair(METHODS_IN_INIT))
+    assert hoist_nested_methods("def broken(:\n") == "def broken(:\n"
