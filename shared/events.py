@@ -124,6 +124,11 @@ class ProposalRejected(Event, frozen=True, kw_only=True, tag="proposal.rejected.
     # Added compatibly: omitted when absent, so payloads without it stay byte-identical and older readers, which
     # ignore unknown fields, still decode the ones that carry it. The LLM work a rejection cost is spend too.
     llm: LlmUsage | None = None
+    # Added compatibly, like llm: the draft the researcher rejected, so what the LLM wrote can be read back.
+    name: str = ""
+    motivation: str = ""
+    code: str = ""
+    parent_ids: tuple[str, ...] = ()
 
 
 class TrainStarted(Event, frozen=True, kw_only=True, tag="train.started.v1"):

@@ -278,11 +278,18 @@ class Projector:
         self._update_experiment(event, seq, lambda doc: {**fields, "llm": _add_llm(doc.get("llm"), llm)})
 
     def _proposal_rejected(self, event: ProposalRejected, seq: int) -> None:
-        rejection = {"reason": event.reason, "detail": event.detail, "at": event.occurred_at}
-        self._update_experiment(
-            event, seq, lambda doc: {"status": "rejected", "rejection": rejection, "finished_at": event.occurred_at,
-                                     "llm": _add_llm(doc.get("llm"), event.llm)}
-        )
+        rejection = {"reason": event.reason, "detail": event.detail, "at": event.occurred_at,
+                     "parent_ids": list(event.parent_ids)}
+
+        def change(doc: Doc) -> Doc:
+            fields: Doc = {"status": "rejected", "rejection": rejection, "finished_at": event.occurred_at,
+                           "llm": _add_llm(doc.get("llm"), event.llm)}
+            if event.code and not doc.get("code"):  # a draft the researcher never published: kept to be read
+                # Its parent stays under the rejection: a draft that never ran is nobody's child.
+                fields |= {"name": event.name, "motivation": event.motivation, "code": event.code}
+            return fields
+
+        self._update_experiment(event, seq, change)
 
     # --- training and debugging -------------------------------------------------------------------------------
 

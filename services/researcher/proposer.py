@@ -105,7 +105,8 @@ class Proposer:
         if problem is not None:
             log.info("proposal rejected (%s): %s", problem.reason, problem.detail)
             return ProposalRejected(**envelope, reason=problem.reason, detail=problem.detail,  # type: ignore[arg-type]
-                                    llm=usage)
+                                    llm=usage, name=draft.name, motivation=draft.motivation, code=draft.code,
+                                    parent_ids=(parent.ref,))
         return ProposalCreated(
             **envelope, name=draft.name, motivation=draft.motivation, code=draft.code, parent_ids=(parent.ref,),
             cognition_ids=tuple(dict.fromkeys(cognition_ids + (move.cognition if move else ()))), llm=usage,

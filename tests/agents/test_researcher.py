@@ -64,6 +64,7 @@ async def test_static_problems_are_shown_to_the_llm_then_rejected(world: MemoryW
     agent, backend = proposer(world, {"name": "x", "motivation": "m"}, bad, bad)
     event = await agent.propose(CAMPAIGN, index=1)
     assert isinstance(event, ProposalRejected) and event.reason == "contract"
+    assert "class Mixer:" in event.code and event.parent_ids[0].startswith("baseline:")  # the draft, to read back
     assert event.llm is not None and event.llm.completion_tokens > 0  # the LLM's work is spend even when rejected
     revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
     assert "rejected before training" in revision and "Mixer must define __init__" in revision

@@ -13,8 +13,9 @@ from services.memory.projection import (
     digest,
     drop_all,
 )
-from shared.events import DebugPatched, TrainFailed, TrainSucceeded
+from shared.events import DebugPatched, ProposalCreated, ProposalRejected, TrainFailed, TrainSucceeded
 from tests.memory.history import build_history, numbered
+from tests.shared.samples import CODE, envelope
 
 HISTORY = numbered(build_history())
 
@@ -158,3 +159,18 @@ def test_each_experiment_counts_the_children_derived_from_it(db: Database, batch
             derived[doc["parent_ids"][0]] = derived.get(doc["parent_ids"][0], 0) + 1
     assert any(derived.get(doc["_id"]) for doc in docs)  # the history has experiments with children
     assert {doc["_id"]: doc["n_children"] for doc in docs} == {doc["_id"]: derived.get(doc["_id"], 0) for doc in docs}
+
+
+def test_a_rejected_draft_keeps_its_code_and_a_rejected_proposal_its_own(db: Database) -> None:
+    drop_all(db)
+    projector = Projector(db)
+    projector.apply(ProposalRejected(**envelope(1, "draft"), reason="syntax", detail="line 3", name="n",
+                                     motivation="m", code=CODE, parent_ids=("baseline:gla",)), 1)
+    projector.apply(ProposalCreated(**envelope(2, "proposal"), name="p", motivation="m", code=CODE + "\n# v1\n",
+                                    parent_ids=("baseline:gla",)), 2)
+    projector.apply(ProposalRejected(**envelope(3, "proposal"), reason="duplicate", detail="equal outputs"), 3)
+    draft, proposal = db[EXPERIMENTS].find_one({"_id": "draft"}), db[EXPERIMENTS].find_one({"_id": "proposal"})
+    assert draft is not None and proposal is not None
+    assert (draft["code"], draft["name"], draft["parent_ids"]) == (CODE, "n", [])  # a draft is nobody's child
+    assert draft["rejection"]["parent_ids"] == ["baseline:gla"]
+    assert proposal["code"].endswith("# v1\n") and proposal["status"] == "rejected"
