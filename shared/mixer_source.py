@@ -462,6 +462,64 @@ def put_definition(code: str, name: str, source: str, as_method: bool) -> str:
     return code.rstrip("\n") + "\n\n\n" + source.strip("\n") + "\n"
 
 
+# --- a draft written one function at a time -----------------------------------------------------------------
+
+
+def editable_functions(code: str) -> list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, bool]]:
+    """Mixer's methods, then the top-level functions, each with whether it is a Mixer method."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    mixer = find_mixer(tree)
+    kinds = ast.FunctionDef | ast.AsyncFunctionDef
+    methods = [n for n in (mixer.body if mixer is not None else []) if isinstance(n, kinds)]
+    return [(n, True) for n in methods] + [(n, False) for n in tree.body if isinstance(n, kinds)]
+
+
+def function_matching(code: str, site: str) -> tuple[str, bool] | None:
+    """The function a site names: a Mixer method of that name, else the first function (methods first) whose
+    source matches the site as a regular expression; with whether it is a Mixer method."""
+    found = editable_functions(code)
+    for node, is_method in found:
+        if is_method and node.name == site:
+            return node.name, True
+    lines = code.splitlines()
+    for node, is_method in found:
+        start, end = def_lines(node)
+        if re.search(site, "\n".join(lines[start - 1:end])):
+            return node.name, is_method
+    return None
+
+
+def function_source(code: str, name: str, is_method: bool) -> str:
+    """The source of a Mixer method or top-level function, dedented; empty when there is none."""
+    lines = code.splitlines()
+    for node, method_ in editable_functions(code):
+        if node.name == name and method_ == is_method:
+            start, end = def_lines(node)
+            return textwrap.dedent("\n".join(lines[start - 1:end])) + "\n"
+    return ""
+
+
+def extract_function(reply: str, name: str) -> str | None:
+    """The function ``name`` from a reply, wherever the reply put it (alone, in a class, beside others); else the
+    reply's only function. None when the reply has neither."""
+    text = textwrap.dedent(strip_fences(reply))
+    pieces = [text] if parses(text) else [textwrap.dedent(p) for p in _def_pieces(text) if parses(textwrap.dedent(p))]
+    found: list[str] = []
+    for piece in pieces:
+        lines = piece.splitlines()
+        for node in ast.walk(ast.parse(piece)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                start, end = def_lines(node)
+                source = textwrap.dedent("\n".join(lines[start - 1:end])) + "\n"
+                if node.name == name:
+                    return source
+                found.append(source)
+    return found[0] if len(found) == 1 else None
+
+
 # Baselines carry a slow token-by-token reference for their tests. Shown to a small model as part of a parent, it is
 # copied into the fast path (``mixer._output(...)`` inside a chunk function): prompts leave it out.
 REFERENCE_FUNCTIONS = frozenset({"recurrent_reference"})

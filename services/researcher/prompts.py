@@ -98,6 +98,21 @@ complete from its `def` line (a method of Mixer keeps `self`; change `__init__` 
 parameters). Everything you leave out stays as in the parent. Answer with one ```python code block and nothing else.
 """
 
+STEP = Template("""\
+Step $number of $steps: rewrite `$name`. Here it is now:
+```python
+$source
+```
+$instruction
+Answer with the complete new `$name`, from its `def` line, in one ```python code block and nothing else.
+""")
+
+RETRY = Template("""\
+Your last version was rejected before training: $reason — $detail
+Start again from the parent.
+
+""")
+
 EXAMPLE = Template("""\
 ## Worked example that satisfies the contract ($name)
 ```python

@@ -13,16 +13,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from services.researcher.moves import MOVES, Move, choose_move
-from services.researcher.prompts import IDEA_SCHEMA, PROPOSAL_SCHEMA, REVISE, WRITE_CODE, proposal_messages
+from services.researcher.prompts import (
+    IDEA_SCHEMA,
+    PROPOSAL_SCHEMA,
+    RETRY,
+    REVISE,
+    STEP,
+    WRITE_CODE,
+    proposal_messages,
+)
 from shared.events import Event, LlmUsage, ProposalCreated, ProposalRejected, new_event_id, utc_now
 from shared.llm import LlmClient, add_usage, parse_json_reply
 from shared.memory_client import ExperimentBrief, MemoryClient
 from shared.mixer_source import (
     StaticProblem,
     code_similarity,
+    extract_function,
     for_prompt,
+    function_matching,
+    function_source,
     merge_functions,
     parses,
+    put_definition,
     repair,
     static_problem,
     unused_attributes,
@@ -34,6 +46,8 @@ PRODUCER = "researcher"
 SAME_CODE = 0.97
 CLOSE_CODE, CLOSE_MOTIVATION = 0.9, 0.92
 DUPLICATE_CANDIDATES = 5
+# Sampling temperature of a move's steps, by revision: precise first, then wider, to get out of a copy.
+STEP_TEMPERATURES = (0.5, 0.8, 1.0)
 
 # (draft code, {label: known code}) -> the label of the known mixer whose outputs the draft reproduces, or None.
 BehaviourProbe = Callable[[str, dict[str, str]], Awaitable[str | None]]
@@ -114,31 +128,77 @@ class Proposer:
 
     async def draft(self, messages: list[dict[str, str]], seed: int, parent: ParentContext,
                     move: Move | None = None) -> tuple[Draft, LlmUsage, StaticProblem | None]:
-        """The idea (JSON), then the code (a fenced block), repaired and checked; a static problem, or code that is
-        still the parent's by its text or by its outputs, is shown to the LLM up to ``revisions`` times."""
+        """The idea (JSON), then the code: a move's steps one function each, or, with no move, the functions the
+        LLM chooses to change. Repaired and checked; a static problem, or code that is still the parent's by its
+        text or by its outputs, is shown to the LLM up to ``revisions`` times."""
         idea = await self.llm.complete_json(messages, IDEA_SCHEMA, max_tokens=300, seed=seed)
         usages = [idea.usage]
-        messages = [*messages, {"role": "assistant", "content": json.dumps(idea.data)},
-                    {"role": "user", "content": WRITE_CODE}]
+        messages = [*messages, {"role": "assistant", "content": json.dumps(idea.data)}]
+        if move is None:
+            code, problem = await self.draft_changes(messages, seed, parent, usages)
+        else:
+            code, problem = await self.draft_steps(messages, seed, parent, move, usages)
+        draft = Draft(name=str(idea.data["name"])[:80], motivation=str(idea.data["motivation"]), code=code)
+        parse_json_reply(json.dumps(asdict(draft)), PROPOSAL_SCHEMA)  # the assembled proposal keeps the contract
+        return draft, add_usage(*usages), problem
+
+    async def draft_changes(self, messages: list[dict[str, str]], seed: int, parent: ParentContext,
+                            usages: list[LlmUsage]) -> tuple[str, StaticProblem | None]:
+        """The functions the LLM chose to change, merged into the parent; a problem goes back as a revision."""
+        messages = [*messages, {"role": "user", "content": WRITE_CODE}]
         base = for_prompt(parent.code)  # the parent as the prompt showed it
         for revision in range(self.revisions + 1):
             text, usage = await self.llm.complete_text(messages, max_tokens=2048, seed=seed + 100 + revision)
             usages.append(usage)
             code = repair(merge_functions(base, text), donors=[parent.code, *self.baseline_sources])
-            # A small model often hands back its parent unchanged; asking again, with that said, costs one code
-            # reply, where rejecting throws away the idea too.
-            problem = static_problem(code) or parent_copy_problem(code, parent, move)
-            if problem is None:
-                problem = await self.same_outputs_problem(code, parent, move)
+            problem = await self.problem_of(code, parent, None)
             if problem is None:
                 break
             if parses(code):
                 base = code  # a revision's functions go into this draft
             messages = [*messages, {"role": "assistant", "content": text[:6000]},
                         {"role": "user", "content": REVISE.substitute(reason=problem.reason, detail=problem.detail)}]
-        draft = Draft(name=str(idea.data["name"])[:80], motivation=str(idea.data["motivation"]), code=code)
-        parse_json_reply(json.dumps(asdict(draft)), PROPOSAL_SCHEMA)  # the assembled proposal keeps the contract
-        return draft, add_usage(*usages), problem
+        return code, problem
+
+    async def draft_steps(self, messages: list[dict[str, str]], seed: int, parent: ParentContext, move: Move,
+                          usages: list[LlmUsage]) -> tuple[str, StaticProblem | None]:
+        """A move written one function per step, each step shown the function as it stands. A problem restarts
+        the steps from the parent, said first and sampled wider: a small model keeps to its own last answer."""
+        problem: StaticProblem | None = None
+        for revision in range(self.revisions + 1):
+            code, conversation = for_prompt(parent.code), list(messages)
+            for number, step in enumerate(move.steps, start=1):
+                target = function_matching(code, step.site)
+                if target is None:
+                    continue
+                name, is_method = target
+                ask = STEP.substitute(number=number, steps=len(move.steps), name=name, instruction=step.instruction,
+                                      source=function_source(code, name, is_method).rstrip("\n"))
+                if problem is not None and number == 1:
+                    ask = RETRY.substitute(reason=problem.reason, detail=problem.detail) + ask
+                conversation.append({"role": "user", "content": ask})
+                text, usage = await self.llm.complete_text(
+                    conversation, max_tokens=1024, seed=seed + 100 + 10 * revision + number,
+                    temperature=STEP_TEMPERATURES[min(revision, len(STEP_TEMPERATURES) - 1)])
+                usages.append(usage)
+                conversation.append({"role": "assistant", "content": text[:4000]})
+                written = extract_function(text, name)
+                if written is not None:
+                    code = put_definition(code, name, written, as_method=is_method)
+            code = repair(code, donors=[parent.code, *self.baseline_sources])
+            problem = await self.problem_of(code, parent, move)
+            if problem is None:
+                break
+        return code, problem
+
+    async def problem_of(self, code: str, parent: ParentContext, move: Move | None) -> StaticProblem | None:
+        # A small model often hands back its parent unchanged; asking again, with that said, costs one code
+        # reply, where rejecting throws away the idea too.
+        # With the probe, outputs decide whether a draft is still its parent; text similarity cannot (see
+        # duplicate_problem).
+        if self.probe is None:
+            return static_problem(code) or parent_copy_problem(code, parent, move)
+        return static_problem(code) or await self.same_outputs_problem(code, parent, move)
 
     async def same_outputs_problem(self, code: str, parent: ParentContext, move: Move | None) -> StaticProblem | None:
         """Code that reads differently but computes what its parent or a baseline computes: the change never
@@ -153,22 +213,31 @@ class Proposer:
 
     async def duplicate_problem(self, draft: Draft, parent: ParentContext) -> StaticProblem | None:
         """A near-copy of its parent or of a past experiment. Memory's code index finds the candidates; the
-        whole files are then compared line by line (embeddings see only the start of a file)."""
-        problem = parent_copy_problem(draft.code, parent)
-        if problem is not None:
-            return problem
+        whole files are then compared line by line (embeddings see only the start of a file). With the behaviour
+        probe, close text is only the shortlist: one changed line in a long file is still ~98% the same text, so
+        a close draft is a copy when it also computes the same."""
+        if self.probe is None:  # with a probe, the draft was already held against its parent by its outputs
+            problem = parent_copy_problem(draft.code, parent)
+            if problem is not None:
+                return problem
         candidates = await self.memory.search("code", draft.code, k=DUPLICATE_CANDIDATES)
         if not candidates:
             return None
         motivations = {h.id: h.score for h in await self.memory.search("motivations", draft.motivation, k=10)}
+        close: dict[str, str] = {}
         for hit in candidates:
             found = await self.memory.experiment(hit.id)
             if found is None or not found.experiment.code:
                 continue
             same = code_similarity(draft.code, found.experiment.code)
             if same >= SAME_CODE or (same >= CLOSE_CODE and motivations.get(hit.id, 0.0) >= CLOSE_MOTIVATION):
-                return StaticProblem("duplicate", f"{same:.0%} of the code and motivation cosine "
-                                                  f"{motivations.get(hit.id, 0.0):.2f} match {hit.id}")
+                if self.probe is None:
+                    return StaticProblem("duplicate", f"{same:.0%} of the code and motivation cosine "
+                                                      f"{motivations.get(hit.id, 0.0):.2f} match {hit.id}")
+                close[f"experiment {hit.id}"] = found.experiment.code
+        same_as = await self.probe(draft.code, close) if close and self.probe is not None else None
+        if same_as is not None:
+            return StaticProblem("duplicate", f"its outputs equal {same_as}'s on a fixed input")
         return None
 
     async def parent_context(self, parent: ExperimentBrief | None, index: int) -> ParentContext:

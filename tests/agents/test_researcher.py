@@ -9,7 +9,7 @@ from services.engineer.baselines import BASELINES
 from services.engineer.probe import same_computation
 from services.researcher.handlers import CampaignBook
 from services.researcher.moves import MOVES
-from services.researcher.proposer import BehaviourProbe, Campaign, Proposer
+from services.researcher.proposer import SAME_CODE, BehaviourProbe, Campaign, Proposer
 from shared.events import (
     Budget,
     CampaignStarted,
@@ -20,6 +20,7 @@ from shared.events import (
     new_event_id,
     utc_now,
 )
+from shared.mixer_source import code_similarity
 from shared.store import mongo_client
 from tests.agents.conftest import MemoryWorld, scripted
 
@@ -43,7 +44,9 @@ SANDBOXED_PROBE: BehaviourProbe = partial(asyncio.to_thread, same_computation, p
 
 
 def proposer(world: MemoryWorld, *replies: object, **options: object) -> tuple[Proposer, object]:
+    """A proposer on scripted replies; without ``moves`` it leaves the change to the LLM (one code reply)."""
     llm, backend = scripted(*replies)  # type: ignore[arg-type]
+    options.setdefault("moves", ())
     return Proposer(llm, world.client, BASELINES, "linear_attention", revisions=1, **options), backend  # type: ignore[arg-type]
 
 
@@ -155,14 +158,63 @@ async def test_sampling_is_seeded_per_campaign_and_proposal(world: MemoryWorld) 
     assert seeds[0] == seeds[2] and seeds[0] != seeds[1]  # reproducible, and new for each proposal
 
 
+SHORT_CONV = next(move for move in MOVES if move.id == "short-conv")
+LINEAR = BASELINES["linear_attention"].read_text()
+CONV_LINE = "self.short_conv = nn.Conv1d(d_model, d_model, kernel_size=4, padding=3, groups=d_model)"
+CONV_INIT = LINEAR.replace("        self.o_proj = nn.Linear(d_model, d_model, bias=False)\n",
+                           f"        self.o_proj = nn.Linear(d_model, d_model, bias=False)\n        {CONV_LINE}\n")
+CONV_FORWARD = """```python
+def forward(self, x: torch.Tensor) -> torch.Tensor:
+    x = self.short_conv(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)
+    q, k, v = self._project(x)
+    o = chunked_linear_attention(q, k, v, self.chunk_size, self.eps)
+    return self._output(o)
+```"""
+UNCHANGED_FORWARD = CONV_FORWARD.replace(
+    "    x = self.short_conv(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)\n", "")
+
+
 async def test_the_prompt_asks_for_one_concrete_move_and_cites_its_cognition(world: MemoryWorld) -> None:
-    agent, backend = proposer(world, {"name": "gated-cumsum", "motivation": "gate a running sum"}, GOOD_CODE)
-    event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    agent, backend = proposer(world, {"name": "conv", "motivation": "see the last tokens"}, *[CONV_INIT] * 6,
+                              moves=MOVES)
+    await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
     prompt = backend.seen[0][-1]["content"]  # type: ignore[attr-defined]
     assert "## The change to make:" in prompt and "Change one clear thing" not in prompt
-    move = next(move for move in MOVES if move.instruction in prompt)
-    assert move.applies_to(BASELINES["linear_attention"].read_text())
-    assert isinstance(event, ProposalCreated) and set(move.cognition) <= set(event.cognition_ids)
+    move = next(move for move in MOVES if move.title in prompt)
+    assert move.applies_to(LINEAR) and move.instruction in prompt
+    agent, _ = proposer(world, {"name": "conv", "motivation": "see the last tokens"}, CONV_INIT, CONV_FORWARD,
+                        moves=[SHORT_CONV], probe=SANDBOXED_PROBE)
+    event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    assert isinstance(event, ProposalCreated) and set(SHORT_CONV.cognition) <= set(event.cognition_ids)
+
+
+async def test_a_move_is_written_one_function_per_step(world: MemoryWorld) -> None:
+    # The first reply is the whole file with the new line: only the __init__ it was asked for is taken from it.
+    agent, backend = proposer(world, {"name": "conv", "motivation": "see the last tokens"}, CONV_INIT, CONV_FORWARD,
+                              moves=[SHORT_CONV], probe=SANDBOXED_PROBE)
+    event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    steps = [backend.seen[i][-1]["content"] for i in (1, 2)]  # type: ignore[attr-defined]
+    assert steps[0].startswith("Step 1 of 2: rewrite `__init__`") and "self.qkv_proj = nn.Linear" in steps[0]
+    assert steps[1].startswith("Step 2 of 2: rewrite `forward`") and "chunked_linear_attention(q, k" in steps[1]
+    assert isinstance(event, ProposalCreated), event
+    assert CONV_LINE in event.code and "x = self.short_conv(x.transpose(1, 2))" in event.code
+    assert event.code.count("class Mixer") == 1
+    assert code_similarity(event.code, LINEAR) >= SAME_CODE  # a real change that text similarity calls a copy
+
+
+async def test_a_step_left_undone_starts_again_from_the_parent_sampled_wider(world: MemoryWorld) -> None:
+    agent, backend = proposer(world, {"name": "conv", "motivation": "see the last tokens"},
+                              CONV_INIT, UNCHANGED_FORWARD, CONV_INIT, CONV_FORWARD,
+                              moves=[SHORT_CONV], probe=SANDBOXED_PROBE)
+    event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    retry = backend.seen[3][-1]["content"]  # type: ignore[attr-defined]
+    assert retry.startswith("Your last version was rejected before training: duplicate")
+    assert "`self.short_conv` is created in __init__ but never used" in retry and "Step 1 of 2" in retry
+    shown = retry.split("```python", 1)[1].split("```", 1)[0]
+    assert "short_conv" not in shown  # the parent's __init__ again, not the draft's
+    temperatures = backend.temperatures[1:]  # type: ignore[attr-defined]
+    assert temperatures[0] == temperatures[1] < temperatures[2] == temperatures[3]
+    assert isinstance(event, ProposalCreated) and "x = self.short_conv(" in event.code
 
 
 async def test_without_moves_the_llm_chooses_the_change(world: MemoryWorld) -> None:
@@ -177,7 +229,7 @@ async def test_a_renamed_parent_is_caught_by_its_outputs_and_sent_back(world: Me
                               probe=SANDBOXED_PROBE)
     event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
     revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
-    assert "its outputs equal the parent (linear_attention)'s" in revision and "The change to make:" in revision
+    assert "its outputs equal the parent (linear_attention)'s" in revision and "motivation describes" in revision
     assert isinstance(event, ProposalCreated) and "torch.sigmoid(self.gate(x))" in event.code
 
 
@@ -197,5 +249,5 @@ async def test_a_layer_added_but_never_used_is_named_when_the_draft_goes_back(wo
                               probe=SANDBOXED_PROBE)
     event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
     revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
-    assert "`self.out_gate` is created in __init__ but never used" in revision and "The change to make:" in revision
+    assert "`self.out_gate` is created in __init__ but never used" in revision
     assert isinstance(event, ProposalCreated)
