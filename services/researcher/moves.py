@@ -13,16 +13,69 @@ and argues the motivation; the move fixes what to try.
 
 from __future__ import annotations
 
+import ast
 import random
 import re
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+TODO = "# TODO: the change goes here"
 
 
 @dataclass(frozen=True)
 class Step:
     site: str  # "__init__", "forward", or a regex matching the source of the function to rewrite
     instruction: str
+    # Where in the function the change goes, marked with a TODO comment in the function the LLM is shown (a small
+    # model fills a marked slot, where it cannot place a line from a description): "start" (after the signature
+    # and docstring), "end", "return" (the last return line), "after:<regex>" (a new line after the last line the
+    # regex matches), or a regex naming the line to change.
+    anchor: str = "end"
+
+    def marked(self, source: str) -> str:
+        """``source`` (one function, dedented) with the TODO comment where the change goes."""
+        lines = source.rstrip("\n").splitlines()
+        try:
+            function = ast.parse(textwrap.dedent(source)).body[0]
+        except SyntaxError:
+            return source
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            return source
+        indent = " " * function.body[0].col_offset
+        body = range(function.body[0].lineno - 1, len(lines))
+        if self.anchor == "end":
+            return "\n".join([*lines, indent + TODO]) + "\n"
+        if self.anchor == "start":
+            at = _after_signature(function)
+            return "\n".join([*lines[:at], indent + TODO, *lines[at:]]) + "\n"
+        after = self.anchor.startswith("after:")
+        pattern = {"return": r"^\s*return\b"}.get(self.anchor, self.anchor.removeprefix("after:"))
+        hits = [i for i in body if re.search(pattern, lines[i])]
+        if not hits:
+            return source
+        if after:
+            at = hits[-1]
+            indent = " " * (len(lines[at]) - len(lines[at].lstrip()))
+            return "\n".join([*lines[:at + 1], indent + TODO, *lines[at + 1:]]) + "\n"
+        at = hits[-1] if self.anchor == "return" else hits[0]
+        lines[at] += "  " + TODO
+        return "\n".join(lines) + "\n"
+
+
+def without_todo(source: str) -> str:
+    """A written function without the TODO mark, which a small model often leaves in beside its change."""
+    kept = [line.replace("  " + TODO, "").replace(TODO, "").rstrip() if TODO in line else line
+            for line in source.splitlines() if line.strip() != TODO]
+    return "\n".join(kept) + "\n"
+
+
+def _after_signature(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Index of the line after the signature (which may span lines) and the docstring, if any."""
+    first = function.body[0]
+    if ast.get_docstring(function) is not None and first.end_lineno is not None:
+        return first.end_lineno  # the docstring's last line, 1-based: the index of the line after it
+    return first.lineno - 1
 
 
 @dataclass(frozen=True)
@@ -47,11 +100,12 @@ class Move:
 
 # Queries and keys held in variables named q and k (``q = ...`` or ``q, k, v = ...``).
 QK = r"\bq\b[^=\n]*=[^=]"
+AFTER_QK = r"after:^\s*[\w, ]*\b[qk]\b[\w, ]*=[^=]"
 BETA_SIGMOID = r"beta\s*=[^\n]*sigmoid"
 
 
 def init_line(line: str) -> Step:
-    return Step("__init__", f"In `__init__`, add this line at the end: `{line}`.")
+    return Step("__init__", f"In `__init__`, replace the TODO comment by this line: `{line}`.")
 
 
 MOVES: tuple[Move, ...] = (
@@ -59,65 +113,71 @@ MOVES: tuple[Move, ...] = (
         "short-conv", "a short causal convolution before mixing",
         "Each token also sees the three before it, through a depthwise causal convolution.",
         (init_line("self.short_conv = nn.Conv1d(d_model, d_model, kernel_size=4, padding=3, groups=d_model)"),
-         Step("forward", "In `forward`, add this as the first line: "
+         Step("forward", "In `forward`, replace the TODO comment by this line: "
                          "`x = self.short_conv(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)` "
-                         "(keeping the first seq outputs keeps it causal).")),
+                         "(keeping the first seq outputs keeps it causal).", anchor="start")),
         ("starter:short-conv", "starter:h3"), present=r"Conv1d|short_conv"),
     Move(
         "token-shift", "token shift: blend each token with the previous one",
         "Every token is mixed with the one before it, as in RWKV.",
         (init_line("self.shift_mix = nn.Parameter(torch.full((d_model,), 0.5))"),
-         Step("forward", "In `forward`, add these two lines first: `previous = F.pad(x, (0, 0, 1, 0))[:, :-1]` "
-                         "and `x = x + self.shift_mix * (previous - x)`.")),
+         Step("forward", "In `forward`, replace the TODO comment by these two lines: "
+                         "`previous = F.pad(x, (0, 0, 1, 0))[:, :-1]` and `x = x + self.shift_mix * (previous - x)`.",
+              anchor="start")),
         ("starter:rwkv4",), present=r"shift_mix|token_shift|previous"),
     Move(
         "output-gate", "a sigmoid output gate",
         "Each channel learns when to let the mixed result through.",
         (init_line("self.out_gate = nn.Linear(d_model, d_model)"),
-         Step("forward", "In `forward`, multiply what it returns by `torch.sigmoid(self.out_gate(x))`, where `x` "
-                         "is forward's input.")),
+         Step("forward", "In `forward`, multiply what the marked line returns by "
+                         "`torch.sigmoid(self.out_gate(x))`, where `x` is forward's input.", anchor="return")),
         ("starter:rfa-gated", "starter:gla"), present=r"out_gate|\bg_proj\b|gate_proj"),
     Move(
         "value-gate", "a SiLU gate on the values",
         "The values written into the state are gated by the token (a GLU on the values, as in H3 and Hyena).",
         (init_line("self.v_gate = nn.Linear(d_model, d_model, bias=False)"),
-         Step(r"self\.v_proj\(x\)", "Replace `self.v_proj(x)` by `self.v_proj(x) * F.silu(self.v_gate(x))`.")),
+         Step(r"self\.v_proj\(x\)", "On the marked line, replace `self.v_proj(x)` by "
+                                   "`self.v_proj(x) * F.silu(self.v_gate(x))`.", anchor=r"self\.v_proj\(x\)")),
         ("starter:h3", "starter:hyena"), present=r"v_gate", requires=r"self\.v_proj\(x\)"),
     Move(
         "skip-path", "a learned direct path for the current token",
         "A per-channel shortcut for the current token, like Mamba's D term.",
         (init_line("self.skip = nn.Parameter(torch.zeros(d_model))"),
-         Step("forward", "In `forward`, add `self.skip * x` to what it returns, where `x` is forward's input.")),
+         Step("forward", "In `forward`, add `self.skip * x` to what the marked line returns, where `x` is "
+                         "forward's input.", anchor="return")),
         ("starter:mamba-selective",), present=r"self\.skip\b|self\.D\b"),
     Move(
         "output-norm", "normalise the read-out",
         "The read-out keeps a stable scale whatever the state holds.",
         (init_line("self.out_norm = nn.LayerNorm(d_model)"),
-         Step("forward", "In `forward`, apply `self.out_norm` to what it returns: `return self.out_norm(...)`.")),
+         Step("forward", "In `forward`, apply `self.out_norm` to what the marked line returns: "
+                         "`return self.out_norm(...)`.", anchor="return")),
         ("starter:output-norm", "starter:transnormer"), present=r"out_norm|head_norm|RMSNorm|LayerNorm|GroupNorm"),
     Move(
         "qk-l2-norm", "L2-normalised queries and keys",
         "Unit-length queries and keys bound every update of the state.",
-        (Step(QK, "Right after `q` and `k` are computed, add `q = F.normalize(q, dim=-1)` and "
-                  "`k = F.normalize(k, dim=-1)`."),),
+        (Step(QK, "Replace the TODO comment by `q = F.normalize(q, dim=-1)` and `k = F.normalize(k, dim=-1)`, "
+                  "right after `q` and `k` are computed.", anchor=AFTER_QK),),
         ("starter:qk-l2-norm", "starter:deltanet"), present=r"normalize\(", requires=QK),
     Move(
         "silu-qk", "SiLU on queries and keys",
         "The model can switch features off before they reach the state, as Gated DeltaNet and Mamba-2 do.",
-        (Step(QK, "Right after `q` and `k` are computed, add `q = F.silu(q)` and `k = F.silu(k)`."),),
+        (Step(QK, "Replace the TODO comment by `q = F.silu(q)` and `k = F.silu(k)`, right after `q` and `k` are "
+                  "computed.", anchor=AFTER_QK),),
         ("starter:gated-deltanet", "starter:qk-l2-norm"), present=r"silu\([^)]*\b(q|k|q_proj|k_proj)\b",
         requires=QK),
     Move(
         "softmax-features", "a softmax feature map over the head dimension",
         "Still positive, but sharper than elu + 1, which makes attention less diffuse.",
-        (Step(r"elu\(", "Replace the feature map `F.elu(...) + 1` of the queries and keys by a softmax over the "
-                        "last dimension: `q.softmax(dim=-1)` and `k.softmax(dim=-1)`."),),
+        (Step(r"elu\(", "On the marked line, replace the feature map `F.elu(...) + 1` of the queries and keys by "
+                        "a softmax over the last dimension: `q.softmax(dim=-1)` and `k.softmax(dim=-1)`.",
+              anchor=r"elu\("),),
         ("starter:hedgehog", "starter:performer-favor"), present=r"softmax\(dim=-1\)", requires=r"elu\("),
     Move(
         "negative-eigenvalues", "beta in (0, 2): negative eigenvalues for the delta rule",
         "The state transition can have negative eigenvalues, which helps state tracking (DeltaProduct, RWKV-7).",
-        (Step(BETA_SIGMOID, "Multiply the sigmoid that gives `beta` by 2, so beta lies in (0, 2): "
-                            "`beta = 2 * torch.sigmoid(...)`."),),
+        (Step(BETA_SIGMOID, "On the marked line, multiply the sigmoid that gives `beta` by 2, so beta lies in "
+                            "(0, 2): `beta = 2 * torch.sigmoid(...)`.", anchor=BETA_SIGMOID),),
         ("starter:deltaproduct", "starter:rwkv7"), present=r"2(\.0)?\s*\*\s*torch\.sigmoid|sigmoid\([^)]*\)\s*\*\s*2",
         requires=BETA_SIGMOID),
 )

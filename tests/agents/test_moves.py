@@ -14,7 +14,8 @@ from services.engineer.checks import run_checks
 from services.engineer.probe import same_computation
 from services.engineer.profiles import PROFILES
 from services.memory.cognition.ingest import STARTER_FILE
-from services.researcher.moves import MOVES, applicable, choose_move
+from services.researcher.moves import MOVES, TODO, Step, applicable, choose_move, without_todo
+from shared.mixer_source import function_matching, function_source, parses
 
 LINEAR = BASELINES["linear_attention"].read_text()
 MOVE = {move.id: move for move in MOVES}
@@ -72,3 +73,26 @@ def test_a_generic_move_followed_to_the_letter_passes_the_checks_and_changes_the
     report = run_checks(source, PROFILES["smoke"])
     assert report.kind is None, report.to_dict()
     assert same_computation(source.read_text(), {"the parent": LINEAR}, "smoke") is None
+
+
+def test_every_step_finds_its_function_and_marks_one_place_in_it() -> None:
+    for name, path in BASELINES.items():
+        code = path.read_text()
+        for move in applicable(code):
+            for step in move.steps:
+                target = function_matching(code, step.site)
+                assert target is not None, (name, move.id, step.site)
+                marked = step.marked(function_source(code, *target))
+                assert marked.count(TODO) == 1 and parses(marked), (name, move.id, marked)
+
+
+def test_the_mark_goes_after_the_docstring_of_a_multi_line_signature() -> None:
+    source = 'def forward(self, x: int,\n            y: int) -> int:\n    """Doc\n    more."""\n    return x\n'
+    assert Step("forward", "", anchor="start").marked(source).splitlines()[4] == "    " + TODO
+    assert Step("forward", "", anchor="return").marked(source).splitlines()[4] == "    return x  " + TODO
+    assert Step("forward", "", anchor="after:doc").marked(source) == source  # nothing matches: unmarked
+
+
+def test_a_mark_left_in_a_reply_is_taken_out() -> None:
+    written = f"def forward(self, x):\n    x = x + 1\n    {TODO}\n    return x  {TODO}\n"
+    assert without_todo(written) == "def forward(self, x):\n    x = x + 1\n    return x\n"
