@@ -503,21 +503,17 @@ def function_source(code: str, name: str, is_method: bool) -> str:
 
 
 def extract_function(reply: str, name: str) -> str | None:
-    """The function ``name`` from a reply, wherever the reply put it (alone, in a class, beside others); else the
-    reply's only function. None when the reply has neither."""
+    """The function ``name`` from a reply, wherever the reply put it (alone, in a class, beside others). None when
+    the reply has no function of that name: another function in its place would be spliced in under a wrong name."""
     text = textwrap.dedent(strip_fences(reply))
     pieces = [text] if parses(text) else [textwrap.dedent(p) for p in _def_pieces(text) if parses(textwrap.dedent(p))]
-    found: list[str] = []
     for piece in pieces:
         lines = piece.splitlines()
         for node in ast.walk(ast.parse(piece)):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
                 start, end = def_lines(node)
-                source = textwrap.dedent("\n".join(lines[start - 1:end])) + "\n"
-                if node.name == name:
-                    return source
-                found.append(source)
-    return found[0] if len(found) == 1 else None
+                return textwrap.dedent("\n".join(lines[start - 1:end])) + "\n"
+    return None
 
 
 # Baselines carry a slow token-by-token reference for their tests. Shown to a small model as part of a parent, it is

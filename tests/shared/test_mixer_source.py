@@ -9,6 +9,7 @@ import pytest
 
 from shared.mixer_source import (
     code_similarity,
+    extract_function,
     faulty_region,
     for_prompt,
     hoist_nested_methods,
@@ -265,3 +266,12 @@ def test_methods_indented_into_init_become_methods_again() -> None:
     assert "def inner(y)" in methods["helper"]  # a closure without self stays where it is
     assert repair(METHODS_IN_INIT) == hoist_nested_methods(repair(METHODS_IN_INIT))
     assert hoist_nested_methods("def broken(:\n") == "def broken(:\n"
+
+
+def test_the_function_asked_for_is_taken_from_wherever_the_reply_put_it() -> None:
+    whole_file = "```python\nimport torch\n\nclass Mixer(nn.Module):\n    def __init__(self, d, h, **k):\n" \
+                 "        super().__init__()\n\n    def forward(self, x):\n        return x * 2\n```"
+    assert extract_function(whole_file, "forward") == "def forward(self, x):\n    return x * 2\n"
+    indented = "    def forward(self, x):\n        return x\n\ndef helper(y):\n    return y\n"  # mixed indentation
+    assert extract_function(indented, "helper") == "def helper(y):\n    return y\n"
+    assert extract_function(whole_file, "_project") is None  # never another function under the asked name
