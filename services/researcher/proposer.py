@@ -192,10 +192,9 @@ class Proposer:
         return code, problem
 
     async def problem_of(self, code: str, parent: ParentContext, move: Move | None) -> StaticProblem | None:
-        # A small model often hands back its parent unchanged; asking again, with that said, costs one code
-        # reply, where rejecting throws away the idea too.
-        # With the probe, outputs decide whether a draft is still its parent; text similarity cannot (see
-        # duplicate_problem).
+        """Why a draft goes back to the LLM: a static problem, or it still is its parent (a small model often
+        hands the parent back; asking again costs one reply, where rejecting throws the idea away too). With the
+        probe, outputs decide the latter; text similarity cannot (see ``duplicate_problem``)."""
         if self.probe is None:
             return static_problem(code) or parent_copy_problem(code, parent, move)
         return static_problem(code) or await self.same_outputs_problem(code, parent, move)
