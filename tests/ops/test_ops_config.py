@@ -415,6 +415,13 @@ def test_compose_engineer_reserves_a_gpu(compose: dict[str, Any]) -> None:
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
 
 
+@pytest.mark.parametrize("name", ["engineer", "researcher"])
+def test_services_that_run_generated_code_may_build_its_sandbox(compose: dict[str, Any], name: str) -> None:
+    # bubblewrap needs namespaces and a fresh /proc, which Docker's default profiles forbid.
+    assert {"seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"} <= set(
+        compose["services"][name]["security_opt"])
+
+
 def test_dockerfile_pins_the_same_torch_as_pyproject() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
