@@ -8,9 +8,11 @@ counted in the metrics. Small local models write raw newlines inside JSON string
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -183,9 +185,10 @@ class LlamaCppBackend:
     """
 
     def __init__(self, model: str, models_dir: Path, *, n_ctx: int = 8192, n_threads: int = 1,
-                 n_gpu_layers: int = 0, seed: int = 0) -> None:
+                 n_gpu_layers: int = 0, seed: int = 0, host_lock: Path | None = None) -> None:
         self.model = model
         self.models_dir = models_dir
+        self.host_lock = host_lock
         self.model_name = Path(model).stem if model.endswith(".gguf") else model
         self.options = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers, "seed": seed}
         self._llama: Any = None
@@ -217,14 +220,35 @@ class LlamaCppBackend:
               temperature: float, seed: int | None) -> Completion:
         llama = self.load()
         response_format = {"type": "json_object", "schema": schema} if schema else None
-        result = llama.create_chat_completion(
-            messages=messages, response_format=response_format, max_tokens=max_tokens, temperature=temperature,
-            seed=seed,
-        )
+        with exclusive(self.host_lock):
+            result = llama.create_chat_completion(
+                messages=messages, response_format=response_format, max_tokens=max_tokens, temperature=temperature,
+                seed=seed,
+            )
         usage = result.get("usage", {})
         return Completion(text=result["choices"][0]["message"]["content"] or "",
                           prompt_tokens=int(usage.get("prompt_tokens", 0)),
                           completion_tokens=int(usage.get("completion_tokens", 0)))
+
+
+@contextmanager
+def exclusive(lock_path: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (none when None) across processes of this host.
+
+    Every agent loads its own copy of the model; when several generate at once on a few cores (the analyst, the
+    judge and the debugger answer the same events), their llama.cpp threads compete for the same cores. One at a
+    time, each runs at full speed. The lock is the kernel's (flock), so it goes with a process that dies holding it.
+    """
+    if lock_path is None:
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class OpenAICompatibleBackend:
@@ -284,10 +308,17 @@ class LlmSettings(CommonSettings):
     llm_max_attempts: int = Field(default=3, ge=1)
     # Models are big and shared by every checkout and data dir of the user, so they live in the user's cache.
     models_dir: Path = Path("~/.cache/asiarch/models").expanduser()
+    # In-process inference takes turns across the agents of this host (see ``exclusive``); off when each agent
+    # has cores or a GPU of its own.
+    llm_one_at_a_time: bool = True
+
+    def host_lock(self) -> Path | None:
+        return self.models_dir / ".inference.lock" if self.llm_one_at_a_time else None
 
 
 def build_backend(settings: LlmSettings) -> LlmBackend:
     if settings.llm_backend == "openai":
         return OpenAICompatibleBackend(settings.llm_base_url, settings.llm_model, api_key=settings.llm_api_key)
     return LlamaCppBackend(settings.llm_model, settings.models_dir, n_ctx=settings.llm_ctx,
-                           n_threads=settings.llm_threads, n_gpu_layers=settings.llm_gpu_layers)
+                           n_threads=settings.llm_threads, n_gpu_layers=settings.llm_gpu_layers,
+                           host_lock=settings.host_lock())

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.llm import Completion, LlmClient, MalformedOutput, Message, parse_json_reply
+from shared.llm import (
+    Completion,
+    LlmClient,
+    LlmSettings,
+    MalformedOutput,
+    Message,
+    exclusive,
+    parse_json_reply,
+)
 
 SCHEMA = {
     "type": "object",
@@ -73,3 +85,27 @@ def test_parse_accepts_fences_and_raw_newlines_in_strings() -> None:
 def test_parse_rejects_wrong_shapes(text: str) -> None:
     with pytest.raises(MalformedOutput):
         parse_json_reply(text, SCHEMA)
+
+
+HOLD_THE_LOCK = """
+import sys, time
+from pathlib import Path
+from shared.llm import exclusive
+with exclusive(Path(sys.argv[1])):
+    print(time.monotonic())
+    time.sleep(0.4)
+    print(time.monotonic())
+"""
+
+
+def test_in_process_inference_takes_turns_across_processes(tmp_path: Path) -> None:
+    lock = tmp_path / "models" / ".inference.lock"
+    root = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(lock)], cwd=root, stdout=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    spans = sorted(tuple(float(v) for v in proc.communicate(timeout=60)[0].split()) for proc in procs)
+    assert all(earlier[1] <= later[0] for earlier, later in pairwise(spans))
+    assert LlmSettings(models_dir=tmp_path).host_lock() == tmp_path / ".inference.lock"
+    assert LlmSettings(models_dir=tmp_path, llm_one_at_a_time=False).host_lock() is None
+    with exclusive(None):
+        pass  # no lock asked for: nothing to hold
