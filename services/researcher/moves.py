@@ -14,6 +14,7 @@ and argues the motivation; the move fixes what to try.
 from __future__ import annotations
 
 import ast
+import difflib
 import random
 import re
 import textwrap
@@ -68,6 +69,28 @@ def without_todo(source: str) -> str:
     kept = [line.replace("  " + TODO, "").replace(TODO, "").rstrip() if TODO in line else line
             for line in source.splitlines() if line.strip() != TODO]
     return "\n".join(kept) + "\n"
+
+
+def restore_cut_tail(original: str, written: str) -> str:
+    """``written`` with the lines that end ``original`` added back when the reply simply stopped before them.
+
+    A small model asked for the whole function often writes it up to its change and stops: the lines after the
+    change (the rest of the projections, the ``return``) are missing, which fails with a NameError at best. When
+    the only difference at the end is that those lines are missing, they are put back.
+    """
+    old, new = original.rstrip("\n").splitlines(), written.rstrip("\n").splitlines()
+    matcher = difflib.SequenceMatcher(None, [line.strip() for line in old], [line.strip() for line in new],
+                                      autojunk=False)
+    tag, i1, i2, j1, j2 = matcher.get_opcodes()[-1]
+    tail, written_tail = old[i1:i2], new[j1:j2]
+    cut = tag == "delete" or (tag == "replace" and _returns(tail) and not _returns(written_tail))
+    if not cut or i2 != len(old) or j2 != len(new) or not any(line.strip() for line in tail):
+        return written
+    return "\n".join([*new, *tail]) + "\n"
+
+
+def _returns(lines: list[str]) -> bool:
+    return any(line.strip().startswith("return") for line in lines)
 
 
 def _after_signature(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
@@ -129,7 +152,7 @@ MOVES: tuple[Move, ...] = (
         "output-gate", "a sigmoid output gate",
         "Each channel learns when to let the mixed result through.",
         (init_line("self.out_gate = nn.Linear(d_model, d_model)"),
-         Step("forward", "In `forward`, multiply what the marked line returns by "
+         Step("forward", "On the marked line, keep the whole expression it returns and multiply it by "
                          "`torch.sigmoid(self.out_gate(x))`, where `x` is forward's input.", anchor="return")),
         ("starter:rfa-gated", "starter:gla"), present=r"out_gate|\bg_proj\b|gate_proj"),
     Move(
@@ -143,15 +166,15 @@ MOVES: tuple[Move, ...] = (
         "skip-path", "a learned direct path for the current token",
         "A per-channel shortcut for the current token, like Mamba's D term.",
         (init_line("self.skip = nn.Parameter(torch.zeros(d_model))"),
-         Step("forward", "In `forward`, add `self.skip * x` to what the marked line returns, where `x` is "
-                         "forward's input.", anchor="return")),
+         Step("forward", "On the marked line, keep the whole expression it returns and add `self.skip * x` to "
+                         "it, where `x` is forward's input.", anchor="return")),
         ("starter:mamba-selective",), present=r"self\.skip\b|self\.D\b"),
     Move(
         "output-norm", "normalise the read-out",
         "The read-out keeps a stable scale whatever the state holds.",
         (init_line("self.out_norm = nn.LayerNorm(d_model)"),
-         Step("forward", "In `forward`, apply `self.out_norm` to what the marked line returns: "
-                         "`return self.out_norm(...)`.", anchor="return")),
+         Step("forward", "On the marked line, keep the whole expression it returns and wrap it: "
+                         "`return self.out_norm(...)`, with that whole expression inside.", anchor="return")),
         ("starter:output-norm", "starter:transnormer"), present=r"out_norm|head_norm|RMSNorm|LayerNorm|GroupNorm"),
     Move(
         "qk-l2-norm", "L2-normalised queries and keys",

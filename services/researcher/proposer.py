@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from services.researcher.moves import MOVES, Move, choose_move, without_todo
+from services.researcher.moves import MOVES, Move, choose_move, restore_cut_tail, without_todo
 from services.researcher.prompts import (
     IDEA_SCHEMA,
     PROPOSAL_SCHEMA,
@@ -172,8 +172,9 @@ class Proposer:
                 if target is None:
                     continue
                 name, is_method = target
+                shown = function_source(code, name, is_method)
                 ask = STEP.substitute(number=number, steps=len(move.steps), name=name, instruction=step.instruction,
-                                      source=step.marked(function_source(code, name, is_method)).rstrip("\n"))
+                                      source=step.marked(shown).rstrip("\n"))
                 if problem is not None and number == 1:
                     ask = RETRY.substitute(reason=problem.reason, detail=problem.detail) + ask
                 conversation.append({"role": "user", "content": ask})
@@ -184,7 +185,8 @@ class Proposer:
                 conversation.append({"role": "assistant", "content": text[:4000]})
                 written = extract_function(text, name)
                 if written is not None:
-                    code = put_definition(code, name, without_todo(written), as_method=is_method)
+                    written = restore_cut_tail(shown, without_todo(written))
+                    code = put_definition(code, name, written, as_method=is_method)
             code = repair(code, donors=[parent.code, *self.baseline_sources])
             problem = await self.problem_of(code, parent, move)
             if problem is None:

@@ -14,7 +14,15 @@ from services.engineer.checks import run_checks
 from services.engineer.probe import same_computation
 from services.engineer.profiles import PROFILES
 from services.memory.cognition.ingest import STARTER_FILE
-from services.researcher.moves import MOVES, TODO, Step, applicable, choose_move, without_todo
+from services.researcher.moves import (
+    MOVES,
+    TODO,
+    Step,
+    applicable,
+    choose_move,
+    restore_cut_tail,
+    without_todo,
+)
 from shared.mixer_source import function_matching, function_source, parses
 
 LINEAR = BASELINES["linear_attention"].read_text()
@@ -96,3 +104,23 @@ def test_the_mark_goes_after_the_docstring_of_a_multi_line_signature() -> None:
 def test_a_mark_left_in_a_reply_is_taken_out() -> None:
     written = f"def forward(self, x):\n    x = x + 1\n    {TODO}\n    return x  {TODO}\n"
     assert without_todo(written) == "def forward(self, x):\n    x = x + 1\n    return x\n"
+
+
+PROJECT = """def _project(self, x):
+    q = self._heads(self.q_proj(x))
+    k = self._heads(self.k_proj(x))
+    v = self._heads(self.v_proj(x))
+    return q, k, v
+"""
+
+
+def test_a_function_cut_short_after_its_change_gets_its_last_lines_back() -> None:
+    cut = "def _project(self, x):\n    q = self._heads(self.q_proj(x))\n    k = self._heads(self.k_proj(x))\n" \
+          "    q = F.normalize(q, dim=-1)\n"
+    restored = restore_cut_tail(PROJECT, cut)
+    assert restored.endswith("    q = F.normalize(q, dim=-1)\n    v = self._heads(self.v_proj(x))\n"
+                             "    return q, k, v\n")
+    whole = PROJECT.replace("    return q, k, v", "    q = F.normalize(q, dim=-1)\n    return q, k, v")
+    assert restore_cut_tail(PROJECT, whole) == whole  # nothing missing: unchanged
+    changed_end = PROJECT.replace("    return q, k, v", "    return q, k, v * 2")
+    assert restore_cut_tail(PROJECT, changed_end) == changed_end  # a changed last line is a change, not a cut
