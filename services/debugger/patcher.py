@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import re
-import textwrap
 from dataclasses import dataclass
 from string import Template
 
@@ -26,7 +25,7 @@ from shared.llm import LlmClient, MalformedOutput, add_usage
 from shared.memory_client import FailureHit, MemoryClient
 from shared.mixer_source import (
     Region,
-    def_lines,
+    extract_function,
     faulty_region,
     find_mixer,
     repair,
@@ -186,11 +185,13 @@ def patch_seed(failure: TrainFailed) -> int:
 
 
 def patched_code(failed_code: str, region: Region | None, reply: str) -> str | None:
-    """The file after the reply: the reply itself when it is a whole file, else the failed file with the faulty
-    function replaced by the reply's function of that name (None when the reply has no such function)."""
+    """The file after the reply: the reply itself when it is a whole file (with the top-level helpers it dropped
+    taken back from the failed file), else the failed file with the faulty function replaced by the reply's
+    function of that name (None when the reply has no such function)."""
     if region is None or is_whole_file(reply):
-        return repair(reply)
-    function = function_source(strip_fences(reply), region.name)
+        # Asked for a whole file, a small model retypes the class and forgets the helper functions below it.
+        return repair(reply, donors=[failed_code])
+    function = extract_function(reply, region.name)
     return None if function is None else splice(failed_code, region, function)
 
 
@@ -200,19 +201,6 @@ def is_whole_file(reply: str) -> bool:
         return find_mixer(ast.parse(strip_fences(reply))) is not None
     except SyntaxError:
         return False
-
-
-def function_source(text: str, name: str) -> str | None:
-    """The source of the function ``name`` in ``text`` (at any depth), or None."""
-    try:
-        tree = ast.parse(textwrap.dedent(text))
-    except SyntaxError:
-        return None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
-            start, end = def_lines(node)
-            return "\n".join(textwrap.dedent(text).splitlines()[start - 1:end])
-    return None
 
 
 def rejection(code: str, failed_code: str) -> str | None:

@@ -126,6 +126,19 @@ async def test_a_missing_definition_asks_for_the_whole_file(world: MemoryWorld) 
     assert outputs[0].code.strip() == whole.strip()
 
 
+async def test_a_whole_file_reply_gets_back_the_helpers_it_dropped(world: MemoryWorld) -> None:
+    with_helper = SHAPE_BUG.replace("        y = self.proj(x)", "        y = widen(self.proj(x))") + \
+        "\n\ndef widen(y):\n    return y * 1.0\n"
+    failed = msgspec.structs.replace(
+        failure(world), error_kind="runtime", message="forward on input (2, 1, 64) raised NameError(\"name 'proj2' "
+        "is not defined\")", traceback=SHAPE_TRACEBACK, code=with_helper)
+    retyped = with_helper.split("\n\ndef widen")[0].replace("return y[:, :-1]", "return y")  # the helper left out
+    llm, _ = scripted({"diagnosis": "the slice drops the last token"}, f"```python\n{retyped}```")
+    outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
+    assert len(outputs) == 1 and isinstance(outputs[0], DebugPatched), outputs
+    assert "def widen(y):" in outputs[0].code and "return y[:, :-1]" not in outputs[0].code
+
+
 def trained(world: MemoryWorld) -> TrainSucceeded:
     events = history_world(world)
     with_parent = [e for e in events if isinstance(e, TrainSucceeded)]
