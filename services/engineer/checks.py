@@ -349,7 +349,10 @@ def behaviour_signature(cls: Callable[..., nn.Module], d_model: int, n_heads: in
 def used_parameters(mixer: nn.Module, x: torch.Tensor) -> set[str]:
     """Names of the parameters a forward pass reaches (those a backward pass gives a gradient)."""
     with torch.enable_grad():
-        call_mixer(mixer, x).float().square().sum().backward()
+        out = call_mixer(mixer, x)
+        if not out.requires_grad:  # no parameter reaches the output (or there is none)
+            return set()
+        out.float().square().sum().backward()
     used = {name for name, p in mixer.named_parameters() if p.grad is not None}
     mixer.zero_grad(set_to_none=True)
     return used

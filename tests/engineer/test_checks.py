@@ -155,6 +155,15 @@ def test_behaviour_tells_a_cosmetic_copy_from_a_real_change(tmp_path: Path) -> N
     assert same_behaviour(signature_of(GLA, tmp_path, "again"), original)  # deterministic
 
 
+def test_a_mixer_without_parameters_has_a_behaviour_too(tmp_path: Path) -> None:
+    running_mean = ("import torch\nfrom torch import nn\n\nclass Mixer(nn.Module):\n"
+                    "    def __init__(self, d_model, n_heads, **kwargs):\n        super().__init__()\n\n"
+                    "    def forward(self, x):\n"
+                    "        return x.cumsum(1) / torch.arange(1, x.shape[1] + 1).view(1, -1, 1)\n")
+    signature = signature_of(running_mean, tmp_path, "running_mean")
+    assert len(signature) > 0 and same_behaviour(signature, signature_of(running_mean, tmp_path, "again"))
+
+
 def test_every_baseline_behaves_unlike_every_other(tmp_path: Path) -> None:
     signatures = {name: signature_of(path.read_text(), tmp_path, name) for name, path in BASELINES.items()}
     for name, signature in signatures.items():
