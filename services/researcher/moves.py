@@ -131,6 +131,12 @@ def init_line(line: str) -> Step:
     return Step("__init__", f"In `__init__`, replace the TODO comment by this line: `{line}`.")
 
 
+def on_return(change: str) -> Step:
+    """A change to what ``forward`` returns; saying to keep the whole expression stops a small model from
+    replacing it (seen: ``return self.out_norm(o)`` in place of ``return self._output(o)``)."""
+    return Step("forward", f"On the marked line, keep the whole expression it returns and {change}.", anchor="return")
+
+
 MOVES: tuple[Move, ...] = (
     Move(
         "short-conv", "a short causal convolution before mixing",
@@ -152,8 +158,7 @@ MOVES: tuple[Move, ...] = (
         "output-gate", "a sigmoid output gate",
         "Each channel learns when to let the mixed result through.",
         (init_line("self.out_gate = nn.Linear(d_model, d_model)"),
-         Step("forward", "On the marked line, keep the whole expression it returns and multiply it by "
-                         "`torch.sigmoid(self.out_gate(x))`, where `x` is forward's input.", anchor="return")),
+         on_return("multiply it by `torch.sigmoid(self.out_gate(x))`, where `x` is forward's input")),
         ("starter:rfa-gated", "starter:gla"), present=r"out_gate|\bg_proj\b|gate_proj"),
     Move(
         "value-gate", "a SiLU gate on the values",
@@ -166,15 +171,13 @@ MOVES: tuple[Move, ...] = (
         "skip-path", "a learned direct path for the current token",
         "A per-channel shortcut for the current token, like Mamba's D term.",
         (init_line("self.skip = nn.Parameter(torch.zeros(d_model))"),
-         Step("forward", "On the marked line, keep the whole expression it returns and add `self.skip * x` to "
-                         "it, where `x` is forward's input.", anchor="return")),
+         on_return("add `self.skip * x` to it, where `x` is forward's input")),
         ("starter:mamba-selective",), present=r"self\.skip\b|self\.D\b"),
     Move(
         "output-norm", "normalise the read-out",
         "The read-out keeps a stable scale whatever the state holds.",
         (init_line("self.out_norm = nn.LayerNorm(d_model)"),
-         Step("forward", "On the marked line, keep the whole expression it returns and wrap it: "
-                         "`return self.out_norm(...)`, with that whole expression inside.", anchor="return")),
+         on_return("wrap it: `return self.out_norm(...)`, with that whole expression inside")),
         ("starter:output-norm", "starter:transnormer"), present=r"out_norm|head_norm|RMSNorm|LayerNorm|GroupNorm"),
     Move(
         "qk-l2-norm", "L2-normalised queries and keys",
