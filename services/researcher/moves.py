@@ -131,6 +131,11 @@ def init_line(line: str) -> Step:
     return Step("__init__", f"In `__init__`, replace the TODO comment by this line: `{line}`.")
 
 
+def after_qk(lines: str) -> Step:
+    """New lines right after the queries and keys are computed, in whichever function computes them."""
+    return Step(QK, f"Replace the TODO comment by {lines}, right after `q` and `k` are computed.", anchor=AFTER_QK)
+
+
 def on_return(change: str) -> Step:
     """A change to what ``forward`` returns; saying to keep the whole expression stops a small model from
     replacing it (seen: ``return self.out_norm(o)`` in place of ``return self._output(o)``)."""
@@ -182,14 +187,12 @@ MOVES: tuple[Move, ...] = (
     Move(
         "qk-l2-norm", "L2-normalised queries and keys",
         "Unit-length queries and keys bound every update of the state.",
-        (Step(QK, "Replace the TODO comment by `q = F.normalize(q, dim=-1)` and `k = F.normalize(k, dim=-1)`, "
-                  "right after `q` and `k` are computed.", anchor=AFTER_QK),),
+        (after_qk("`q = F.normalize(q, dim=-1)` and `k = F.normalize(k, dim=-1)`"),),
         ("starter:qk-l2-norm", "starter:deltanet"), present=r"normalize\(", requires=QK),
     Move(
         "silu-qk", "SiLU on queries and keys",
         "The model can switch features off before they reach the state, as Gated DeltaNet and Mamba-2 do.",
-        (Step(QK, "Replace the TODO comment by `q = F.silu(q)` and `k = F.silu(k)`, right after `q` and `k` are "
-                  "computed.", anchor=AFTER_QK),),
+        (after_qk("`q = F.silu(q)` and `k = F.silu(k)`"),),
         ("starter:gated-deltanet", "starter:qk-l2-norm"), present=r"silu\([^)]*\b(q|k|q_proj|k_proj)\b",
         requires=QK),
     Move(
