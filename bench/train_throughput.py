@@ -17,9 +17,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from services.engineer.baselines import load_baseline
-from services.engineer.model import LanguageModel, count_parameters
-from services.engineer.profiles import get_profile
+from services.engineer.model import LanguageModel, count_parameters, model_config
 from services.engineer.trainer import (
     BatchSampler,
     make_optimizer,
@@ -27,6 +25,8 @@ from services.engineer.trainer import (
     seed_everything,
     train_step,
 )
+from shared.mixer.baselines import load_baseline
+from shared.mixer.profiles import get_profile
 
 
 def gemm_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
@@ -58,7 +58,7 @@ def main() -> None:
     device = pick_device()
     seed_everything(0)
     module = load_baseline(args.mixer)
-    model = LanguageModel(profile.model_config(), lambda d, h: module.Mixer(d, h)).to(device)
+    model = LanguageModel(model_config(profile), lambda d, h: module.Mixer(d, h)).to(device)
     optimizer = make_optimizer(model, profile, device)
     tokens = np.random.default_rng(0).integers(0, profile.vocab_size, size=profile.seq_len * 256, dtype=np.int64)
     sampler = BatchSampler(tokens, profile.seq_len, seed=0)

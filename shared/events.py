@@ -171,6 +171,9 @@ ErrorKind = Literal[
     "memory",
     "runtime",
 ]
+ERROR_KINDS: tuple[str, ...] = ErrorKind.__args__  # type: ignore[attr-defined]
+# What a check can conclude: a failure to debug, or a duplicate (a rejection: the idea is already measured).
+CHECK_FAILURE_KINDS: frozenset[str] = frozenset((*ERROR_KINDS, "duplicate"))
 
 
 class TrainFailed(Event, frozen=True, kw_only=True, tag="train.failed.v1"):

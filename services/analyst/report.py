@@ -6,13 +6,13 @@ Numbers are never asked of the LLM: the measurements section is built in code.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from string import Template
 
 from shared.events import LlmUsage, ReportSection, TrainSucceeded
 from shared.llm import LlmClient
 from shared.memory_client import Experiment, ExperimentBrief
+from shared.mixer.edit import unified_diff
 
 REPORT_SCHEMA = {
     "type": "object",
@@ -67,8 +67,7 @@ def comparison_table(run: TrainSucceeded, relatives: list[Relative]) -> str:
 
 
 def code_diff(parent_code: str, code: str, max_chars: int = 5000) -> str:
-    diff = "".join(difflib.unified_diff(parent_code.splitlines(keepends=True), code.splitlines(keepends=True),
-                                        fromfile="parent.py", tofile="this.py"))
+    diff = unified_diff(parent_code, code, "parent.py", "this.py")
     return diff[:max_chars] or "(no parent code to compare with)"
 
 

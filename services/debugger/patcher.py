@@ -12,7 +12,6 @@ told so once before the debugger gives up.
 from __future__ import annotations
 
 import ast
-import difflib
 import hashlib
 import json
 import logging
@@ -23,16 +22,9 @@ from string import Template
 from shared.events import DebugPatched, LlmUsage, TrainFailed, caused_by
 from shared.llm import LlmClient, MalformedOutput, add_usage
 from shared.memory_client import FailureHit, MemoryClient
-from shared.mixer_source import (
-    Region,
-    extract_function,
-    faulty_region,
-    find_mixer,
-    repair,
-    splice,
-    static_problem,
-    strip_fences,
-)
+from shared.mixer.edit import extract_function, repair, unified_diff
+from shared.mixer.frames import Region, faulty_region, splice
+from shared.mixer.source import find_mixer, static_problem, strip_fences
 
 log = logging.getLogger(__name__)
 PRODUCER = "debugger"
@@ -126,11 +118,6 @@ def patch_messages(failure: TrainFailed, similar: list[FailureHit], region: Regi
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
 
 
-def unified_diff(before: str, after: str) -> str:
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                        fromfile="failed.py", tofile="patched.py"))
-
-
 class LlmPatcher:
     def __init__(self, llm: LlmClient, memory: MemoryClient) -> None:
         self.llm = llm
@@ -167,7 +154,8 @@ class LlmPatcher:
             if code is not None and problem is None:
                 return PatchAttempt(DebugPatched(
                     **caused_by(failure, PRODUCER), attempt=failure.attempt + 1,
-                    diagnosis=str(diagnosis.data["diagnosis"]), code=code, diff=unified_diff(failure.code, code),
+                    diagnosis=str(diagnosis.data["diagnosis"]), code=code,
+                    diff=unified_diff(failure.code, code, "failed.py", "patched.py"),
                     llm=add_usage(*usages),
                 ), add_usage(*usages))
             log.info("%s: patch refused: %s", failure.experiment_id, problem)

@@ -7,10 +7,8 @@ child process; `run_checks` is the entry point used there.
 from __future__ import annotations
 
 import ast
-import inspect
 import math
 import time
-import traceback
 import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,27 +21,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from services.engineer.model import LanguageModel, MixerFactory, count_parameters
-from services.engineer.profiles import Profile
+from services.engineer.model import LanguageModel, count_parameters, model_config
+from shared.mixer.behaviour import behaviour_signature, check_distinct
+from shared.mixer.contract import CheckFailed, build_mixer, call_mixer, check_signature, traceback_tail
+from shared.mixer.loader import MixerFactory
+from shared.mixer.profiles import Profile
 
-CHECK_KINDS = frozenset(
-    {"syntax", "contract", "causality", "complexity", "params", "batch", "efficiency", "nan", "timeout",
-     "memory", "runtime", "duplicate"}
-)
 # Fitted log-log exponent above which a mixer counts as quadratic. Linear mixers measure ~1.0, softmax
 # attention ~1.8-2.0 at the lengths below; 1.5 sits in the middle of that gap.
 COMPLEXITY_THRESHOLD = 1.5
 COMPLEXITY_LENGTHS = (512, 1024, 2048)
 COMPLEXITY_MAX_WIDTH = 128  # quadratic terms dominate once T >> d, so a narrow mixer shows them sooner
-
-
-class CheckFailed(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        if kind not in CHECK_KINDS:
-            raise ValueError(f"unknown check kind {kind!r}")
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.message = message
 
 
 @dataclass
@@ -73,56 +61,10 @@ def check_syntax(source: str, filename: str = "<candidate>") -> None:
         raise CheckFailed("syntax", f"line {exc.lineno}: {exc.msg}") from exc
 
 
-def check_signature(cls: Any) -> None:
-    """`class Mixer(nn.Module)` with `__init__(d_model, n_heads, **kwargs)` and `forward(x)`."""
-    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
-        raise CheckFailed("contract", "the file must define `class Mixer(torch.nn.Module)`")
-    for method, args in (("__init__", (None, 64, 4)), ("forward", (None, None))):
-        try:
-            inspect.signature(getattr(cls, method)).bind(*args)
-        except TypeError as exc:
-            wanted = "__init__(self, d_model, n_heads, **kwargs)" if method == "__init__" else "forward(self, x)"
-            raise CheckFailed("contract", f"Mixer.{method} cannot be called as {wanted}: {exc}") from exc
-
-
-def build_mixer(cls: Callable[..., nn.Module], d_model: int, n_heads: int, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    try:
-        mixer = cls(d_model, n_heads)
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise CheckFailed("memory", f"Mixer({d_model}, {n_heads}) ran out of memory: {exc}") from exc
-    except Exception as exc:
-        raise CheckFailed("runtime", f"Mixer({d_model}, {n_heads}) raised {exc!r}\n{_tail()}") from exc
-    if not isinstance(mixer, nn.Module):
-        raise CheckFailed("contract", f"Mixer(...) returned {type(mixer).__name__}, not an nn.Module")
-    return mixer.eval()  # eval: dropout would make the comparisons below meaningless
-
-
-def call_mixer(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Forward with the contract enforced: same shape and dtype out as in."""
-    try:
-        out = mixer(x)
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise CheckFailed("memory", f"forward on input {tuple(x.shape)} ran out of memory: {exc}") from exc
-    except Exception as exc:
-        raise CheckFailed("runtime", f"forward on input {tuple(x.shape)} raised {exc!r}\n{_tail()}") from exc
-    if not isinstance(out, torch.Tensor):
-        raise CheckFailed("contract", f"forward returned {type(out).__name__}, expected a Tensor (B, T, d_model)")
-    if out.shape != x.shape:
-        raise CheckFailed("contract", f"forward on input {tuple(x.shape)} returned shape {tuple(out.shape)}")
-    if out.dtype != x.dtype:
-        raise CheckFailed("contract", f"forward on {x.dtype} input returned {out.dtype}")
-    return out
-
-
 def check_lengths(mixer: nn.Module, d_model: int, lengths: tuple[int, ...] = (1, 2, 7, 33, 65, 130)) -> None:
     """Any T must work, including odd lengths and ones that are not a multiple of a chunk size."""
     for t in lengths:
         call_mixer(mixer, torch.randn(2, t, d_model))
-
-
-def _tail() -> str:
-    return traceback.format_exc(limit=-4)
 
 
 # ───────────────────────────── numerics, causality, batch ─────────────────────────────
@@ -200,7 +142,7 @@ def check_batch(mixer: nn.Module, d_model: int, seq_len: int = 45, batch: int = 
 
 def check_params(factory: MixerFactory, profile: Profile, vocab_size: int | None = None) -> dict[str, int]:
     """Total model parameters at the profile's size must fall inside its range."""
-    config = profile.model_config(vocab_size)
+    config = model_config(profile, vocab_size)
     try:
         with torch.device("meta"):  # count without allocating (verify is 340 M params)
             model = LanguageModel(config, factory)
@@ -308,74 +250,6 @@ def check_complexity(
 
 # ───────────────────────────── behaviour ─────────────────────────────
 
-# Two mixers whose outputs agree this closely on the probe compute the same function (float noise of the same
-# operations differs by ~1e-7; any real change to the computation moves outputs by far more).
-SAME_BEHAVIOUR_RTOL = 1e-4
-SAME_BEHAVIOUR_ATOL = 1e-5
-# Every parameter with a fixed initial value is nudged by this much random noise before probing, so a new branch
-# whose gate is initialised to zero (silent at init, learnt later) still shows in the outputs.
-PROBE_PERTURBATION = 0.02
-
-
-def behaviour_signature(cls: Callable[..., nn.Module], d_model: int, n_heads: int) -> list[float]:
-    """A fixed sample of the mixer's outputs on a fixed input, with parameters set from a seed.
-
-    A copy that only renames, reformats, reorders helpers or adds dead code computes the same outputs; a real
-    change does not. Only the parameters forward uses are set, each from the same seeded stream in the order the
-    module lists them, so a layer created but never used changes nothing (it would otherwise shift the stream).
-    Randomly initialised parameters are redrawn, since a dead layer created first also shifts torch's own
-    initialisation; parameters with a fixed initial value (ones, zeros, a decay schedule) keep it, nudged.
-    (A copy that creates its live parameters in another order is not recognised: this errs towards training a
-    duplicate, never towards rejecting a new idea.)
-    """
-    mixer = build_mixer(cls, d_model, n_heads)
-    twin = build_mixer(cls, d_model, n_heads, seed=1)  # what differs from it was drawn at random
-    x = torch.randn(2, 24, d_model, generator=torch.Generator().manual_seed(4321))
-    noise = torch.Generator().manual_seed(1234)
-    live = used_parameters(mixer, x)
-    with torch.no_grad():
-        for (name, parameter), twin_parameter in zip(mixer.named_parameters(), twin.parameters(), strict=True):
-            if name not in live or not parameter.is_floating_point():
-                continue
-            draw = torch.randn(parameter.shape, generator=noise, dtype=parameter.dtype)
-            if torch.equal(parameter, twin_parameter):
-                parameter.add_(draw * PROBE_PERTURBATION)
-            else:
-                parameter.copy_(draw / math.sqrt(parameter[0].numel() if parameter.dim() > 1 else parameter.numel()))
-        out = call_mixer(mixer, x)
-    return [float(v) for v in out[:, ::5, :8].reshape(-1)]
-
-
-def used_parameters(mixer: nn.Module, x: torch.Tensor) -> set[str]:
-    """Names of the parameters a forward pass reaches (those a backward pass gives a gradient)."""
-    with torch.enable_grad():
-        out = call_mixer(mixer, x)
-        if not out.requires_grad:  # no parameter reaches the output (or there is none)
-            return set()
-        out.float().square().sum().backward()
-    used = {name for name, p in mixer.named_parameters() if p.grad is not None}
-    mixer.zero_grad(set_to_none=True)
-    return used
-
-
-def same_behaviour(a: list[float], b: list[float]) -> bool:
-    if len(a) != len(b) or not a:
-        return False
-    left, right = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
-    return bool(torch.allclose(left, right, rtol=SAME_BEHAVIOUR_RTOL, atol=SAME_BEHAVIOUR_ATOL))
-
-
-def check_distinct(signature: list[float], known: dict[str, list[float]]) -> None:
-    """Fail as a duplicate when the signature matches a known mixer's (label -> signature)."""
-    for label, other in known.items():
-        if same_behaviour(signature, other):
-            raise CheckFailed(
-                "duplicate",
-                f"its outputs equal {label}'s on a fixed probe (within rtol {SAME_BEHAVIOUR_RTOL:g}): the same "
-                "computation as an existing mixer, so training it would measure nothing new",
-            )
-
-
 # ───────────────────────────── orchestration ─────────────────────────────
 
 
@@ -385,7 +259,7 @@ def run_checks(source_path: str | Path, profile: Profile, vocab_size: int | None
 
     With ``distinct_from`` (label -> behaviour signature), a mixer that behaves like one of them fails as a
     duplicate; the report carries the mixer's own signature either way once the other checks passed."""
-    from services.engineer.candidate import load_module  # executes the file
+    from shared.mixer.loader import load_module  # executes the file
 
     start = time.perf_counter()
     report = CheckReport(passed=True)
@@ -394,7 +268,7 @@ def run_checks(source_path: str | Path, profile: Profile, vocab_size: int | None
         try:
             module = load_module(source_path)
         except Exception as exc:
-            raise CheckFailed("runtime", f"importing the file raised {exc!r}\n{_tail()}") from exc
+            raise CheckFailed("runtime", f"importing the file raised {exc!r}\n{traceback_tail()}") from exc
         cls = getattr(module, "Mixer", None)
         check_signature(cls)
         d, h = profile.d_model, profile.n_heads
@@ -412,6 +286,6 @@ def run_checks(source_path: str | Path, profile: Profile, vocab_size: int | None
     except (torch.OutOfMemoryError, MemoryError) as exc:
         report.passed, report.kind, report.message = False, "memory", f"{exc!r}"
     except Exception as exc:
-        report.passed, report.kind, report.message = False, "runtime", f"{exc!r}\n{_tail()}"
+        report.passed, report.kind, report.message = False, "runtime", f"{exc!r}\n{traceback_tail()}"
     report.seconds = time.perf_counter() - start
     return report

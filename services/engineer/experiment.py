@@ -18,9 +18,9 @@ from typing import Any
 
 import msgspec
 
-from services.engineer.profiles import get_profile
-from services.engineer.sandbox import GIB, SandboxLimits, SandboxResult, run_python_sandboxed
-from shared.mixer_source import CANDIDATE_FILE
+from shared.mixer.frames import CANDIDATE_FILE
+from shared.mixer.profiles import get_profile
+from shared.mixer.sandbox import GIB, SandboxLimits, SandboxResult, run_python_sandboxed
 
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.jsonl"

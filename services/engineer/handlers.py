@@ -35,7 +35,7 @@ from shared.events import (
     caused_by,
 )
 from shared.memory_client import MemoryClient, MemoryUnavailable
-from shared.mixer_source import static_problem
+from shared.mixer.source import static_problem
 
 log = logging.getLogger(__name__)
 PRODUCER = "engineer"

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MixerFactory = Callable[[int, int], nn.Module]
+from shared.mixer.loader import MixerFactory
+from shared.mixer.profiles import Profile
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,14 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         return cls(**data)
+
+
+def model_config(profile: Profile, vocab_size: int | None = None, **mixer_kwargs: Any) -> ModelConfig:
+    """The trainer's model at a profile's size, over the prepared tokenizer's vocabulary when it is known."""
+    return ModelConfig(
+        vocab_size=vocab_size or profile.vocab_size, d_model=profile.d_model, n_layers=profile.n_layers,
+        n_heads=profile.n_heads, seq_len=profile.seq_len, mixer_kwargs=dict(mixer_kwargs),
+    )
 
 
 class SwiGLU(nn.Module):

@@ -18,13 +18,15 @@ from typing import Any
 
 import torch
 
-from services.engineer.baselines import BASELINES, load_baseline
-from services.engineer.candidate import mixer_factory
-from services.engineer.checks import CheckFailed, behaviour_signature, run_checks
+from services.engineer.checks import run_checks
 from services.engineer.data import load_token_data
-from services.engineer.model import LanguageModel, MixerFactory, ModelConfig
-from services.engineer.profiles import Profile, get_profile
+from services.engineer.model import LanguageModel, ModelConfig
 from services.engineer.trainer import Progress, TrainingStopped, measure_step_seconds, train
+from shared.mixer.baselines import BASELINES, EFFICIENCY_REFERENCE, baseline_path, load_baseline
+from shared.mixer.behaviour import behaviour_signature
+from shared.mixer.contract import CheckFailed
+from shared.mixer.loader import MixerFactory, mixer_factory
+from shared.mixer.profiles import Profile, get_profile
 
 TRACEBACK_CHARS = 6000
 MEMORY_MARKERS = ("out of memory", "can't allocate memory", "MemoryError", "bad_alloc")
@@ -122,7 +124,7 @@ def experiment(args: argparse.Namespace) -> dict[str, Any]:
     if not (args.allow_quadratic and report.kind == "complexity"):
         report.raise_for_failure()
     reference = args.reference_step_seconds or measure_step_seconds(
-        mixer_factory(Path(__file__).parent / "baselines" / "linear_attention.py"), profile, data.vocab_size)
+        mixer_factory(baseline_path(EFFICIENCY_REFERENCE)), profile, data.vocab_size)
     # The quadratic reference is trained to be compared with, not held to linear attention's speed.
     step_limit_reference = None if args.allow_quadratic else reference
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -9,10 +9,10 @@ from pathlib import Path
 from pydantic import Field
 
 from services.engineer.handlers import ERROR_KINDS, Engineer, on_campaign_started, on_candidate
-from services.engineer.sandbox import GIB
 from shared import metrics
 from shared.events import CampaignStarted, DebugPatched, ProposalCreated
 from shared.memory_client import MemoryClient
+from shared.mixer.sandbox import GIB
 from shared.service import Runtime, ServiceSpec, Wiring
 from shared.settings import ServiceSettings
 

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from services.engineer.checks import CheckFailed
-from services.engineer.model import LanguageModel, MixerFactory, ModelConfig, count_parameters
-from services.engineer.profiles import Profile
+from services.engineer.model import LanguageModel, ModelConfig, count_parameters, model_config
+from shared.mixer.contract import CheckFailed
+from shared.mixer.loader import MixerFactory
+from shared.mixer.profiles import Profile
 
 # ───────────────────────────── results and progress ─────────────────────────────
 
@@ -240,7 +241,7 @@ def measure_step_seconds(
     """Median optimiser-step time on random tokens: the efficiency reference for the linear-attention baseline."""
     dev = pick_device(device)
     seed_everything(profile.seed)
-    model = LanguageModel(profile.model_config(vocab_size), mixer_factory).to(dev)
+    model = LanguageModel(model_config(profile, vocab_size), mixer_factory).to(dev)
     optimizer = make_optimizer(model, profile, dev)
     tokens = np.random.default_rng(0).integers(0, vocab_size, size=profile.seq_len * 64, dtype=np.int64)
     sampler = BatchSampler(tokens, profile.seq_len, seed=0)
@@ -282,7 +283,7 @@ def train(
 
     # ── model, optimiser, data ──
     seed_everything(profile.seed)
-    config = profile.model_config(vocab_size)
+    config = model_config(profile, vocab_size)
     model = LanguageModel(config, mixer_factory).to(dev)
     optimizer = make_optimizer(model, profile, dev)
     sampler = BatchSampler(train_tokens, profile.seq_len, seed=profile.seed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from string import Template
 from typing import Any
 
@@ -10,6 +9,7 @@ from services.judge.handlers import Scores
 from shared.events import TrainSucceeded
 from shared.llm import LlmClient, MalformedOutput
 from shared.memory_client import MemoryClient
+from shared.mixer.edit import unified_diff
 
 # Bounds the grammar can enforce: llama.cpp's schema grammar ignores minimum/maximum but honours an enum, and a
 # string without maxLength lets a small model ramble until max_tokens cuts the JSON off (then every retry fails too).
@@ -79,7 +79,7 @@ class LlmScorer:
             parent_found = await self.memory.experiment(parent.id)
             parent_code = parent_found.experiment.code if parent_found else ""
         code = experiment.code if experiment else ""
-        diff = "".join(difflib.unified_diff(parent_code.splitlines(True), code.splitlines(True)))[:5000]
+        diff = unified_diff(parent_code, code)[:5000]
         bench = sum(run.benchmarks.values()) / len(run.benchmarks) if run.benchmarks else None
         prompt = JUDGE.substitute(
             name=experiment.name if experiment else run.experiment_id, anchors=ANCHORS,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import difflib
 import hashlib
 import json
 import logging
@@ -47,6 +46,7 @@ from shared.events import (
     TrainStarted,
     TrainSucceeded,
 )
+from shared.mixer.edit import unified_diff
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,6 @@ def judge_weight(performance: float, innovation: float, complexity: float) -> fl
 def bench_mean(benchmarks: Mapping[str, float]) -> float | None:
     values = [float(v) for v in benchmarks.values() if math.isfinite(float(v))]
     return sum(values) / len(values) if values else None
-
-
-def unified_diff(old: str, new: str, old_name: str = "a/mixer.py", new_name: str = "b/mixer.py") -> str:
-    lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), old_name, new_name)
-    return "".join(lines)
 
 
 def _finite(value: float) -> float | None:

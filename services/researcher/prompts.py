@@ -14,7 +14,7 @@ from __future__ import annotations
 from string import Template
 
 from services.researcher.moves import Move
-from shared.mixer_source import ALLOWED_IMPORTS
+from shared.mixer.source import ALLOWED_IMPORTS
 
 IDEA_SCHEMA = {
     "type": "object",

@@ -25,20 +25,16 @@ from services.researcher.prompts import (
 from shared.events import Event, LlmUsage, ProposalCreated, ProposalRejected, new_event_id, utc_now
 from shared.llm import LlmClient, add_usage, parse_json_reply
 from shared.memory_client import ExperimentBrief, MemoryClient
-from shared.mixer_source import (
-    StaticProblem,
-    code_similarity,
+from shared.mixer.edit import (
     extract_function,
     for_prompt,
     function_matching,
     function_source,
     merge_functions,
-    parses,
     put_definition,
     repair,
-    static_problem,
-    unused_attributes,
 )
+from shared.mixer.source import StaticProblem, code_similarity, parses, static_problem, unused_attributes
 
 log = logging.getLogger(__name__)
 PRODUCER = "researcher"

@@ -7,8 +7,6 @@ from functools import partial
 
 from pydantic import Field
 
-from services.engineer.baselines import BASELINES
-from services.engineer.probe import same_computation
 from services.researcher.handlers import CampaignBook, on_campaign_started, on_event
 from services.researcher.loop import ResearchLoop
 from services.researcher.moves import MOVES
@@ -25,6 +23,8 @@ from shared.events import (
     TrainFailed,
     TrainSucceeded,
 )
+from shared.mixer.baselines import BASELINES
+from shared.mixer.probe import same_computation
 from shared.service import Runtime, ServiceSpec, Wiring
 
 FOLLOWED = (CampaignStarted, CampaignStopped, ProposalCreated, ProposalRejected, TrainSucceeded, TrainFailed,

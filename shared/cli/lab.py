@@ -15,13 +15,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from services.engineer.baselines import BASELINES, QUADRATIC
 from services.engineer.data import SOURCES, install_commands, prepare
 from services.engineer.experiment import ExperimentSpec, Outcome, run_experiment
-from services.engineer.profiles import PROFILES
 from services.engineer.service import EngineerSettings
 from shared.cli.stack import endpoints
 from shared.errors import ConfigError
+from shared.mixer.baselines import BASELINES, QUADRATIC
+from shared.mixer.profiles import PROFILES
 from shared.settings import CommonSettings
 from shared.store import mongo_client, ping
 

@@ -16,12 +16,12 @@ from rich.console import Console
 from rich.progress import DownloadColumn, Progress
 from rich.table import Table
 
-from services.engineer.profiles import PROFILES
 from shared.cli import backups, campaign, lab, memory, stack, yields
 from shared.cli.tail import tail
 from shared.errors import AsiarchError
 from shared.events import CampaignStarted
 from shared.llm import DEFAULT_MODEL, LlmSettings
+from shared.mixer.profiles import PROFILES
 from shared.models import KNOWN_MODELS, pull, read_registry, register_file, resolve
 from shared.settings import SERVICE_NAMES
 

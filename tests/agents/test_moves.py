@@ -9,10 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.engineer.baselines import BASELINES
 from services.engineer.checks import run_checks
-from services.engineer.probe import same_computation
-from services.engineer.profiles import PROFILES
 from services.memory.cognition.ingest import STARTER_FILE
 from services.researcher.moves import (
     MOVES,
@@ -23,7 +20,11 @@ from services.researcher.moves import (
     restore_cut_tail,
     without_todo,
 )
-from shared.mixer_source import function_matching, function_source, parses
+from shared.mixer.baselines import BASELINES
+from shared.mixer.edit import function_matching, function_source
+from shared.mixer.probe import same_computation
+from shared.mixer.profiles import PROFILES
+from shared.mixer.source import parses
 
 LINEAR = BASELINES["linear_attention"].read_text()
 MOVE = {move.id: move for move in MOVES}

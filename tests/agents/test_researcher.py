@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 
-from services.engineer.baselines import BASELINES
-from services.engineer.probe import same_computation
 from services.researcher.handlers import CampaignBook
 from services.researcher.moves import MOVES
 from services.researcher.proposer import SAME_CODE, BehaviourProbe, Campaign, Proposer
@@ -20,7 +18,9 @@ from shared.events import (
     new_event_id,
     utc_now,
 )
-from shared.mixer_source import code_similarity
+from shared.mixer.baselines import BASELINES
+from shared.mixer.probe import same_computation
+from shared.mixer.source import code_similarity
 from shared.store import mongo_client
 from tests.agents.conftest import MemoryWorld, scripted
 

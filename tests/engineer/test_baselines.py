@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.engineer.baselines import BASELINES, QUADRATIC, baseline_path, load_baseline
-from services.engineer.checks import CheckFailed, check_complexity
+from services.engineer.checks import check_complexity
+from shared.mixer.baselines import BASELINES, QUADRATIC, baseline_path, load_baseline
+from shared.mixer.contract import CheckFailed
 
 # (batch, seq_len, d_model, n_heads, chunk_size): odd T, T < chunk, T a multiple of chunk, one head.
 SHAPES = [(2, 37, 32, 2, 8), (1, 5, 16, 4, 16), (2, 16, 32, 4, 16), (1, 23, 24, 1, 4)]

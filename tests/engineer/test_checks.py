@@ -9,20 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from services.engineer.baselines import BASELINES, baseline_path
-from services.engineer.candidate import load_module
-from services.engineer.checks import (
-    CheckFailed,
-    behaviour_signature,
-    build_mixer,
-    check_batch,
-    check_causality,
-    check_signature,
-    check_syntax,
-    run_checks,
-    same_behaviour,
-)
-from services.engineer.profiles import PROFILES
+from services.engineer.checks import check_batch, check_causality, check_syntax, run_checks
+from shared.mixer.baselines import BASELINES, baseline_path
+from shared.mixer.behaviour import behaviour_signature, same_behaviour
+from shared.mixer.contract import CheckFailed, build_mixer, check_signature
+from shared.mixer.loader import load_module
+from shared.mixer.profiles import PROFILES
 
 BAD_MIXERS = Path(__file__).parent / "fixtures" / "bad_mixers"
 

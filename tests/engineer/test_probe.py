@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.engineer.baselines import BASELINES
-from services.engineer.probe import same_computation
+from shared.mixer.baselines import BASELINES
+from shared.mixer.probe import same_computation
 
 GLA = BASELINES["gla"].read_text()
 

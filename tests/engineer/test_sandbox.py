@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from services.engineer.sandbox import (
+from shared.mixer.sandbox import (
     GIB,
     Isolation,
     SandboxLimits,

@@ -11,7 +11,6 @@ import pytest
 from nats.js import JetStreamContext
 from pymongo.database import Database
 
-from services.engineer.baselines import BASELINES
 from services.engineer.handlers import Engineer, on_campaign_started, on_candidate
 from shared import bus
 from shared.events import (
@@ -27,6 +26,7 @@ from shared.events import (
     new_event_id,
     utc_now,
 )
+from shared.mixer.baselines import BASELINES
 from shared.store import MongoLedger, mongo_client
 from tests.engineer.variants import gla_variant
 

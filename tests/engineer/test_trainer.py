@@ -9,10 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from services.engineer.baselines import load_baseline
-from services.engineer.candidate import mixer_factory
 from services.engineer.model import LanguageModel, ModelConfig, count_parameters
-from services.engineer.profiles import PROFILES, Profile
 from services.engineer.trainer import (
     TrainingStopped,
     load_checkpoint,
@@ -20,6 +17,9 @@ from services.engineer.trainer import (
     train,
     unigram_entropy,
 )
+from shared.mixer.baselines import load_baseline
+from shared.mixer.loader import mixer_factory
+from shared.mixer.profiles import PROFILES, Profile
 
 BAD_MIXERS = Path(__file__).parent / "fixtures" / "bad_mixers"
 

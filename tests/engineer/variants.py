@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.engineer.baselines import BASELINES
+from shared.mixer.baselines import BASELINES
 
 
 def gla_variant() -> str:

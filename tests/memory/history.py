@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from services.memory.fitness import fitness_terms
-from services.memory.projection import unified_diff
 from shared.events import (
     AnalysisCreated,
     Budget,
@@ -36,6 +35,7 @@ from shared.events import (
     TrainStarted,
     TrainSucceeded,
 )
+from shared.mixer.edit import unified_diff
 
 START = dt.datetime(2026, 11, 28, 9, 0, 0, tzinfo=dt.timezone.utc)
 PROFILE = "smoke"

@@ -19,10 +19,11 @@ from services.memory.vectors import (
     int_id,
     windows,
 )
+from shared.mixer.baselines import BASELINE_DIR
 from tests.memory.history import build_history, numbered
 
 HISTORY = numbered(build_history())
-BASELINE_DIR = Path(__file__).parents[2] / "services" / "engineer" / "baselines"
+
 TEXTS = [
     "the loss became NaN after the exponential gate overflowed",
     "loss is NaN: the exponential gate overflowed at step 37",

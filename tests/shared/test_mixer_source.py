@@ -7,21 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from shared.mixer_source import (
-    code_similarity,
-    extract_function,
-    faulty_region,
-    for_prompt,
-    hoist_nested_methods,
-    merge_functions,
-    repair,
-    splice,
-    static_problem,
-    undefined_names,
-    unused_attributes,
-)
+from shared.mixer.baselines import BASELINES as BASELINE_FILES
+from shared.mixer.edit import extract_function, for_prompt, hoist_nested_methods, merge_functions, repair
+from shared.mixer.frames import faulty_region, splice
+from shared.mixer.source import code_similarity, static_problem, undefined_names, unused_attributes
 
-BASELINES = sorted((Path(__file__).parents[2] / "services" / "engineer" / "baselines").glob("[!_]*.py"))
+BASELINES = sorted(BASELINE_FILES.values())
 
 GOOD = """
 class Mixer(nn.Module):

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from services.engineer.model import ModelConfig
-
 
 @dataclass(frozen=True)
 class Profile:
@@ -52,12 +50,6 @@ class Profile:
     @property
     def total_steps(self) -> int:
         return max(1, self.tokens // self.tokens_per_step)
-
-    def model_config(self, vocab_size: int | None = None, **mixer_kwargs: Any) -> ModelConfig:
-        return ModelConfig(
-            vocab_size=vocab_size or self.vocab_size, d_model=self.d_model, n_layers=self.n_layers,
-            n_heads=self.n_heads, seq_len=self.seq_len, mixer_kwargs=dict(mixer_kwargs),
-        )
 
     def with_overrides(self, **changes: Any) -> Profile:
         return replace(self, **changes)

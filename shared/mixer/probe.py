@@ -2,7 +2,7 @@
 
 The researcher asks this before it publishes a proposal, so a copy of the parent in disguise goes back to the LLM
 as a revision instead of reaching the engineer as a duplicate. The child side (``python -m
-services.engineer.probe``) imports the draft; the parent side (``same_computation``) only starts it and reads
+shared.mixer.probe``) imports the draft; the parent side (``same_computation``) only starts it and reads
 ``probe.json``, so LLM-written code never runs in the caller's process.
 """
 
@@ -13,7 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from services.engineer.sandbox import GIB, SandboxLimits, run_python_sandboxed
+from shared.mixer.sandbox import GIB, SandboxLimits, run_python_sandboxed
 
 PROBE_FILE = "probe.json"
 PROBE_LIMITS = SandboxLimits(wall_s=120.0, memory_bytes=4 * GIB)
@@ -35,7 +35,7 @@ def same_computation(code: str, known: dict[str, str], profile: str, *, baseline
             args += ["--against", label, f"known_{i}.py"]
         if baselines:
             args.append("--against-baselines")
-        run_python_sandboxed("services.engineer.probe", run_dir, PROBE_LIMITS, args, module=True)
+        run_python_sandboxed("shared.mixer.probe", run_dir, PROBE_LIMITS, args, module=True)
         try:
             return json.loads((run_dir / PROBE_FILE).read_text()).get("same_as")
         except (OSError, ValueError):
@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
 def first_match(args: argparse.Namespace) -> str | None:
     import torch
 
-    from services.engineer.baselines import BASELINES, load_baseline
-    from services.engineer.candidate import load_module, mixer_class
-    from services.engineer.checks import behaviour_signature, same_behaviour
-    from services.engineer.profiles import get_profile
+    from shared.mixer.baselines import BASELINES, load_baseline
+    from shared.mixer.behaviour import behaviour_signature, same_behaviour
+    from shared.mixer.loader import load_module, mixer_class
+    from shared.mixer.profiles import get_profile
 
     torch.set_num_threads(1)
     profile = get_profile(args.profile)

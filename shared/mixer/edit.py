@@ -1,26 +1,29 @@
-"""Static handling of mixer source code: deterministic repair of the trivial, and checks that run nothing.
+"""Editing mixer source: deterministic repair of the trivial, and putting what an LLM wrote (a whole file, one
+function, the functions a change touches) in place.
 
-The researcher, the debugger and the engineer all use these before code goes anywhere near a sandbox. Repair only
-does what has one right answer (strip Markdown fences, add the standard imports a file uses but forgot); anything
-else is a rejection with a reason the LLM can act on.
+Repair only does what has one right answer (strip Markdown fences, add the standard imports a file uses but forgot,
+copy a helper the parent defines); anything else is left to the checks. Nothing here runs the code.
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
-import contextlib
 import difflib
 import re
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-ALLOWED_IMPORTS = frozenset({
-    "torch", "math", "typing", "functools", "dataclasses", "collections", "itertools", "numbers", "__future__",
-})
-FORBIDDEN_CALLS = frozenset({"exec", "eval", "compile", "open", "__import__", "globals", "locals", "breakpoint",
-                             "input"})
+from shared.mixer.frames import Region, splice
+from shared.mixer.source import (
+    REFERENCE_FUNCTIONS,
+    def_lines,
+    find_mixer,
+    imported_names,
+    method,
+    parses,
+    strip_fences,
+    undefined_names,
+)
 
 # (how the code refers to it, the import line that provides it)
 STANDARD_IMPORTS: tuple[tuple[str, str], ...] = (
@@ -30,33 +33,6 @@ STANDARD_IMPORTS: tuple[tuple[str, str], ...] = (
     (r"(?<![\w.])math\.", "import math"),
 )
 TYPING_NAMES = ("Optional", "Tuple", "List", "Dict", "Any", "Callable", "Union")
-FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
-
-
-@dataclass(frozen=True)
-class StaticProblem:
-    reason: str  # a ProposalRejected reason: "syntax" or "contract"
-    detail: str
-
-
-def strip_fences(code: str) -> str:
-    """The first fenced block if the reply wrapped the code in Markdown (a missing closing fence included, as when
-    the reply was cut at its token limit), else the text as it is."""
-    match = FENCE.search(code)
-    if match:
-        return match.group(1)
-    opened = re.match(r"\s*```(?:python|py)?[^\n]*\n", code)
-    return code[opened.end():] if opened else code
-
-
-def imported_names(tree: ast.Module) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            names.update(alias.asname or alias.name for alias in node.names)
-    return names
 
 
 def add_missing_imports(code: str) -> str:
@@ -124,48 +100,6 @@ def hoist_nested_methods(code: str) -> str:
     return code
 
 
-def bound_names(tree: ast.AST) -> set[str]:
-    """Every name the file binds anywhere, in any scope: over-inclusive on purpose, so that a name missing from
-    it is certainly undefined."""
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
-            names.add(node.id)
-        elif isinstance(node, ast.arg):
-            names.add(node.arg)
-        elif isinstance(node, ast.alias):
-            names.add((node.asname or node.name).split(".")[0])
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            names.add(node.name)
-        elif isinstance(node, ast.Global | ast.Nonlocal):
-            names.update(node.names)
-    return names
-
-
-def undefined_names(code: str) -> list[tuple[str, int]]:
-    """Names the code reads but binds nowhere and that are no builtins, with the line each is first read on.
-    Annotations are skipped: with postponed evaluation they never run."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return []
-    for node in ast.walk(tree):  # drop annotations before looking at reads
-        if isinstance(node, ast.arg):
-            node.annotation = None
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            node.returns = None
-        elif isinstance(node, ast.AnnAssign):
-            node.annotation = ast.Constant(None)
-    known = bound_names(tree) | set(dir(builtins))
-    first: dict[str, int] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in known:
-            first[node.id] = min(first.get(node.id, node.lineno), node.lineno)
-    return sorted(first.items(), key=lambda item: item[1])
-
-
 def top_level_definitions(code: str) -> dict[str, str]:
     """Source of each top-level function and class (with its decorators), by name."""
     try:
@@ -195,168 +129,10 @@ def borrow_definitions(code: str, donors: Sequence[str], rounds: int = 4) -> str
     return code
 
 
-def find_mixer(tree: ast.Module) -> ast.ClassDef | None:
-    """The class that ``Mixer`` names: a class of that name, or the class a top-level ``Mixer = X`` points at."""
-    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
-    if "Mixer" in classes:
-        return classes["Mixer"]
-    for node in tree.body:
-        if (isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["Mixer"]
-                and isinstance(node.value, ast.Name) and node.value.id in classes):
-            return classes[node.value.id]
-    return None
-
-
-def unused_attributes(code: str) -> list[str]:
-    """Attributes ``Mixer.__init__`` sets to a call (a layer, a parameter) that nothing in the file reads back:
-    a change written into ``__init__`` but never into ``forward``. Any read of the name counts as a use."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return []
-    cls = find_mixer(tree)
-    init = method(cls, "__init__") if cls is not None else None
-    if init is None:
-        return []
-    assigned = [node for node in ast.walk(init) if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)]
-    created = [target.attr for node in assigned for target in node.targets if isinstance(target, ast.Attribute)
-               and isinstance(target.value, ast.Name) and target.value.id == "self"]
-    read = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load)}
-    read |= {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
-    return [name for name in dict.fromkeys(created) if name not in read]
-
-
-def method(cls: ast.ClassDef, name: str) -> ast.FunctionDef | None:
-    return next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
-
-
-def contract_problem(cls: ast.ClassDef) -> str | None:
-    init, forward = method(cls, "__init__"), method(cls, "forward")
-    if init is None or forward is None:
-        return "Mixer must define __init__(self, d_model, n_heads, **kwargs) and forward(self, x)"
-    init_args = [a.arg for a in init.args.args]
-    if init_args[1:3] != ["d_model", "n_heads"] or init.args.kwarg is None:
-        return f"Mixer.__init__ takes ({', '.join(init_args)}); it must be (self, d_model, n_heads, **kwargs)"
-    forward_args = [a.arg for a in forward.args.args]
-    required = len(forward_args) - len(forward.args.defaults)
-    if len(forward_args) < 2 or required > 2:
-        return f"Mixer.forward takes ({', '.join(forward_args)}); it must be (self, x) with x (batch, seq, d_model)"
-    return None
-
-
-def safety_problem(tree: ast.Module) -> str | None:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            for module in modules:
-                if module.split(".")[0] not in ALLOWED_IMPORTS:
-                    return f"import of '{module}' is not allowed; use only {', '.join(sorted(ALLOWED_IMPORTS))}"
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FORBIDDEN_CALLS:
-            return f"call to {node.func.id}() is not allowed in a mixer"
-    return None
-
-
-def static_problem(code: str) -> StaticProblem | None:
-    """Why this source cannot be a mixer, found without running it; ``None`` when it may be one."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError as exc:
-        return StaticProblem("syntax", f"line {exc.lineno}: {exc.msg}")
-    cls = find_mixer(tree)
-    if cls is None:
-        return StaticProblem("contract", "the file defines no top-level class named Mixer")
-    problem = contract_problem(cls) or safety_problem(tree)
-    if problem:
-        return StaticProblem("contract", problem)
-    missing = undefined_names(code)
-    if missing:
-        listed = ", ".join(f"'{name}' (line {line})" for name, line in missing[:5])
-        return StaticProblem("syntax", f"used but never defined: {listed}; define or import it in the file")
-    return None
-
-
-def normalised_lines(code: str) -> list[str]:
-    """The code's computing statements one per line: no comments, docstrings, imports, slow reference functions
-    (prompts leave them out, so a copy of a prompt lacks them), blank lines or formatting differences."""
-    # A file that does not parse is compared as raw text: still better than nothing.
-    with contextlib.suppress(SyntaxError):
-        code = ast.unparse(without_decoration(ast.parse(code)))
-    return [line.strip() for line in code.splitlines() if line.strip() and not line.strip().startswith("#")]
-
-
-def without_decoration(tree: ast.Module) -> ast.Module:
-    tree.body = [node for node in tree.body if not isinstance(node, ast.Import | ast.ImportFrom) and not (
-        isinstance(node, ast.FunctionDef) and node.name in REFERENCE_FUNCTIONS)]
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(
-                    first.value.value, str):
-                node.body = node.body[1:] or [ast.Pass()]
-    return tree
-
-
-def code_similarity(a: str, b: str) -> float:
-    """How much of two mixer files is the same code, 0..1, over the whole files.
-
-    Sentence embeddings see only a file's first few hundred tokens (imports and ``__init__``, alike in every
-    mixer), so they cannot tell a new recurrence from a copy; a line-level diff ratio can.
-    """
-    return difflib.SequenceMatcher(None, normalised_lines(a), normalised_lines(b), autojunk=False).ratio()
-
-
-# --- the faulty region of a failed file ------------------------------------------------------------------------
-
-# The candidate's file name in its run directory; tracebacks name it, so the debugger can find the faulty lines.
-CANDIDATE_FILE = "mixer.py"
-_FRAME = re.compile(rf'File "[^"]*{re.escape(CANDIDATE_FILE)}", line (\d+), in (\S+)')
-
-
-@dataclass(frozen=True)
-class Region:
-    """The function a failure was raised in: lines ``start``..``end`` (1-based, inclusive) of the file."""
-
-    name: str
-    start: int
-    end: int
-    indent: int
-    error_line: int
-
-    def numbered(self, code: str) -> str:
-        lines = code.splitlines()[self.start - 1:self.end]
-        return "\n".join(f"{n:4d}{'>' if n == self.error_line else ' '} {line}"
-                         for n, line in enumerate(lines, start=self.start))
-
-
-def faulty_region(code: str, traceback_text: str) -> Region | None:
-    """The innermost function of the candidate's file holding the deepest traceback frame in that file."""
-    frames = _FRAME.findall(traceback_text)
-    if not frames:
-        return None
-    line = int(frames[-1][0])
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return None
-    holders = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-               and node.lineno <= line <= (node.end_lineno or node.lineno)]
-    if not holders:
-        return None
-    inner = max(holders, key=lambda node: node.lineno)
-    start, end = def_lines(inner)
-    return Region(inner.name, start, end, inner.col_offset, line)
-
-
-def def_lines(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> tuple[int, int]:
-    """First and last line (1-based, inclusive) of a function or class, its decorators included."""
-    return min([node.lineno, *(d.lineno for d in node.decorator_list)]), node.end_lineno or node.lineno
-
-
-def splice(code: str, region: Region, replacement: str) -> str:
-    """``code`` with the region's lines replaced by ``replacement``, re-indented to the region's depth."""
-    body = textwrap.indent(textwrap.dedent(replacement.strip("\n")), " " * region.indent)
-    lines = code.splitlines()
-    return "\n".join([*lines[:region.start - 1], *body.splitlines(), *lines[region.end:]]) + "\n"
+def unified_diff(before: str, after: str, before_name: str = "a/mixer.py", after_name: str = "b/mixer.py") -> str:
+    """The change from ``before`` to ``after`` as a unified diff (empty when they are the same)."""
+    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                        before_name, after_name))
 
 
 # --- a draft given as the functions it changes ---------------------------------------------------------------
@@ -430,14 +206,6 @@ def _definitions(tree: ast.Module, mixer_names: frozenset[str]) -> list[tuple[De
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             found.append((node, False))
     return found
-
-
-def parses(code: str) -> bool:
-    try:
-        ast.parse(code)
-    except SyntaxError:
-        return False
-    return True
 
 
 def put_definition(code: str, name: str, source: str, as_method: bool) -> str:
@@ -514,11 +282,6 @@ def extract_function(reply: str, name: str) -> str | None:
                 start, end = def_lines(node)
                 return textwrap.dedent("\n".join(lines[start - 1:end])) + "\n"
     return None
-
-
-# Baselines carry a slow token-by-token reference for their tests. Shown to a small model as part of a parent, it is
-# copied into the fast path (``mixer._output(...)`` inside a chunk function): prompts leave it out.
-REFERENCE_FUNCTIONS = frozenset({"recurrent_reference"})
 
 
 def for_prompt(code: str, drop: frozenset[str] = REFERENCE_FUNCTIONS) -> str:

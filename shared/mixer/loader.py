@@ -1,7 +1,7 @@
-"""Import a candidate mixer file by path.
+"""The one way a mixer file is imported: by path, as a fresh module.
 
-This executes the file's top level, so it must only ever run inside the sandboxed child process
-(DESIGN §6), never in a service process.
+This executes the file's top level, so for LLM-written code it must only ever run inside the sandboxed child
+process (docs/architecture.md, "Untrusted code"), never in a service process. Our own baselines load the same way.
 """
 
 from __future__ import annotations
@@ -9,20 +9,24 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from torch import nn
 
-from services.engineer.model import MixerFactory
+# What the trainer's model takes: ``(d_model, n_heads) -> mixer``.
+MixerFactory = Callable[[int, int], nn.Module]
 
 
-def load_module(source_path: str | Path) -> ModuleType:
-    """Execute the file as a fresh module; its name is derived from the path so reloads never collide."""
+def load_module(source_path: str | Path, module_name: str | None = None) -> ModuleType:
+    """Execute the file as a fresh module. Its name is derived from the path unless given, so reloads of different
+    files never collide."""
     path = Path(source_path).resolve()
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    module_name = f"asiarch_candidate_{path.stem}_{digest}"
+    if module_name is None:
+        digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+        module_name = f"asiarch_candidate_{path.stem}_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")

@@ -1,4 +1,4 @@
-"""Built-in baseline mixers, each a single file in the exact form a candidate takes (DESIGN §3).
+"""Built-in baseline mixers, each a single file in the exact form a candidate takes (the mixer contract).
 
 The registry maps a name to its file path; `load_baseline` imports the file by path, the same way a
 candidate is imported, so the baselines exercise the same loading code. Importing our own files in the
@@ -7,10 +7,11 @@ service process is fine: they are ours, not generated code.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+
+from shared.mixer.loader import load_module
 
 BASELINE_DIR = Path(__file__).resolve().parent
 
@@ -26,7 +27,7 @@ BASELINES: dict[str, Path] = {
 
 # The quadratic reference; every other baseline must pass the sub-quadratic check.
 QUADRATIC = frozenset({"softmax_attention"})
-# The mixer whose step time anchors the efficiency check (DESIGN §4).
+# The mixer whose step time anchors the efficiency check.
 EFFICIENCY_REFERENCE = "linear_attention"
 
 
@@ -42,9 +43,4 @@ def load_baseline(name: str) -> ModuleType:
     module_name = f"asiarch_baseline_{name}"
     if module_name in sys.modules:
         return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, baseline_path(name))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(baseline_path(name), module_name)
