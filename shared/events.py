@@ -1,16 +1,19 @@
 """The event catalogue: every message on the bus is one of these types.
 
 Each event is a frozen, keyword-only ``msgspec.Struct`` tagged ``<name>.v<N>``. The subject an event travels on is
-derived from its tag (``proposal.created.v1`` -> ``asiarch.proposal.created``) and the stream's subject filter from
-the same prefix, so no subject string is spelled anywhere else. Evolve additively (new fields need defaults); a
-breaking change is a new ``vN+1`` type plus an upcaster, and a golden payload per version pins the wire format.
+derived from its tag (``proposal.created.v2`` -> ``asiarch.proposal.created``) and the stream's subject filter from
+the same prefix, so no subject string is spelled anywhere else. Evolve additively (new fields need defaults, and
+``omit_defaults`` keeps older payloads byte-identical); a breaking change is a new ``vN+1`` type, the old type kept
+under ``legacy`` names with a pure upcaster in ``UPCASTERS``: ``decode`` returns only current types, so no consumer
+ever sees an old version. A golden payload per version (tests/golden) pins the wire format.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import ClassVar, Literal, Union
+from collections.abc import Callable
+from typing import Any, Literal, Union
 
 import msgspec
 
@@ -32,6 +35,11 @@ def derived_event_id(cause_id: str, producer: str, index: int) -> str:
     return uuid.uuid5(_DERIVED_ID_NAMESPACE, f"{cause_id}/{producer}/{index}").hex
 
 
+def campaign_stopped_id(campaign_id: str) -> str:
+    """One id for a campaign's stop, whoever sends it and however often: the server keeps the first."""
+    return derived_event_id(campaign_id, "campaign.stopped", 0)
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -46,9 +54,6 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     experiment_id: str = ""
     correlation_id: str = ""
     causation_id: str = ""
-
-    # The newest version of each event name; a payload of an older version is upcast before use.
-    version: ClassVar[int] = 1
 
     @classmethod
     def type_tag(cls) -> str:
@@ -105,10 +110,24 @@ class CampaignStopped(Event, frozen=True, kw_only=True, tag="campaign.stopped.v1
     reason: str
 
 
-class ProposalCreated(Event, frozen=True, kw_only=True, tag="proposal.created.v1"):
+class ProposalCreatedV1(Event, frozen=True, kw_only=True, tag="proposal.created.v1"):
+    """Legacy: before proposals named their profile. Decoded only to be upcast to ``ProposalCreated``."""
+
     name: str
     motivation: str
     code: str
+    parent_ids: tuple[str, ...] = ()
+    cognition_ids: tuple[str, ...] = ()
+    llm: LlmUsage | None = None
+
+
+class ProposalCreated(Event, frozen=True, kw_only=True, tag="proposal.created.v2"):
+    name: str
+    motivation: str
+    code: str
+    # The profile to train at, so the engineer needs no view of campaigns. Empty only in an upcast v1 proposal,
+    # which trains at the engineer's default profile.
+    profile: str
     parent_ids: tuple[str, ...] = ()
     cognition_ids: tuple[str, ...] = ()
     llm: LlmUsage | None = None
@@ -176,7 +195,7 @@ ERROR_KINDS: tuple[str, ...] = ErrorKind.__args__  # type: ignore[attr-defined]
 CHECK_FAILURE_KINDS: frozenset[str] = frozenset((*ERROR_KINDS, "duplicate"))
 
 
-class TrainFailed(Event, frozen=True, kw_only=True, tag="train.failed.v1"):
+class TrainFailed(Event, frozen=True, kw_only=True, tag="train.failed.v1", omit_defaults=True):
     attempt: int
     error_kind: ErrorKind
     message: str
@@ -186,14 +205,16 @@ class TrainFailed(Event, frozen=True, kw_only=True, tag="train.failed.v1"):
     device: str = ""
     device_seconds: float = 0.0
     worker_host: str = ""
+    profile: str = ""  # added compatibly: the debugger's patch trains at the same profile
 
 
-class DebugPatched(Event, frozen=True, kw_only=True, tag="debug.patched.v1"):
+class DebugPatched(Event, frozen=True, kw_only=True, tag="debug.patched.v1", omit_defaults=True):
     attempt: int
     diagnosis: str
     code: str
     diff: str
     llm: LlmUsage | None = None
+    profile: str = ""  # added compatibly, from the failure it fixes; empty: the engineer's default profile
 
 
 class DebugGaveUp(Event, frozen=True, kw_only=True, tag="debug.gave_up.v1", omit_defaults=True):
@@ -226,6 +247,51 @@ class FitnessComputed(Event, frozen=True, kw_only=True, tag="fitness.computed.v1
     total: float
 
 
+class BaselineMeasured(Event, frozen=True, kw_only=True, tag="baseline.measured.v1"):
+    """One trained seed of a built-in baseline (``asiarch baselines``). Memory projects these into the baselines
+    of each profile and, from the fitness reference's seeds, the reference fitness is measured against."""
+
+    profile: str
+    mixer: str
+    seed: int
+    val_loss: float
+    benchmarks: dict[str, float]
+    tokens: int
+    device: str
+    params: int = 0
+    train_loss: float = 0.0
+    fitness_reference: bool = False
+
+
+class CognitionDoc(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One piece of the cognition base: a chunk of a paper or note, or a curated starter entry."""
+
+    id: str
+    kind: Literal["document", "starter"]
+    source: str
+    title: str
+    text: str
+    retrieval_text: str  # what is embedded for search
+    page: int | None = None
+    chunk: int = 0
+    # Curated entries only: the design knowledge, field by field.
+    insight: str = ""
+    symptoms: str = ""
+    background: str = ""
+    idea: str = ""
+    implementation: str = ""
+    tags: tuple[str, ...] = ()
+
+
+class CognitionAdded(Event, frozen=True, kw_only=True, tag="cognition.added.v1"):
+    """Entries extracted from one source (``cognition add``, the starter base); ``removed_ids``: the source's
+    earlier chunks that its new version no longer has."""
+
+    source: str
+    docs: tuple[CognitionDoc, ...]
+    removed_ids: tuple[str, ...] = ()
+
+
 class DeadLettered(Event, frozen=True, kw_only=True, tag="dead_lettered.v1"):
     """A message a consumer could not handle. It travels on ``asiarch.dlq.<original subject>``."""
 
@@ -253,6 +319,8 @@ AnyEvent = Union[
     AnalysisCreated,
     JudgeScored,
     FitnessComputed,
+    BaselineMeasured,
+    CognitionAdded,
     DeadLettered,
 ]
 
@@ -260,8 +328,34 @@ CATALOGUE: tuple[type[Event], ...] = AnyEvent.__args__  # type: ignore[attr-defi
 DOMAIN_EVENTS: tuple[type[Event], ...] = tuple(t for t in CATALOGUE if t is not DeadLettered)
 BY_SUBJECT: dict[str, type[Event]] = {t.subject(): t for t in DOMAIN_EVENTS}
 
+
+# --- older versions and their upcasters ----------------------------------------------------------------------------
+
+
+def _with_fields(event: Event, current: type[Event], **added: Any) -> Event:
+    """``event`` as the ``current`` type: its own fields, plus ``added`` for the ones it did not have."""
+    return current(**msgspec.structs.asdict(event), **added)
+
+
+def upcast_proposal_created_v1(event: Event) -> Event:
+    return _with_fields(event, ProposalCreated, profile="")
+
+
+# Each legacy type and the pure function that turns it into the next version (chained until a current type).
+UPCASTERS: dict[type[Event], Callable[[Event], Event]] = {
+    ProposalCreatedV1: upcast_proposal_created_v1,
+}
+LEGACY: tuple[type[Event], ...] = tuple(UPCASTERS)
+WireEvent = Union[AnyEvent, ProposalCreatedV1]  # every version a stream may hold
+
 _ENCODER = msgspec.json.Encoder()
-_DECODER = msgspec.json.Decoder(AnyEvent)
+_DECODER = msgspec.json.Decoder(WireEvent)
+
+
+def upcast(event: Event) -> Event:
+    while type(event) in UPCASTERS:
+        event = UPCASTERS[type(event)](event)
+    return event
 
 
 class EventDecodeError(ValueError):
@@ -273,8 +367,9 @@ def encode(event: Event) -> bytes:
 
 
 def decode(payload: bytes) -> Event:
+    """The event in ``payload``, upcast to the current version of its type."""
     try:
-        return _DECODER.decode(payload)
+        return upcast(_DECODER.decode(payload))
     except msgspec.DecodeError as exc:  # ValidationError is a subclass
         raise EventDecodeError(str(exc)) from exc
 

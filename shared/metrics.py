@@ -34,7 +34,8 @@ CONSUMER_ACK_PENDING = Gauge(
 SERVICE_READY = Gauge("asiarch_service_ready", "1 when the service's NATS connection and store answer.", ["service"])
 
 # --- campaign and experiments ---------------------------------------------------------------------------------------
-CAMPAIGN_RUNNING = Gauge("asiarch_campaign_running", "1 while a campaign is running.", ["service"])
+# A count, not a flag per campaign: one campaign stopping leaves the others counted, and no id becomes a label.
+CAMPAIGN_RUNNING = Gauge("asiarch_campaign_running", "Campaigns running.", ["service"])
 PROPOSALS = Counter("asiarch_proposals_total", "Proposals published by the researcher.", ["service"])
 PROPOSALS_REJECTED = Counter(
     "asiarch_proposals_rejected_total", "Proposals rejected before training, by reason.", ["service", "reason"]

@@ -8,68 +8,34 @@ classified from the sandbox's account of it.
 from __future__ import annotations
 
 import json
-import math
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
+from services.engineer.result import (
+    PROGRESS_FILE,
+    RESULT_FILE,
+    ProgressLine,
+    RunResult,
+    RunResultError,
+    TrainMetrics,
+    decode_progress,
+    read_result,
+)
 from shared.mixer.frames import CANDIDATE_FILE
 from shared.mixer.profiles import get_profile
 from shared.mixer.sandbox import GIB, SandboxLimits, SandboxResult, run_python_sandboxed
 
-RESULT_FILE = "result.json"
-PROGRESS_FILE = "progress.jsonl"
+log = logging.getLogger(__name__)
 DISTINCT_FROM_FILE = "distinct_from.json"
 # Beyond the profile's training time limit: start-up, checks, evaluation and the checkpoint.
 WALL_MARGIN_S = 300.0
 LOG_TAIL_CHARS = 3000
-
-
-class Point(msgspec.Struct, kw_only=True):
-    step: int
-    tokens: int
-    loss: float
-
-
-class Metrics(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
-    curve: list[Point] = []
-    final_train_loss: float = math.nan
-    final_val_loss: float = math.nan
-    params: int = 0
-    tokens: int = 0
-    tok_per_s: float = 0.0
-    device: str = "cpu"
-    wall_seconds: float = 0.0
-    gpu_seconds: float = 0.0
-    cpu_core_seconds: float = 0.0
-    checkpoint_path: str | None = None
-    eval_scores: dict[str, float] = {}
-
-
-class Outcome(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
-    status: str
-    error_kind: str | None = None
-    message: str = ""
-    traceback: str = ""
-    metrics: Metrics = msgspec.field(default_factory=Metrics)
-    reference_step_seconds: float = 0.0
-    log_tail: str = ""
-    wall_s: float = 0.0
-    # The checks' behaviour signature (see checks.behaviour_signature); empty when the checks did not get that far.
-    behaviour: list[float] = []
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status == "succeeded"
-
-    def benchmarks(self) -> dict[str, float]:
-        """Benchmark accuracies (the validation loss and perplexity are reported on their own)."""
-        return {k: v for k, v in self.metrics.eval_scores.items() if k not in ("val_loss", "val_ppl")}
 
 
 @dataclass
@@ -107,23 +73,27 @@ class ExperimentSpec:
                 *self.distinct_args()]
 
 
-def read_outcome(run_dir: Path, sandbox: SandboxResult) -> Outcome:
+def read_outcome(run_dir: Path, sandbox: SandboxResult) -> RunResult:
     tail = sandbox.stderr_tail[-LOG_TAIL_CHARS:]
-    path = run_dir / RESULT_FILE
-    if path.exists() and sandbox.killed_reason is None:
-        outcome = msgspec.convert(json.loads(path.read_text()), Outcome)
-        return msgspec.structs.replace(outcome, log_tail=tail, wall_s=sandbox.wall_s)
+    if (run_dir / RESULT_FILE).exists() and sandbox.killed_reason is None:
+        try:
+            result = read_result(run_dir)
+        except RunResultError as exc:
+            # Only the candidate's own process writes there: a result it garbled is its failure.
+            log.error("%s", exc)
+            return RunResult(status="failed", error_kind="runtime", message=str(exc), traceback=tail, log_tail=tail)
+        return msgspec.structs.replace(result, log_tail=tail, wall_s=sandbox.wall_s)
     kind = sandbox.error_kind or "runtime"
     reason = sandbox.killed_reason or f"exit code {sandbox.returncode}"
     message = f"the run was stopped ({reason}) after {sandbox.wall_s:.0f} s"
     if sandbox.peak_rss_bytes:
         message += f", peak memory {sandbox.peak_rss_bytes / 2**20:,.0f} MiB"
-    metrics = Metrics(cpu_core_seconds=sandbox.cpu_s, wall_seconds=sandbox.wall_s)
-    return Outcome(status="failed", error_kind=kind, message=message, traceback=tail, log_tail=tail,
-                   metrics=metrics, wall_s=sandbox.wall_s)
+    metrics = TrainMetrics(cpu_core_seconds=sandbox.cpu_s, wall_seconds=sandbox.wall_s)
+    return RunResult(status="failed", error_kind=kind, message=message, traceback=tail, log_tail=tail,
+                     metrics=metrics, wall_s=sandbox.wall_s)
 
 
-ProgressCallback = Callable[[dict[str, Any]], None]
+ProgressCallback = Callable[[ProgressLine], None]
 
 
 def follow_progress(path: Path, done: threading.Event, callback: ProgressCallback) -> None:
@@ -136,11 +106,11 @@ def follow_progress(path: Path, done: threading.Event, callback: ProgressCallbac
             handle.seek(position)
             for line in handle:
                 if line.endswith("\n"):
-                    callback(json.loads(line))
+                    callback(decode_progress(line))
             position = handle.tell()
 
 
-def run_experiment(spec: ExperimentSpec, on_progress: ProgressCallback | None = None) -> Outcome:
+def run_experiment(spec: ExperimentSpec, on_progress: ProgressCallback | None = None) -> RunResult:
     """Blocks until the sandboxed run ends; progress lines go to ``on_progress`` from a helper thread."""
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     for stale in (RESULT_FILE, PROGRESS_FILE):

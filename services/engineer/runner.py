@@ -1,7 +1,7 @@
 """The child side of one experiment: ``python -m services.engineer.runner`` inside the sandbox.
 
-Checks the candidate, trains it, evaluates it, and writes ``result.json`` in its run directory (the only place it
-may write). Progress goes to ``progress.jsonl`` there, one line a second at most, for whoever shows it. The parent
+Checks the candidate, trains it, evaluates it, and writes a ``RunResult`` in its run directory (the only place it
+may write). Progress lines go there too, one a second at most, for whoever shows it. The parent
 (``services.engineer.experiment``) never imports the candidate; only this process does.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import time
 import traceback
 from pathlib import Path
@@ -21,6 +20,14 @@ import torch
 from services.engineer.checks import run_checks
 from services.engineer.data import load_token_data
 from services.engineer.model import LanguageModel, ModelConfig
+from services.engineer.result import (
+    PROGRESS_FILE,
+    ProgressLine,
+    RunResult,
+    TrainMetrics,
+    encode_progress,
+    write_result,
+)
 from services.engineer.trainer import Progress, TrainingStopped, measure_step_seconds, train
 from shared.mixer.baselines import BASELINES, EFFICIENCY_REFERENCE, baseline_path, load_baseline
 from shared.mixer.behaviour import behaviour_signature
@@ -76,9 +83,10 @@ class ProgressFile:
         if now - self.last < self.every_s and progress.step < progress.total_steps:
             return
         self.last = now
-        with self.path.open("a") as handle:
-            handle.write(json.dumps({"step": progress.step, "total": progress.total_steps, "loss": progress.loss,
-                                     "tok_per_s": progress.tok_per_s, "eta_s": progress.eta_s}) + "\n")
+        line = ProgressLine(step=progress.step, total=progress.total_steps, loss=progress.loss,
+                            tok_per_s=progress.tok_per_s, eta_s=progress.eta_s)
+        with self.path.open("ab") as handle:
+            handle.write(encode_progress(line))
 
 
 def benchmark_callback(profile: Profile, samples: int, tokenizer_path: Path | None, device: str,
@@ -111,7 +119,7 @@ def synthetic_model(factory: MixerFactory, profile: Profile, vocab_size: int, se
     return LanguageModel(config, factory)
 
 
-def experiment(args: argparse.Namespace) -> dict[str, Any]:
+def experiment(args: argparse.Namespace) -> RunResult:
     profile = get_profile(args.profile)
     if args.max_tokens:
         profile = profile.with_overrides(tokens=min(profile.tokens, args.max_tokens))
@@ -131,16 +139,15 @@ def experiment(args: argparse.Namespace) -> dict[str, Any]:
     samples = profile.eval_samples_per_task if args.eval_samples < 0 else args.eval_samples
     evaluate = benchmark_callback(profile, samples or 0, data.tokenizer_path, device, mixer_factory(args.source))
     result = train(mixer_factory(args.source), profile, data.train, data.val, data.vocab_size, args.run_dir,
-                   reference_step_seconds=step_limit_reference, progress=ProgressFile(args.run_dir / "progress.jsonl"),
+                   reference_step_seconds=step_limit_reference, progress=ProgressFile(args.run_dir / PROGRESS_FILE),
                    evaluate=evaluate, flags={"source": str(args.source), "profile": profile.name})
-    return {"status": "succeeded", "error_kind": None, "message": "", "traceback": "",
-            "checks": report.to_dict(), "metrics": result.to_dict(), "reference_step_seconds": reference,
-            "behaviour": report.behaviour}
+    return RunResult(status="succeeded", checks=report.measurements, metrics=result,
+                     reference_step_seconds=reference, behaviour=report.behaviour)
 
 
-def failure(kind: str, message: str, partial: dict[str, Any] | None = None, trace: str = "") -> dict[str, Any]:
-    return {"status": "failed", "error_kind": kind, "message": message, "traceback": trace[-TRACEBACK_CHARS:],
-            "metrics": partial or {}}
+def failure(kind: str, message: str, partial: TrainMetrics | None = None, trace: str = "") -> RunResult:
+    return RunResult(status="failed", error_kind=kind, message=message, traceback=trace[-TRACEBACK_CHARS:],
+                     metrics=partial or TrainMetrics())
 
 
 def candidate_traceback(exc: BaseException, source: Path) -> str:
@@ -174,16 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcome = experiment(args)
     except TrainingStopped as exc:
-        outcome = failure(exc.kind, exc.message, exc.result.to_dict(), cause_traceback(exc, args.source))
+        outcome = failure(exc.kind, exc.message, exc.result, cause_traceback(exc, args.source))
     except CheckFailed as exc:
         outcome = failure(exc.kind, exc.message, trace=cause_traceback(exc, args.source))
     except Exception as exc:  # whatever the candidate raised is the experiment's result, not our crash
         outcome = failure(classify_exception(exc), f"{type(exc).__name__}: {exc}",
                           trace=candidate_traceback(exc, args.source))
-    tmp = args.run_dir / "result.json.tmp"
-    tmp.write_text(json.dumps(outcome, default=str))  # a diverged loss stays NaN: Python's json reads it back
-    os.replace(tmp, args.run_dir / "result.json")
-    return 0 if outcome["status"] == "succeeded" else 3
+    write_result(args.run_dir, outcome)
+    return 0 if outcome.succeeded else 3
 
 
 if __name__ == "__main__":

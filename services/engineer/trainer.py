@@ -14,7 +14,7 @@ import time
 import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +22,13 @@ import numpy as np
 import torch
 
 from services.engineer.model import LanguageModel, ModelConfig, count_parameters, model_config
+from services.engineer.result import TrainMetrics
+from shared.events import CurvePoint
 from shared.mixer.contract import CheckFailed
 from shared.mixer.loader import MixerFactory
 from shared.mixer.profiles import Profile
 
 # ───────────────────────────── results and progress ─────────────────────────────
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    step: int
-    tokens: int
-    loss: float
 
 
 @dataclass(frozen=True)
@@ -48,32 +43,10 @@ class Progress:
     eta_s: float
 
 
-@dataclass
-class TrainResult:
-    curve: list[CurvePoint] = field(default_factory=list)
-    final_train_loss: float = math.nan
-    final_val_loss: float = math.nan
-    params: int = 0
-    mixer_params: int = 0
-    tokens: int = 0
-    steps: int = 0
-    tok_per_s: float = 0.0
-    step_seconds: float = 0.0  # median optimiser-step time after warm-up
-    device: str = "cpu"
-    wall_seconds: float = 0.0
-    gpu_seconds: float = 0.0
-    cpu_core_seconds: float = 0.0  # process CPU time over all threads
-    checkpoint_path: str | None = None
-    eval_scores: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class TrainingStopped(CheckFailed):
     """The run was stopped; `result` holds what was measured up to that point."""
 
-    def __init__(self, kind: str, message: str, result: TrainResult) -> None:
+    def __init__(self, kind: str, message: str, result: TrainMetrics) -> None:
         super().__init__(kind, message)
         self.result = result
 
@@ -273,7 +246,7 @@ def train(
     evaluate: EvaluateCallback | None = None,
     flags: dict[str, Any] | None = None,
     tensorboard: bool = True,
-) -> TrainResult:
+) -> TrainMetrics:
     """Train for profile.total_steps; raises TrainingStopped (with the partial result) when a run goes wrong."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -288,7 +261,7 @@ def train(
     optimizer = make_optimizer(model, profile, dev)
     sampler = BatchSampler(train_tokens, profile.seq_len, seed=profile.seed)
     total_steps = profile.total_steps
-    result = TrainResult(params=count_parameters(model), mixer_params=model.mixer_parameters(), device=str(dev))
+    result = TrainMetrics(params=count_parameters(model), mixer_params=model.mixer_parameters(), device=str(dev))
     writer = _summary_writer(run_dir) if tensorboard else None
     log_every = max(1, total_steps // 100)
     step_times: list[float] = []
@@ -306,7 +279,7 @@ def train(
             result.steps, result.tokens = step + 1, (step + 1) * profile.tokens_per_step
             recent_losses = [*recent_losses[-9:], loss]
             if step % log_every == 0 or step == total_steps - 1 or not math.isfinite(loss):
-                result.curve.append(CurvePoint(step + 1, result.tokens, loss))
+                result.curve.append(CurvePoint(step=step + 1, tokens=result.tokens, loss=loss))
                 if writer is not None:
                     writer.add_scalar("train/loss", loss, step + 1)
                     writer.add_scalar("train/lr", lr, step + 1)
@@ -342,7 +315,7 @@ def train(
 
 def _guarded_step(
     model: LanguageModel, optimizer: torch.optim.Optimizer, sampler: BatchSampler, profile: Profile,
-    device: torch.device, lr: float, result: TrainResult,
+    device: torch.device, lr: float, result: TrainMetrics,
 ) -> tuple[float, float]:
     """One step, with crashes turned into error kinds (`memory` for OOM, `runtime` for anything else)."""
     try:
@@ -354,7 +327,7 @@ def _guarded_step(
         raise TrainingStopped("runtime", f"step {result.steps + 1} raised {exc!r}\n{tb}", result) from exc
 
 
-def _update_timing(result: TrainResult, wall_start: float, cpu_start: float, device: torch.device) -> None:
+def _update_timing(result: TrainMetrics, wall_start: float, cpu_start: float, device: torch.device) -> None:
     result.wall_seconds = time.perf_counter() - wall_start
     result.cpu_core_seconds = time.process_time() - cpu_start
     result.gpu_seconds = result.wall_seconds if device.type == "cuda" else 0.0
@@ -363,7 +336,7 @@ def _update_timing(result: TrainResult, wall_start: float, cpu_start: float, dev
 
 def _stop_if_bad(
     loss: float, grad_norm: float, step_times: list[float], reference: float | None, profile: Profile,
-    result: TrainResult,
+    result: TrainMetrics,
 ) -> None:
     step = result.steps
     if not math.isfinite(loss):
@@ -407,7 +380,7 @@ def _summary_writer(run_dir: Path) -> Any:
 
 def _save_checkpoint(
     run_dir: Path, model: LanguageModel, config: ModelConfig, profile: Profile, flags: dict[str, Any] | None,
-    result: TrainResult,
+    result: TrainMetrics,
 ) -> Path:
     path = run_dir / "checkpoint.pt"
     payload = {

@@ -248,6 +248,9 @@ class Projector:
         self._put(CAMPAIGNS, event.campaign_id, seq, fields)
 
     def _campaign_stopped(self, event: CampaignStopped, seq: int) -> None:
+        current = self._get(CAMPAIGNS, event.campaign_id)
+        if current is not None and current.get("status") == "stopped":
+            return  # a campaign stops once: a repeated stop keeps the first one's time and reason
         fields = {"status": "stopped", "stopped_at": event.occurred_at, "stop_reason": event.reason}
         self._put(CAMPAIGNS, event.campaign_id, seq, fields)
 

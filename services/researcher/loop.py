@@ -18,7 +18,7 @@ from services.researcher.handlers import CampaignBook, CampaignView
 from services.researcher.proposer import Campaign, Proposer
 from shared import bus, metrics
 from shared.errors import TransientError
-from shared.events import CampaignStopped, Event, ProposalRejected, new_event_id, utc_now
+from shared.events import CampaignStopped, Event, ProposalRejected, campaign_stopped_id, utc_now
 from shared.llm import LlmError
 
 log = logging.getLogger(__name__)
@@ -38,23 +38,23 @@ class ResearchLoop:
 
     async def run(self) -> None:
         while True:
-            for campaign in await asyncio.to_thread(self.book.campaigns, "running"):
-                metrics.CAMPAIGN_RUNNING.labels(PRODUCER).set(1)
+            running = await asyncio.to_thread(self.book.campaigns, "running")
+            metrics.CAMPAIGN_RUNNING.labels(PRODUCER).set(len(running))
+            for campaign in running:
                 await self.step(campaign)
             await asyncio.sleep(self.poll_s)
 
     async def step(self, campaign: CampaignView) -> None:
         if not campaign.budget_left:
             if campaign.in_flight == 0:
-                await self.publish(CampaignStopped(event_id=new_event_id(), occurred_at=utc_now(),
-                                                   producer=PRODUCER, campaign_id=campaign.campaign_id,
-                                                   reason="budget reached"))
-                metrics.CAMPAIGN_RUNNING.labels(PRODUCER).set(0)
+                await self.publish(CampaignStopped(
+                    event_id=campaign_stopped_id(campaign.campaign_id), occurred_at=utc_now(), producer=PRODUCER,
+                    campaign_id=campaign.campaign_id, reason="budget reached"))
             return
         if campaign.in_flight >= self.max_in_flight:
             return
         event = await self.attempt(lambda: self.proposer.propose(
-            Campaign(campaign.campaign_id, campaign.seed, campaign.llm_model), campaign.proposed))
+            Campaign(campaign.campaign_id, campaign.seed, campaign.llm_model, campaign.profile), campaign.proposed))
         if event is None:
             await asyncio.sleep(self.retry_s)
             return

@@ -54,6 +54,7 @@ class Campaign:
     campaign_id: str
     seed: int
     llm_model: str
+    profile: str
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ class Proposer:
                                     llm=usage, name=draft.name, motivation=draft.motivation, code=draft.code,
                                     parent_ids=(parent.ref,))
         return ProposalCreated(
-            **envelope, name=draft.name, motivation=draft.motivation, code=draft.code, parent_ids=(parent.ref,),
+            **envelope, name=draft.name, motivation=draft.motivation, code=draft.code, profile=campaign.profile,
+            parent_ids=(parent.ref,),
             cognition_ids=tuple(dict.fromkeys(cognition_ids + (move.cognition if move else ()))), llm=usage,
         )
 

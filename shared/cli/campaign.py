@@ -11,7 +11,7 @@ import httpx
 from shared import bus
 from shared.cli.stack import Endpoints, connect_nats
 from shared.errors import AsiarchError
-from shared.events import Budget, CampaignStarted, CampaignStopped, Event, new_event_id, utc_now
+from shared.events import Budget, CampaignStarted, CampaignStopped, Event, campaign_stopped_id, new_event_id, utc_now
 
 
 class CampaignError(AsiarchError):
@@ -40,8 +40,8 @@ def start_event(
 
 
 def stop_event(campaign_id: str, reason: str) -> CampaignStopped:
-    return CampaignStopped(event_id=new_event_id(), occurred_at=utc_now(), producer="cli", campaign_id=campaign_id,
-                           reason=reason)
+    return CampaignStopped(event_id=campaign_stopped_id(campaign_id), occurred_at=utc_now(), producer="cli",
+                           campaign_id=campaign_id, reason=reason)
 
 
 def start(stack: Endpoints, event: CampaignStarted) -> None:

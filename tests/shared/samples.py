@@ -6,9 +6,12 @@ import datetime as dt
 
 from shared.events import (
     AnalysisCreated,
+    BaselineMeasured,
     Budget,
     CampaignStarted,
     CampaignStopped,
+    CognitionAdded,
+    CognitionDoc,
     CurvePoint,
     DeadLettered,
     DebugGaveUp,
@@ -18,6 +21,7 @@ from shared.events import (
     JudgeScored,
     LlmUsage,
     ProposalCreated,
+    ProposalCreatedV1,
     ProposalRejected,
     ReportSection,
     TrainFailed,
@@ -42,7 +46,7 @@ SAMPLES: list[Event] = [
     CampaignStarted(**envelope(1, ""), profile="smoke", budget=Budget(experiments=20, gpu_hours=0.0, cpu_hours=2.5),
                     llm_model="qwen2.5-coder-0.5b", seed=7),
     ProposalCreated(**envelope(2), name="gated-delta-mix", motivation="Gate the delta rule per head.", code=CODE,
-                    parent_ids=("exp-0",), cognition_ids=("cog-deltanet",), llm=LLM),
+                    profile="smoke", parent_ids=("exp-0",), cognition_ids=("cog-deltanet",), llm=LLM),
     ProposalRejected(**envelope(3), reason="duplicate", detail="cosine 0.97 to exp-0"),
     TrainStarted(**envelope(4), attempt=1, worker_host="ws-1", device="cpu", profile="smoke"),
     TrainFailed(**envelope(5), attempt=1, error_kind="nan", message="loss is NaN at step 12",
@@ -64,4 +68,22 @@ SAMPLES: list[Event] = [
     CampaignStopped(**envelope(12, ""), reason="budget reached"),
     DeadLettered(**envelope(13), original_subject="asiarch.train.failed", original_payload=b"\x00not json",
                  consumer="debugger", deliveries=5, error="undecodable event"),
+    BaselineMeasured(**envelope(14, ""), profile="smoke", mixer="deltanet", seed=1, val_loss=4.9581,
+                     benchmarks={"mqar": 0.31, "piqa": 0.525}, tokens=204_800, device="cpu", params=1_048_576,
+                     train_loss=5.01, fitness_reference=True),
+    CognitionAdded(**envelope(15, ""), source="notes/delta.md", docs=(
+        CognitionDoc(id="doc:0123456789abcdef:0", kind="document", source="notes/delta.md", title="Delta rule",
+                     text="The delta rule writes the error.",
+                     retrieval_text="Delta rule\nThe delta rule writes the error.", page=3, chunk=0),
+        CognitionDoc(id="starter:deltanet", kind="starter", source="starter/entries.jsonl", title="DeltaNet",
+                     text="# DeltaNet", retrieval_text="DeltaNet. Memory overwrites.", insight="Overwrite, not add.",
+                     symptoms="Memory overwrites.", background="Fast weights.", idea="Delta rule.",
+                     implementation="Chunked WY form.", tags=("recall",)),
+    ), removed_ids=("doc:0123456789abcdef:1",)),
+]
+
+# Each legacy version, as a stream written before its successor holds it; they decode to current types.
+LEGACY_SAMPLES: list[Event] = [
+    ProposalCreatedV1(**envelope(2), name="gated-delta-mix", motivation="Gate the delta rule per head.", code=CODE,
+                      parent_ids=("exp-0",), cognition_ids=("cog-deltanet",), llm=LLM),
 ]

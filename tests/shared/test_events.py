@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import msgspec
@@ -11,7 +10,10 @@ import pytest
 from shared.events import (
     CATALOGUE,
     DOMAIN_EVENTS,
+    LEGACY,
+    UPCASTERS,
     DeadLettered,
+    Event,
     EventDecodeError,
     LlmUsage,
     ProposalCreated,
@@ -21,8 +23,9 @@ from shared.events import (
     dlq_subject,
     encode,
     subject_of,
+    upcast,
 )
-from tests.shared.samples import SAMPLES
+from tests.shared.samples import LEGACY_SAMPLES, SAMPLES
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 
@@ -34,10 +37,28 @@ def test_every_type_has_a_sample() -> None:
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: type(s).type_tag())
 def test_golden_payload(sample: msgspec.Struct) -> None:
     path = GOLDEN / f"{type(sample).type_tag()}.json"
-    if os.environ.get("ASIARCH_WRITE_GOLDEN") == "1":
-        path.write_bytes(encode(sample))
     assert encode(sample) == path.read_bytes(), "the wire format changed: add a new version instead"
     assert decode(path.read_bytes()) == sample
+
+
+@pytest.mark.parametrize("legacy", LEGACY_SAMPLES, ids=lambda s: type(s).type_tag())
+def test_a_legacy_golden_payload_decodes_into_the_current_type(legacy: Event) -> None:
+    golden = (GOLDEN / f"{type(legacy).type_tag()}.json").read_bytes()
+    assert encode(legacy) == golden, "a legacy payload never changes"
+    current = decode(golden)
+    assert type(current) in CATALOGUE and type(current).event_name() == type(legacy).event_name()
+    assert current == upcast(legacy)
+
+
+def test_a_v1_proposal_becomes_a_v2_with_no_profile() -> None:
+    current = decode((GOLDEN / "proposal.created.v1.json").read_bytes())
+    v2 = next(s for s in SAMPLES if isinstance(s, ProposalCreated))
+    assert current == msgspec.structs.replace(v2, profile="")
+
+
+def test_every_legacy_type_has_an_upcaster_and_no_current_type_has_one() -> None:
+    assert set(LEGACY) == set(UPCASTERS) and not set(LEGACY) & set(CATALOGUE)
+    assert {type(s) for s in LEGACY_SAMPLES} == set(LEGACY)
 
 
 def test_a_rejection_carries_its_llm_usage_compatibly() -> None:
