@@ -11,11 +11,24 @@ from typing import Any
 import httpx
 import msgspec
 
-from shared.errors import TransientError
+from shared.errors import AsiarchError, TransientError
 
 
 class MemoryUnavailable(TransientError):
     code = "memory_unavailable"
+
+
+class UnknownExperiment(AsiarchError):
+    """Memory has projected the event that names an experiment, yet holds no such experiment: a consumer does
+    nothing with it rather than act on a guess (not transient: asking again changes nothing)."""
+
+    code = "unknown_experiment"
+
+
+class NotYetProjected(TransientError):
+    """Memory has not applied the event the caller is handling yet: retry later, never act on the older view."""
+
+    code = "not_yet_projected"
 
 
 class _Doc(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
@@ -130,6 +143,8 @@ class MemoryClient:
             raise MemoryUnavailable(f"memory at {self.base_url} did not answer {path}: {exc}") from exc
         if response.status_code == 404:
             return None
+        if response.status_code == 409:
+            raise NotYetProjected(f"memory on {path}: {response.json().get('detail', response.text[:200])}")
         if response.status_code >= 500:
             raise MemoryUnavailable(f"memory answered {response.status_code} on {path}: {response.text[:200]}")
         response.raise_for_status()
@@ -139,8 +154,10 @@ class MemoryClient:
         return await self._get("/sample/parents", {"campaign_id": campaign_id, "seed": seed,
                                                     "references": references}, ParentSample)
 
-    async def experiment(self, experiment_id: str) -> ExperimentWithLineage | None:
-        return await self._get(f"/experiments/{experiment_id}", {}, ExperimentWithLineage)
+    async def experiment(self, experiment_id: str, as_of: int = 0) -> ExperimentWithLineage | None:
+        """The experiment as memory holds it once it has projected stream sequence ``as_of`` (NotYetProjected
+        before); None when memory does not know it."""
+        return await self._get(f"/experiments/{experiment_id}", {"as_of": as_of or None}, ExperimentWithLineage)
 
     async def search(self, index: str, query: str, k: int = 5) -> list[Hit]:
         result = await self._get(f"/search/{index}", {"q": query[:4000], "k": k}, SearchResult)

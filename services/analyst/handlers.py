@@ -11,10 +11,9 @@ from pathlib import Path
 from services.analyst.gallery import write_entry
 from services.analyst.report import Relative, write_report
 from shared.bus import Delivery
-from shared.errors import TransientError
 from shared.events import AnalysisCreated, CurvePoint, Event, LlmUsage, ReportSection, TrainSucceeded, caused_by
 from shared.llm import LlmClient, MalformedOutput
-from shared.memory_client import Experiment, ExperimentWithLineage, MemoryClient
+from shared.memory_client import Experiment, ExperimentWithLineage, MemoryClient, UnknownExperiment
 
 log = logging.getLogger(__name__)
 PRODUCER = "analyst"
@@ -63,9 +62,10 @@ def measurements(run: TrainSucceeded) -> ReportSection:
 
 async def on_train_succeeded(analyst: Analyst, event: Event, delivery: Delivery) -> Sequence[Event]:
     assert isinstance(event, TrainSucceeded)
-    found = await analyst.memory.experiment(event.experiment_id)
+    found = await analyst.memory.experiment(event.experiment_id, as_of=delivery.stream_seq)
     if found is None:
-        raise TransientError(f"memory does not know {event.experiment_id} yet")
+        raise UnknownExperiment(f"memory has projected {event.experiment_id}'s training but knows no such "
+                                   "experiment: nothing to analyse")
     parent, relatives = await analyst.relatives(found)
     sections, usage = await analyst.report(event, found, parent, relatives)
     sections = (measurements(event), *sections)

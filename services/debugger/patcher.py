@@ -155,7 +155,7 @@ class LlmPatcher:
                 return PatchAttempt(DebugPatched(
                     **caused_by(failure, PRODUCER), attempt=failure.attempt + 1,
                     diagnosis=str(diagnosis.data["diagnosis"]), code=code,
-                    diff=unified_diff(failure.code, code, "failed.py", "patched.py"),
+                    diff=unified_diff(failure.code, code, "failed.py", "patched.py"), profile=failure.profile,
                     llm=add_usage(*usages),
                 ), add_usage(*usages))
             log.info("%s: patch refused: %s", failure.experiment_id, problem)

@@ -14,18 +14,14 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
 
-from pymongo.database import Database
-
-from services.engineer.experiment import ExperimentSpec, Outcome, run_experiment
+from services.engineer.experiment import ExperimentSpec, run_experiment
+from services.engineer.result import RunResult
 from shared import metrics
 from shared.bus import Delivery
 from shared.events import (
-    CampaignStarted,
     CurvePoint,
     DebugPatched,
-    ErrorKind,
     Event,
     ProposalCreated,
     ProposalRejected,
@@ -39,13 +35,10 @@ from shared.mixer.source import static_problem
 
 log = logging.getLogger(__name__)
 PRODUCER = "engineer"
-CAMPAIGNS = "engineer_campaigns"
-ERROR_KINDS = frozenset(get_args(ErrorKind))
 
 
 @dataclass
 class Engineer:
-    db: Database
     corpus_dir: Path
     runs_dir: Path
     default_profile: str
@@ -57,9 +50,9 @@ class Engineer:
     # Where trained mixers' behaviour signatures come from; None compares candidates with the baselines only.
     memory: MemoryClient | None = None
 
-    def profile_for(self, campaign_id: str) -> str:
-        doc = self.db[CAMPAIGNS].find_one({"_id": campaign_id})
-        return str(doc["profile"]) if doc else self.default_profile
+    def profile_for(self, event: ProposalCreated | DebugPatched) -> str:
+        """The profile the candidate names; an upcast v1 proposal (or a patch of one) names none."""
+        return event.profile or self.default_profile
 
     def reference_file(self, profile: str) -> Path:
         return self.runs_dir / f"reference-step-{profile}-{self.host}.json"
@@ -103,13 +96,6 @@ def attempt_of(event: Event) -> int:
     return event.attempt if isinstance(event, DebugPatched) else 1
 
 
-async def on_campaign_started(engineer: Engineer, event: Event, delivery: Delivery) -> Sequence[Event]:
-    assert isinstance(event, CampaignStarted)
-    await asyncio.to_thread(engineer.db[CAMPAIGNS].update_one, {"_id": event.campaign_id},
-                            {"$set": {"profile": event.profile}}, upsert=True)
-    return ()
-
-
 async def on_candidate(engineer: Engineer, event: Event, delivery: Delivery) -> Sequence[Event]:
     assert isinstance(event, (ProposalCreated, DebugPatched))
     problem = static_problem(event.code)
@@ -117,7 +103,7 @@ async def on_candidate(engineer: Engineer, event: Event, delivery: Delivery) -> 
         metrics.PROPOSALS_REJECTED.labels(PRODUCER, problem.reason).inc()
         rejected = ProposalRejected(**caused_by(event, PRODUCER), reason=problem.reason, detail=problem.detail)
         return (rejected,)
-    profile = await asyncio.to_thread(engineer.profile_for, event.campaign_id)
+    profile = engineer.profile_for(event)
     attempt = attempt_of(event)
     device = "cuda" if await asyncio.to_thread(cuda_available) else "cpu"
     await delivery.emit(TrainStarted(**caused_by(event, PRODUCER, 0), attempt=attempt, worker_host=engineer.host,
@@ -139,7 +125,7 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def count(outcome: Outcome, attempt: int) -> None:
+def count(outcome: RunResult, attempt: int) -> None:
     label = "succeeded" if outcome.succeeded else "failed"
     metrics.TRAIN_RUNS.labels(PRODUCER, label, outcome.error_kind or "").inc()
     metrics.GPU_SECONDS.labels(PRODUCER, label).inc(outcome.metrics.gpu_seconds)
@@ -148,7 +134,7 @@ def count(outcome: Outcome, attempt: int) -> None:
         metrics.DEBUG_FIXED.labels(PRODUCER, str(attempt)).inc()
 
 
-def report(engineer: Engineer, event: ProposalCreated | DebugPatched, outcome: Outcome, profile: str,
+def report(engineer: Engineer, event: ProposalCreated | DebugPatched, outcome: RunResult, profile: str,
            attempt: int) -> TrainSucceeded | TrainFailed:
     m = outcome.metrics
     envelope = caused_by(event, PRODUCER, 1)
@@ -158,12 +144,12 @@ def report(engineer: Engineer, event: ProposalCreated | DebugPatched, outcome: O
             curve=tuple(CurvePoint(step=p.step, tokens=p.tokens, loss=p.loss) for p in m.curve),
             train_loss=m.final_train_loss, val_loss=m.final_val_loss, benchmarks=outcome.benchmarks(),
             params=m.params, tokens=m.tokens, tokens_per_s=m.tok_per_s, device=m.device, gpu_seconds=m.gpu_seconds,
-            cpu_core_seconds=m.cpu_core_seconds, checkpoint_path=m.checkpoint_path or "", worker_host=engineer.host,
+            cpu_core_seconds=m.cpu_core_seconds, checkpoint_path=m.checkpoint_path, worker_host=engineer.host,
             behaviour=tuple(outcome.behaviour),
         )
-    kind = outcome.error_kind if outcome.error_kind in ERROR_KINDS else "runtime"
     return TrainFailed(
-        **envelope, attempt=attempt, error_kind=kind, message=outcome.message[:2000],  # type: ignore[arg-type]
-        traceback=outcome.traceback, log_tail=outcome.log_tail, code=event.code, device=m.device,
-        device_seconds=m.gpu_seconds or m.cpu_core_seconds, worker_host=engineer.host,
+        **envelope, attempt=attempt, error_kind=outcome.error_kind,  # type: ignore[arg-type]
+        message=outcome.message[:2000], traceback=outcome.traceback, log_tail=outcome.log_tail, code=event.code,
+        device=m.device, device_seconds=m.gpu_seconds or m.cpu_core_seconds, worker_host=engineer.host,
+        profile=profile,
     )

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from pydantic import Field
 
-from services.engineer.handlers import ERROR_KINDS, Engineer, on_campaign_started, on_candidate
+from services.engineer.handlers import Engineer, on_candidate
 from shared import metrics
-from shared.events import CampaignStarted, DebugPatched, ProposalCreated
+from shared.events import ERROR_KINDS, REJECTION_REASONS, DebugPatched, ProposalCreated
 from shared.memory_client import MemoryClient
 from shared.mixer.sandbox import GIB
 from shared.service import Runtime, ServiceSpec, Wiring
@@ -25,7 +25,7 @@ def default_train_threads() -> int:
 
 class EngineerSettings(ServiceSettings):
     service_name: str = "engineer"
-    # The profile when a campaign did not name one (a campaign's own profile wins).
+    # The profile for a candidate that names none (a proposal from before proposals carried their profile).
     profile: str = "smoke"
     train_threads: int = Field(default_factory=default_train_threads, ge=1)
     memory_limit_gib: float = Field(default=8.0, gt=0)
@@ -44,15 +44,14 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     memory = MemoryClient(settings.memory_url)
     runtime.exit_stack.push_async_callback(memory.aclose)
     engineer = Engineer(
-        db=runtime.db, corpus_dir=settings.corpus(), runs_dir=settings.data_dir / "runs",
+        corpus_dir=settings.corpus(), runs_dir=settings.data_dir / "runs",
         default_profile=settings.profile, threads=settings.train_threads,
         memory_bytes=int(settings.memory_limit_gib * GIB), max_tokens=settings.max_tokens,
         eval_samples=settings.eval_samples, memory=memory,
     )
-    metrics.init_engineer(settings.service_name, tuple(sorted(ERROR_KINDS)), ("syntax", "contract", "duplicate"))
+    metrics.init_engineer(settings.service_name, tuple(sorted(ERROR_KINDS)), REJECTION_REASONS)
     candidate = partial(on_candidate, engineer)
     return Wiring(handlers={
-        CampaignStarted: partial(on_campaign_started, engineer),
         ProposalCreated: candidate,
         DebugPatched: candidate,
     })

@@ -32,12 +32,14 @@ class Scores:
 
 
 class Scorer(Protocol):
-    async def score(self, run: TrainSucceeded) -> Scores: ...
+    async def score(self, run: TrainSucceeded, as_of: int) -> Scores:
+        """Scores for the run, reading memory as of stream sequence ``as_of`` (the run's own event)."""
+        ...
 
 
 async def on_train_succeeded(scorer: Scorer, event: Event, delivery: Delivery) -> Sequence[Event]:
     assert isinstance(event, TrainSucceeded)
-    scores = await scorer.score(event)
+    scores = await scorer.score(event, as_of=delivery.stream_seq)
     scored = JudgeScored(
         **caused_by(event, PRODUCER), performance=scores.performance, innovation=scores.innovation,
         complexity=scores.complexity, weighted=scores.weighted(), rationale=scores.rationale, llm=scores.llm,

@@ -8,7 +8,8 @@ from typing import Any
 from services.judge.handlers import Scores
 from shared.events import TrainSucceeded
 from shared.llm import LlmClient, MalformedOutput
-from shared.memory_client import MemoryClient
+from shared.memory_client import ExperimentWithLineage, MemoryClient, UnknownExperiment
+from shared.mixer.baselines import BASELINES, baseline_of_ref
 from shared.mixer.edit import unified_diff
 
 # Bounds the grammar can enforce: llama.cpp's schema grammar ignores minimum/maximum but honours an enum, and a
@@ -70,23 +71,30 @@ class LlmScorer:
         self.llm = llm
         self.memory = memory
 
-    async def score(self, run: TrainSucceeded) -> Scores:
-        found = await self.memory.experiment(run.experiment_id)
-        experiment = found.experiment if found else None
-        parent = found.lineage.parents[0] if found and found.lineage.parents else None
-        parent_code = ""
-        if parent is not None:
+    async def parent_of(self, found: ExperimentWithLineage) -> tuple[str, float | None]:
+        """The parent's code and val loss: an experiment's from memory, a built-in baseline's from its file."""
+        if found.lineage.parents:
+            parent = found.lineage.parents[0]
             parent_found = await self.memory.experiment(parent.id)
-            parent_code = parent_found.experiment.code if parent_found else ""
-        code = experiment.code if experiment else ""
-        diff = unified_diff(parent_code, code)[:5000]
+            return (parent_found.experiment.code if parent_found else ""), parent.val_loss
+        baselines = [name for ref in found.lineage.missing_parents if (name := baseline_of_ref(ref))]
+        return (BASELINES[baselines[0]].read_text() if baselines else ""), None
+
+    async def score(self, run: TrainSucceeded, as_of: int) -> Scores:
+        found = await self.memory.experiment(run.experiment_id, as_of=as_of)
+        if found is None:
+            raise UnknownExperiment(f"memory has projected {run.experiment_id}'s training but knows no such "
+                                       "experiment: nothing to judge")
+        experiment = found.experiment
+        parent_code, parent_loss = await self.parent_of(found)
+        diff = unified_diff(parent_code, experiment.code)[:5000]
         bench = sum(run.benchmarks.values()) / len(run.benchmarks) if run.benchmarks else None
         prompt = JUDGE.substitute(
-            name=experiment.name if experiment else run.experiment_id, anchors=ANCHORS,
+            name=experiment.name, anchors=ANCHORS,
             val_loss=f"{run.val_loss:.4f}",
-            parent_loss=f"{parent.val_loss:.4f}" if parent and parent.val_loss is not None else "unknown",
+            parent_loss=f"{parent_loss:.4f}" if parent_loss is not None else "unknown",
             bench=f"{bench:.4f}" if bench is not None else "not measured",
-            motivation=(experiment.motivation if experiment else "")[:1500], diff=diff or "(no parent code)",
+            motivation=experiment.motivation[:1500], diff=diff or "(no parent code)",
         )
         reply = await self.llm.complete_json([{"role": "system", "content": SYSTEM},
                                               {"role": "user", "content": prompt}],

@@ -28,9 +28,34 @@ MAX_K = 100
 class MemoryApiDeps:
     db: Database
     vectors: VectorStore | None = None
+    # The last stream sequence the store projection applied, for reads "as of" a sequence (None: always current).
+    projected_seq: Callable[[], int] | None = None
+
+    def require_projected(self, as_of: int) -> None:
+        """409 until the projection has applied event ``as_of``: the caller retries rather than read a view
+        that does not hold the event it is handling yet."""
+        at = self.projected_seq() if self.projected_seq is not None else as_of
+        if as_of > at:
+            raise HTTPException(409, f"not yet projected: asked as of sequence {as_of}, the store is at {at}")
 
 
 # --- response models ----------------------------------------------------------------------------------------------
+
+
+class BaselineOut(BaseModel):
+    mixer: str
+    seeds: int = Field(description="seeds with a measured val loss")
+    val_loss_mean: float | None
+    val_loss_std: float | None = Field(description="the seeds' spread: the noise floor; null below 2 seeds")
+    bench_mean: float | None
+    bench_std: float | None
+    runs: dict[str, dict[str, Any]] = Field(description="seed -> what that run measured")
+
+
+class BaselinesOut(BaseModel):
+    profile: str
+    reference: BaselineOut | None = Field(description="the fitness reference; null until measured")
+    mixers: list[BaselineOut]
 
 
 class _Model(BaseModel):
@@ -256,8 +281,11 @@ def _experiment_routes(router: APIRouter, get_deps: Callable[[], MemoryApiDeps])
     @router.get("/experiments/{experiment_id}", response_model=ExperimentWithLineage,
                 summary="One experiment with its lineage", responses={404: {"description": "no such experiment"}})
     def get_experiment(
-        experiment_id: str = Path(min_length=1, max_length=200), deps: MemoryApiDeps = Depends(get_deps),
+        experiment_id: str = Path(min_length=1, max_length=200),
+        as_of: int = Query(0, ge=0, description="answer 409 until the projection has applied this stream sequence"),
+        deps: MemoryApiDeps = Depends(get_deps),
     ) -> ExperimentWithLineage:
+        deps.require_projected(as_of)
         doc = queries.get_experiment(deps.db, experiment_id)
         if doc is None:
             raise HTTPException(404, f"no experiment {experiment_id!r}")
@@ -290,6 +318,13 @@ def _experiment_routes(router: APIRouter, get_deps: Callable[[], MemoryApiDeps])
     ) -> BehavioursOut:
         return BehavioursOut(profile=profile, items=[BehaviourOut.model_validate(doc)
                                                      for doc in queries.behaviours(deps.db, profile)])
+
+    @router.get("/baselines/{profile}", response_model=BaselinesOut, summary="A profile's measured baselines")
+    def baselines(profile: str = Path(min_length=1, max_length=40),
+                  deps: MemoryApiDeps = Depends(get_deps)) -> BaselinesOut:
+        reference, mixers = queries.baselines(deps.db, profile)
+        return BaselinesOut(profile=profile, reference=BaselineOut.model_validate(reference) if reference else None,
+                            mixers=[BaselineOut.model_validate(doc) for doc in mixers])
 
     @router.get("/stats", response_model=StatsOut, response_model_by_alias=True, summary="Campaign statistics")
     def stats(

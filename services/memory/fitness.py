@@ -1,30 +1,27 @@
-"""DESIGN §7 in code: ASI-Arch's composite fitness against locally measured baselines.
+"""docs/architecture.md §7 in code: ASI-Arch's composite fitness against locally measured baselines.
 
 ``total = σ(6·clip((L_base − L)/(0.1·L_base), −1, 1)) + σ(6·clip((B − B_base)/(0.1·B_base), −1, 1)) + (w − 1)/9``
-with ``w = 0.3·performance + 0.25·innovation + 0.45·complexity``. The baseline is the mean over ≥ 2 seeds of the
-same profile, kept in the ``baselines`` collection (filled by ``asiarch baselines`` through ``record_baseline``).
-Until a baseline for the experiment's profile exists no fitness is emitted: a number against a made-up reference
-would be ranked next to real ones and could never be told apart later.
+with ``w`` the weighted score the judge published. The baseline is the mean over ≥ 2 seeds of the profile's
+fitness reference, projected into the ``baselines`` collection from the ``baseline.measured`` events that
+``asiarch baselines`` publishes. Until a baseline for the experiment's profile exists no fitness is emitted: a
+number against a made-up reference would be ranked next to real ones and could never be told apart later.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
-import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from pymongo.database import Database
 
-from services.memory.projection import EXPERIMENTS, judge_weight
-from shared.events import Event, FitnessComputed, caused_by, utc_now
+from services.memory.projection import BASELINES, EXPERIMENTS
+from shared.events import Event, FitnessComputed, caused_by
 
 log = logging.getLogger(__name__)
 
-BASELINES = "baselines"
 PRODUCER = "memory"
 MIN_BASELINE_SEEDS = 2
 # The relative improvement (10 %) that saturates a term, and the sigmoid's steepness, from ASI-Arch.
@@ -37,8 +34,8 @@ class Baseline:
     profile: str
     val_loss_mean: float
     val_loss_std: float
-    bench_mean: float
-    bench_std: float
+    bench_mean: float | None
+    bench_std: float | None
     seeds: int
 
 
@@ -76,12 +73,11 @@ def benchmark_term(bench: float | None, baseline_bench: float | None) -> float:
     return sigmoid(_STEEPNESS * _clip((bench - baseline_bench) / (_SCALE * baseline_bench)))
 
 
-def judge_term(performance: float, innovation: float, complexity: float) -> float:
-    """(w − 1)/9 maps the 1–10 weighted judge score onto 0–1."""
-    for name, score in (("performance", performance), ("innovation", innovation), ("complexity", complexity)):
-        if not 1 <= score <= 10:
-            raise ValueError(f"judge score {name}={score} is outside 1–10")
-    return (judge_weight(performance, innovation, complexity) - 1.0) / 9.0
+def judge_term(weighted: float) -> float:
+    """(w − 1)/9 maps the judge's 1–10 weighted score onto 0–1."""
+    if not 1 <= weighted <= 10:
+        raise ValueError(f"the judge's weighted score {weighted} is outside 1–10")
+    return (weighted - 1.0) / 9.0
 
 
 def fitness_terms(
@@ -89,51 +85,22 @@ def fitness_terms(
     bench: float | None,
     baseline_loss: float,
     baseline_bench: float | None,
-    performance: float,
-    innovation: float,
-    complexity: float,
+    judge_weighted: float,
 ) -> FitnessTerms:
     """The three terms and their sum for one experiment against its profile's baseline."""
     lt = loss_term(val_loss, baseline_loss)
     bt = benchmark_term(bench, baseline_bench)
-    jt = judge_term(performance, innovation, complexity)
+    jt = judge_term(judge_weighted)
     return FitnessTerms(loss_term=lt, benchmark_term=bt, judge_term=jt, total=lt + bt + jt)
 
 
 # --- baselines ----------------------------------------------------------------------------------------------------
 
 
-def record_baseline(
-    db: Database,
-    profile: str,
-    val_losses: Sequence[float],
-    bench_means: Sequence[float],
-    *,
-    measured_at: dt.datetime | None = None,
-) -> Baseline:
-    """Store the baseline of ``profile`` from one (val loss, mean benchmark score) pair per seed."""
-    if len(val_losses) < MIN_BASELINE_SEEDS:
-        raise ValueError(f"a baseline needs at least {MIN_BASELINE_SEEDS} seeds, got {len(val_losses)}")
-    if len(bench_means) != len(val_losses):
-        raise ValueError("give one mean benchmark score per seed (same length as val_losses)")
-    if not all(math.isfinite(v) and v > 0 for v in val_losses):
-        raise ValueError(f"baseline val losses must be positive and finite: {list(val_losses)}")
-    baseline = Baseline(
-        profile=profile,
-        val_loss_mean=statistics.fmean(val_losses), val_loss_std=statistics.stdev(val_losses),
-        bench_mean=statistics.fmean(bench_means), bench_std=statistics.stdev(bench_means),
-        seeds=len(val_losses),
-    )
-    # The replacement names its _id: nx-27017 would otherwise upsert under a fresh ObjectId.
-    doc = {"_id": profile, **asdict(baseline), "val_losses": list(map(float, val_losses)),
-           "bench_means": list(map(float, bench_means)), "measured_at": measured_at or utc_now()}
-    db[BASELINES].replace_one({"_id": profile}, doc, upsert=True)
-    return baseline
-
-
 def get_baseline(db: Database, profile: str) -> Baseline | None:
+    """The profile's fitness reference, once at least two of its seeds are measured."""
     doc = db[BASELINES].find_one({"_id": profile})
-    if doc is None:
+    if doc is None or doc.get("seeds", 0) < MIN_BASELINE_SEEDS or doc.get("val_loss_mean") is None:
         return None
     fields = {name: doc[name] for name in Baseline.__dataclass_fields__}
     return Baseline(**fields)
@@ -150,8 +117,7 @@ def terms_for(experiment: Mapping[str, Any], baseline: Baseline) -> FitnessTerms
     return fitness_terms(
         val_loss=float("nan") if val_loss is None else float(val_loss),
         bench=experiment.get("bench_mean"), baseline_loss=baseline.val_loss_mean,
-        baseline_bench=baseline.bench_mean, performance=judge["performance"], innovation=judge["innovation"],
-        complexity=judge["complexity"],
+        baseline_bench=baseline.bench_mean, judge_weighted=judge["weighted"],
     )
 
 

@@ -31,6 +31,14 @@ class Memory:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     best_fitness: float | None = None
 
+    async def projected(self, seq: int, timeout_s: float, poll_s: float = 0.1) -> None:
+        """Return once the store projection has applied ``seq``; TimeoutError if it has not within ``timeout_s``."""
+        async def reached() -> None:
+            while self.projector.last_seq() < seq:
+                await asyncio.sleep(poll_s)
+
+        await asyncio.wait_for(reached(), timeout_s)
+
     def apply(self, event: Event, seq: int) -> FitnessComputed | None:
         """Project one event; the fitness event it makes due, if any (published by the caller)."""
         self.projector.apply(event, seq)

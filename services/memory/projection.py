@@ -1,4 +1,5 @@
-"""The MongoDB projection of the event log: experiments, failures, campaigns, and the tracking state.
+"""The MongoDB projection of the event log: experiments, failures, campaigns, the measured baselines, the
+cognition base, and the tracking state.
 
 Every document written here carries ``_seq``, the stream sequence of the last event that changed it, and every
 write is guarded by ``_seq < seq``. So an event delivered twice changes nothing, and an event half-applied before a
@@ -23,6 +24,7 @@ import hashlib
 import json
 import logging
 import math
+import statistics
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -31,10 +33,13 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from services.memory.cognition import COGNITION, as_document
 from shared.events import (
     AnalysisCreated,
+    BaselineMeasured,
     CampaignStarted,
     CampaignStopped,
+    CognitionAdded,
     DebugGaveUp,
     DebugPatched,
     Event,
@@ -54,19 +59,19 @@ EXPERIMENTS = "experiments"
 FAILURES = "failures"
 CAMPAIGNS = "campaigns"
 TRACKING = "tracking"
-# The collections derived from the event log: dropped and rebuilt by a replay, compared by the replay tests.
-PROJECTED_COLLECTIONS: tuple[str, ...] = (EXPERIMENTS, FAILURES, CAMPAIGNS, TRACKING)
+# Each profile's fitness reference (the seeds of the baseline fitness is measured against) and every measured
+# baseline by profile and mixer.
+BASELINES = "baselines"
+BASELINE_MIXERS = "baseline_mixers"
+# Every collection here derives from the event log: dropped and rebuilt by a replay, compared by the replay tests.
+PROJECTED_COLLECTIONS: tuple[str, ...] = (EXPERIMENTS, FAILURES, CAMPAIGNS, BASELINES, BASELINE_MIXERS, COGNITION,
+                                          TRACKING)
 
 STATUSES: tuple[str, ...] = ("proposed", "rejected", "training", "failed", "patched", "gave_up", "trained")
 
 Doc = dict[str, Any]
 # Documents a batched replay keeps in memory between flushes before it starts over (bounds its memory).
 _MAX_CACHED_DOCS = 20_000
-
-
-def judge_weight(performance: float, innovation: float, complexity: float) -> float:
-    """DESIGN §7: the judge's three 1–10 scores weighted in code (never the LLM's own sum)."""
-    return 0.3 * performance + 0.25 * innovation + 0.45 * complexity
 
 
 def bench_mean(benchmarks: Mapping[str, float]) -> float | None:
@@ -104,6 +109,8 @@ class Projector:
             AnalysisCreated: self._analysis_created,
             JudgeScored: self._judge_scored,
             FitnessComputed: self._fitness_computed,
+            BaselineMeasured: self._baseline_measured,
+            CognitionAdded: self._cognition_added,
         }
 
     # --- tracking ---------------------------------------------------------------------------------------------
@@ -193,6 +200,13 @@ class Projector:
         else:
             self._batch[(collection, doc_id)] = doc
             self._dirty.add((collection, doc_id))
+
+    def _delete(self, collection: str, doc_id: str, seq: int) -> None:
+        """Remove a document unless a later event wrote it (guarded like every write)."""
+        if self._batch is not None:
+            self._batch.pop((collection, doc_id), None)
+            self._dirty.discard((collection, doc_id))
+        self.db[collection].delete_one({"_id": doc_id, "_seq": {"$lt": seq}})
 
     def _flush(self) -> None:
         if self._batch is None:
@@ -397,8 +411,7 @@ class Projector:
 
     def _judge_scored(self, event: JudgeScored, seq: int) -> None:
         judge = {"performance": event.performance, "innovation": event.innovation, "complexity": event.complexity,
-                 "weighted": event.weighted, "rationale": event.rationale, "at": event.occurred_at,
-                 "w": judge_weight(event.performance, event.innovation, event.complexity)}
+                 "weighted": event.weighted, "rationale": event.rationale, "at": event.occurred_at}
         self._update_experiment(event, seq, lambda doc: {"judge": judge, "llm": _add_llm(doc.get("llm"), event.llm)})
 
     def _fitness_computed(self, event: FitnessComputed, seq: int) -> None:
@@ -407,6 +420,44 @@ class Projector:
         self._update_experiment(
             event, seq, lambda doc: {"fitness": fitness, "fitness_total": _finite(event.total), "has_fitness": True}
         )
+
+    # --- facts: measured baselines, the cognition base -----------------------------------------------------------
+
+    def _baseline_measured(self, event: BaselineMeasured, seq: int) -> None:
+        run = {"val_loss": _finite(event.val_loss), "train_loss": _finite(event.train_loss),
+               "benchmarks": dict(event.benchmarks), "bench_mean": bench_mean(event.benchmarks),
+               "tokens": event.tokens, "params": event.params, "device": event.device,
+               "measured_at": event.occurred_at}
+        key = f"{event.profile}/{event.mixer}"
+        runs = {**(self._get(BASELINE_MIXERS, key) or {}).get("runs", {}), str(event.seed): run}
+        self._put(BASELINE_MIXERS, key, seq, {"profile": event.profile, "mixer": event.mixer, "runs": runs,
+                                              **seed_stats(runs)})
+        if event.fitness_reference:
+            reference = self._get(BASELINES, event.profile) or {}
+            # A new reference mixer starts over: its seeds are not to be averaged with another mixer's.
+            seeds = reference.get("runs", {}) if reference.get("mixer") == event.mixer else {}
+            seeds = {**seeds, str(event.seed): run}
+            self._put(BASELINES, event.profile, seq, {"profile": event.profile, "mixer": event.mixer, "runs": seeds,
+                                                      **seed_stats(seeds)})
+
+    def _cognition_added(self, event: CognitionAdded, seq: int) -> None:
+        for removed in event.removed_ids:
+            self._delete(COGNITION, removed, seq)
+        for doc in event.docs:
+            self._put(COGNITION, doc.id, seq, as_document(doc))
+
+
+def seed_stats(runs: Mapping[str, Doc]) -> Doc:
+    """Mean and spread over seeds (the spread is the noise floor); None where fewer than two seeds measured it."""
+    losses = [r["val_loss"] for r in runs.values() if r.get("val_loss") is not None]
+    benches = [r["bench_mean"] for r in runs.values() if r.get("bench_mean") is not None]
+    return {
+        "seeds": len(losses), "bench_seeds": len(benches),
+        "val_loss_mean": statistics.fmean(losses) if losses else None,
+        "val_loss_std": statistics.stdev(losses) if len(losses) > 1 else None,
+        "bench_mean": statistics.fmean(benches) if benches else None,
+        "bench_std": statistics.stdev(benches) if len(benches) > 1 else None,
+    }
 
 
 # --- document builders --------------------------------------------------------------------------------------------
@@ -479,7 +530,7 @@ def _guarded_write(collection: Collection, doc_id: str, seq: int, update: Doc) -
 
 
 def drop_all(db: Database, collections: Iterable[str] = PROJECTED_COLLECTIONS) -> None:
-    """Drop the event-derived collections (not ``baselines`` or ``cognition``: they do not come from events)."""
+    """Drop the event-derived collections (all of them: every one is rebuilt from the log)."""
     for name in collections:
         db.drop_collection(name)
 

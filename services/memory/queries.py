@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from services.memory.projection import CAMPAIGNS, EXPERIMENTS, FAILURES, STATUSES
+from services.memory.projection import BASELINE_MIXERS, BASELINES, CAMPAIGNS, EXPERIMENTS, FAILURES, STATUSES
 
 Doc = dict[str, Any]
 SortKey = Literal["fitness", "time"]
@@ -72,6 +72,12 @@ class Lineage:
     missing_parents: list[str]
     children: list[Doc]
     siblings: list[Doc]
+
+
+def baselines(db: Database, profile: str) -> tuple[Doc | None, list[Doc]]:
+    """The profile's fitness reference (None until measured) and every baseline measured at it, by name."""
+    mixers = list(db[BASELINE_MIXERS].find({"profile": profile}).sort("mixer", 1))
+    return db[BASELINES].find_one({"_id": profile}), mixers
 
 
 def lineage(db: Database, doc: Doc) -> Lineage:

@@ -1,4 +1,4 @@
-"""Memory's settings and wiring: projections, the query API, replays, the cognition starter base."""
+"""Memory's settings and wiring: projections, the query API, replays, the cognition base's events."""
 
 from __future__ import annotations
 
@@ -14,23 +14,23 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from services.memory.api import MemoryApiDeps, create_router
-from services.memory.cognition.ingest import ingest, ingest_starter
+from services.memory.cognition import COGNITION, SourceUpdate, cognition_events, read_sources, starter_update
 from services.memory.handlers import Memory, ReplayJob, catch_up, project, replay
 from services.memory.projection import Projector, digest
 from services.memory.queries import ranked_experiments
 from services.memory.vectors import (
-    COGNITION_INDEX,
     CachingEmbedder,
     HashingEmbedder,
     MiniLMEmbedder,
     VectorStore,
 )
-from shared import metrics
+from shared import bus, metrics
 from shared.events import DOMAIN_EVENTS
 from shared.service import Runtime, ServiceSpec, Wiring
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+PRODUCER = "memory"
 DATABASE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
 
 
@@ -41,6 +41,8 @@ class MemorySettings(ServiceSettings):
     # "hashing" is a fast deterministic stand-in for tests of the plumbing; real campaigns use MiniLM.
     embedder: Literal["minilm", "hashing"] = "minilm"
     save_every_s: float = Field(default=30.0, gt=0)
+    # How long ``cognition add`` waits for its events to be projected before it answers.
+    project_timeout_s: float = Field(default=600.0, gt=0)
 
     def vectors_dir(self, name: str = "vectors") -> Path:
         return self.data_dir / "memory" / name
@@ -111,16 +113,40 @@ def admin_router(runtime: Runtime, memory: Memory, settings: MemorySettings) -> 
         return {"collections": collections, "indexes": indexes, "seq": {"store": memory.projector.last_seq(),
                                                                          "vectors": memory.vectors.last_seq()}}
 
-    @router.post("/cognition", response_model=CognitionReport, summary="Ingest papers into the cognition base")
+    @router.post("/cognition", response_model=CognitionReport, summary="Add papers to the cognition base")
     async def add_cognition(request: CognitionRequest) -> CognitionReport:
+        """Reads the files, publishes what they hold as ``cognition.added`` and answers once it is projected."""
         path = Path(request.path)
         if not path.exists():
             raise HTTPException(404, f"{path} does not exist on the memory service's machine")
-        async with memory.lock:
-            report = await asyncio.to_thread(ingest, path, runtime.db, memory.vectors)
+        updates, report = await asyncio.to_thread(read_sources, path, partial(known_cognition_ids, runtime))
+        await publish_cognition(runtime, memory, updates, settings.project_timeout_s)
         return CognitionReport(files=report.files, chunks=report.chunks, skipped=list(report.skipped))
 
     return router
+
+
+def known_cognition_ids(runtime: Runtime, source: str) -> list[str]:
+    return [d["_id"] for d in runtime.db[COGNITION].find({"source": source}, {"_id": 1})]
+
+
+async def publish_cognition(runtime: Runtime, memory: Memory, updates: list[SourceUpdate], timeout_s: float) -> None:
+    """Publish each source's events, then wait until this service's own consumer has projected the last one."""
+    last = 0
+    for update in updates:
+        for event in cognition_events(update, PRODUCER):
+            last = (await bus.publish(runtime.js, event)).seq
+    await memory.projected(last, timeout_s)
+
+
+async def seed_starter(runtime: Runtime, memory: Memory) -> None:
+    """Publish the shipped starter base once per log: after that, the log has it and a replay brings it back."""
+    seeded = await asyncio.to_thread(runtime.db[COGNITION].find_one, {"kind": "starter", "_seq": {"$gt": 0}})
+    if seeded is None:
+        update = await asyncio.to_thread(starter_update)
+        for event in cognition_events(update, PRODUCER):
+            await bus.publish(runtime.js, event)
+        log.info("cognition base: %d starter entries published", len(update.docs))
 
 
 async def periodic_save(memory: Memory, every_s: float) -> None:
@@ -144,16 +170,15 @@ async def bootstrap(runtime: Runtime) -> Wiring:
             await asyncio.to_thread(vectors.save)
 
     runtime.exit_stack.push_async_callback(save_on_exit)
-    if vectors.size(COGNITION_INDEX) == 0:
-        count = await asyncio.to_thread(ingest_starter, runtime.db, vectors)
-        log.info("cognition base: %d starter entries", count)
     await catch_up(runtime.js, memory, settings.service_name)
+    await seed_starter(runtime, memory)
     best = await asyncio.to_thread(ranked_experiments, runtime.db, None, 1)
     memory.best_fitness = float(best[0]["fitness_total"]) if best else None
     # NaN until a fitness exists: the series is there, and no made-up value sits on the dashboard.
     metrics.BEST_FITNESS.labels(settings.service_name).set(memory.best_fitness or math.nan)
     router = APIRouter()
-    router.include_router(create_router(MemoryApiDeps(db=runtime.db, vectors=vectors)))
+    router.include_router(create_router(MemoryApiDeps(db=runtime.db, vectors=vectors,
+                                                      projected_seq=memory.projector.last_seq)))
     router.include_router(admin_router(runtime, memory, settings))
     handler = partial(project, memory)
     return Wiring(handlers={event_type: handler for event_type in DOMAIN_EVENTS}, router=router,

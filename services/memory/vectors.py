@@ -27,14 +27,14 @@ from typing import Any, Protocol, runtime_checkable
 import faiss
 import numpy as np
 
-from shared.events import AnalysisCreated, DebugPatched, Event, ProposalCreated, TrainFailed
+from shared.events import AnalysisCreated, CognitionAdded, DebugPatched, Event, ProposalCreated, TrainFailed
 
 log = logging.getLogger(__name__)
 
-EVENT_INDEXES: tuple[str, ...] = ("motivations", "code", "analyses", "failures")
-# Cognition comes from ingested files, not from events: a replay keeps it.
 COGNITION_INDEX = "cognition"
-INDEX_NAMES: tuple[str, ...] = (*EVENT_INDEXES, COGNITION_INDEX)
+# Every index is derived from events (cognition from ``cognition.added``): a replay rebuilds them all.
+EVENT_INDEXES: tuple[str, ...] = ("motivations", "code", "analyses", "failures", COGNITION_INDEX)
+INDEX_NAMES: tuple[str, ...] = EVENT_INDEXES
 MINILM_DIM = 384
 _TRACEBACK_TAIL_CHARS = 600
 
@@ -309,20 +309,29 @@ def _atomic_write(path: Path, data: bytes) -> None:
 # --- the store ----------------------------------------------------------------------------------------------------
 
 
-def texts_for(event: Event) -> dict[str, tuple[str, str]]:
-    """index name → (string id, text) for what ``event`` adds to the event-derived indexes."""
+def texts_for(event: Event) -> dict[str, list[tuple[str, str]]]:
+    """index name → the (string id, text) pairs ``event`` adds to the indexes."""
     if isinstance(event, ProposalCreated):
-        return {"motivations": (event.experiment_id, f"{event.name}: {event.motivation}"),
-                "code": (event.experiment_id, event.code)}
+        return {"motivations": [(event.experiment_id, f"{event.name}: {event.motivation}")],
+                "code": [(event.experiment_id, event.code)]}
     if isinstance(event, DebugPatched):
         # The code index holds each experiment's latest code: what was (or will be) trained.
-        return {"code": (event.experiment_id, event.code)}
+        return {"code": [(event.experiment_id, event.code)]}
     if isinstance(event, AnalysisCreated):
         body = "\n\n".join(f"{s.title}\n{s.body}" for s in event.sections)
-        return {"analyses": (event.experiment_id, body)}
+        return {"analyses": [(event.experiment_id, body)]}
     if isinstance(event, TrainFailed):
-        return {"failures": (f"{event.experiment_id}:{event.attempt}", failure_text(
-            event.error_kind, event.message, event.traceback))}
+        return {"failures": [(f"{event.experiment_id}:{event.attempt}", failure_text(
+            event.error_kind, event.message, event.traceback))]}
+    if isinstance(event, CognitionAdded):
+        return {COGNITION_INDEX: [(doc.id, doc.retrieval_text) for doc in event.docs]}
+    return {}
+
+
+def removals_for(event: Event) -> dict[str, tuple[str, ...]]:
+    """index name → the string ids ``event`` takes out of the index."""
+    if isinstance(event, CognitionAdded) and event.removed_ids:
+        return {COGNITION_INDEX: event.removed_ids}
     return {}
 
 
@@ -356,22 +365,16 @@ class VectorStore:
         with self._lock:
             if seq <= self.last_seq():
                 return False
-            additions = texts_for(event)
+            additions, removals = texts_for(event), removals_for(event)
             for name in EVENT_INDEXES:
                 index = self.indexes[name]
                 if seq <= index.seq:
                     continue
-                if name in additions:
-                    string_id, text = additions[name]
-                    self._pending[name][string_id] = text
+                if name in removals:
+                    self.remove(name, removals[name])
+                self._pending[name].update(additions.get(name, ()))
                 index.seq = seq
             return True
-
-    def put(self, index_name: str, items: Sequence[tuple[str, str]]) -> None:
-        """Add or replace ``(id, text)`` pairs outside the event flow (the cognition base)."""
-        self._check(index_name)
-        with self._lock:
-            self._pending[index_name].update(dict(items))
 
     def remove(self, index_name: str, string_ids: Sequence[str]) -> None:
         self._check(index_name)

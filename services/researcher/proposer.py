@@ -25,6 +25,7 @@ from services.researcher.prompts import (
 from shared.events import Event, LlmUsage, ProposalCreated, ProposalRejected, new_event_id, utc_now
 from shared.llm import LlmClient, add_usage, parse_json_reply
 from shared.memory_client import ExperimentBrief, MemoryClient
+from shared.mixer.baselines import baseline_of_ref, baseline_ref
 from shared.mixer.edit import (
     extract_function,
     for_prompt,
@@ -97,7 +98,7 @@ class Proposer:
         cognition = await self.memory.search("cognition", parent.analysis or parent.motivation, k=3)
         cognition_ids = tuple(hit.id for hit in cognition)
         move = choose_move(parent.code, cognition_ids, seed=campaign.seed * 7_919 + index, moves=self.moves)
-        from_baseline = parent.ref.startswith("baseline:")
+        from_baseline = baseline_of_ref(parent.ref) is not None
         messages = proposal_messages(
             move=move, example_name=None if from_baseline else self.example,
             example_code="" if from_baseline else for_prompt(self.baselines[self.example].read_text()),
@@ -250,7 +251,7 @@ class Proposer:
         # Nothing ranked yet: start from the baselines in turn, so early proposals explore different families.
         names = sorted(self.baselines)
         name = names[index % len(names)]
-        return ParentContext(ref=f"baseline:{name}", name=name, code=self.baselines[name].read_text(),
+        return ParentContext(ref=baseline_ref(name), name=name, code=self.baselines[name].read_text(),
                              motivation=f"the {name} baseline", results="a built-in baseline", analysis="")
 
 

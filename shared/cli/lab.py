@@ -1,7 +1,12 @@
-"""``asiarch data prepare``, ``asiarch train``, ``asiarch baselines``: the engineer's work from the command line."""
+"""``asiarch data prepare``, ``asiarch train``, ``asiarch baselines``: the engineer's work from the command line.
+
+They run through the engineer's public face (``services.engineer``): the same sandboxed runner the service uses.
+What ``asiarch baselines`` measures is published as ``baseline.measured`` events, which memory projects.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
 import subprocess
@@ -10,20 +15,28 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pymongo.database import Database
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from services.engineer.data import SOURCES, install_commands, prepare
-from services.engineer.experiment import ExperimentSpec, Outcome, run_experiment
-from services.engineer.service import EngineerSettings
-from shared.cli.stack import endpoints
+from services.engineer import (
+    SOURCES,
+    EngineerSettings,
+    ExperimentSpec,
+    ProgressLine,
+    RunResult,
+    install_commands,
+    prepare,
+    run_experiment,
+)
+from shared.cli.campaign import publish_events
+from shared.cli.memory import reference_baseline
+from shared.cli.stack import Endpoints, connect_nats, endpoints
 from shared.errors import ConfigError
+from shared.events import BaselineMeasured, new_event_id, utc_now
 from shared.mixer.baselines import BASELINES, QUADRATIC
 from shared.mixer.profiles import PROFILES
 from shared.settings import CommonSettings
-from shared.store import mongo_client, ping
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -92,26 +105,26 @@ def progress_bar() -> Progress:
                     console=Console(stderr=True))
 
 
-def train_with_progress(spec: ExperimentSpec, label: str) -> Outcome:
+def train_with_progress(spec: ExperimentSpec, label: str) -> RunResult:
     with progress_bar() as bar:
         task = bar.add_task(label, total=None, loss="-", speed="")
 
-        def update(line: dict[str, Any]) -> None:
-            bar.update(task, completed=line["step"], total=line["total"], loss=f"{line['loss']:.3f}",
-                       speed=f"{line['tok_per_s']:,.0f} tok/s")
+        def update(line: ProgressLine) -> None:
+            bar.update(task, completed=line.step, total=line.total, loss=f"{line.loss:.3f}",
+                       speed=f"{line.tok_per_s:,.0f} tok/s")
 
         return run_experiment(spec, update)
 
 
-def outcome_json(outcome: Outcome) -> dict[str, Any]:
+def outcome_json(outcome: RunResult) -> dict[str, Any]:
     metrics = outcome.metrics
     return {
-        "status": outcome.status, "error_kind": outcome.error_kind, "message": outcome.message,
+        "status": outcome.status, "error_kind": outcome.error_kind or None, "message": outcome.message,
         "metrics": {
             "train_loss": metrics.final_train_loss, "val_loss": metrics.final_val_loss, "params": metrics.params,
             "tokens": metrics.tokens, "tok_per_s": metrics.tok_per_s, "device": metrics.device,
             "gpu_seconds": metrics.gpu_seconds, "cpu_core_seconds": metrics.cpu_core_seconds,
-            "wall_s": outcome.wall_s, "checkpoint_path": metrics.checkpoint_path, "scores": metrics.eval_scores,
+            "wall_s": outcome.wall_s, "checkpoint_path": metrics.checkpoint_path or None, "scores": metrics.eval_scores,
         },
     }
 
@@ -140,7 +153,7 @@ def train_command(
         raise typer.Exit(EXIT_CANDIDATE_FAILED)
 
 
-def print_outcome(outcome: Outcome, run_dir: Path) -> None:
+def print_outcome(outcome: RunResult, run_dir: Path) -> None:
     if not outcome.succeeded:
         err.print(f"[red]{outcome.error_kind}[/]: {outcome.message}")
         return
@@ -157,82 +170,80 @@ def baselines_command(
     seeds: Annotated[int, typer.Option(min=2, help="Seeds per baseline (their spread is the noise floor).")] = 2,
     only: Annotated[str | None, typer.Option(help="Comma-separated baseline names (default: all).")] = None,
     reference: Annotated[str, typer.Option(help="The baseline fitness is measured against.")] = FITNESS_REFERENCE,
-    if_missing: Annotated[bool, typer.Option(help="Do nothing if the store already has this profile's baseline.")]
-    = False,
+    if_missing: Annotated[bool, typer.Option(help="Do nothing if memory already has this profile's fitness "
+                                                  "reference.")] = False,
     max_tokens: Annotated[int, typer.Option(min=0, help="Cap the profile's token budget (0: none); candidates must "
                                                        "then be capped the same way (ASIARCH_MAX_TOKENS).")] = 0,
     eval_samples: Annotated[int, typer.Option(min=-1, help="Samples per benchmark (-1: the profile's).")] = -1,
 ) -> None:
-    """Train the built-in baselines and record their mean and spread per profile.
+    """Train the built-in baselines and record each trained seed as a ``baseline.measured`` event.
 
-    The reference baseline's numbers go into the store (when one answers) as the fitness baseline of the profile.
+    Memory projects them into each profile's baselines (mean and spread) and, from the reference's seeds, the
+    fitness reference. The stack must be running: its bus is where the measurements are recorded.
     """
     if profile not in PROFILES:
         raise typer.BadParameter(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}", param_hint="--profile")
-    if if_missing and recorded_baseline(profile) is not None:
-        out.print(f"the {profile} fitness baseline is already measured: nothing to do")
-        return
     names = [n.strip() for n in only.split(",")] if only else list(BASELINES)
     unknown = [n for n in [*names, reference] if n not in BASELINES]
     if unknown:
         raise ConfigError(f"unknown baseline(s) {', '.join(unknown)}; known: {', '.join(BASELINES)}")
-    results: dict[str, list[Outcome]] = {}
+    stack = endpoints(CommonSettings().data_dir)
+    asyncio.run(require_bus(stack))
+    if if_missing and reference_baseline(stack, profile) is not None:
+        out.print(f"the {profile} fitness reference is already measured: nothing to do")
+        return
+    results: dict[str, list[RunResult]] = {}
     root = CommonSettings().data_dir / "baselines" / profile
     for name in names:
         for seed in range(seeds):
-            spec = ExperimentSpec(code=BASELINES[name].read_text(), profile=profile, data_dir=corpus_dir(),
-                                  run_dir=(root / f"{name}-seed{seed}").resolve(), max_tokens=max_tokens,
-                                  eval_samples=eval_samples,
-                                  extra_args=["--seed", str(seed), *(["--allow-quadratic"] if name in QUADRATIC
-                                                                      else [])])
-            results.setdefault(name, []).append(train_with_progress(spec, f"{name} seed {seed}"))
-    summary = summarise(results)
-    # Merged, so measuring a few baselines (--only) keeps the others' numbers.
-    path = root / "summary.json"
-    earlier = json.loads(path.read_text()) if path.is_file() else {}
-    path.write_text(json.dumps({**earlier, **summary}, indent=2))
-    print_baselines(summary, profile)
-    record_reference(profile, summary.get(reference))
+            result = train_with_progress(baseline_spec(name, seed, profile, root, max_tokens, eval_samples),
+                                         f"{name} seed {seed}")
+            results.setdefault(name, []).append(result)
+            if result.succeeded:  # published at once: a later seed's crash loses nothing measured before it
+                asyncio.run(publish_events(stack.nats_url, measured_event(result, profile, name, seed,
+                                                                          name == reference)))
+    print_baselines(summarise(results), profile)
+    report_reference(results.get(reference, []), profile, reference)
 
 
-def record_reference(profile: str, row: dict[str, Any] | None) -> None:
-    """Store the reference baseline for fitness, if the store answers; say what happened either way."""
-    if row is None or row["succeeded"] < 2 or len(row["bench_means"]) != row["succeeded"]:
-        err.print("[yellow]the fitness reference was not measured on 2 seeds with benchmarks: nothing recorded[/]")
-        return
-    from services.memory.fitness import record_baseline
-
-    db = store()
-    if db is None:
-        err.print("[yellow]no store answers: start the stack (`asiarch up`) and run this again to record the "
-                  "fitness baseline[/]")
-        return
-    record_baseline(db, profile, row["val_losses"], row["bench_means"])
-    out.print(f"fitness baseline for {profile} recorded in the store")
+async def require_bus(stack: Endpoints) -> None:
+    """Fail before hours of training when there is no bus to record the results on."""
+    nc = await connect_nats(stack.nats_url)
+    await nc.close()
 
 
-def store() -> Database | None:
-    """The store of the running stack (or of the settings), if it answers."""
-    stack = endpoints(CommonSettings().data_dir)
-    client = mongo_client(stack.mongo_uri, timeout_ms=1500)
-    return client[stack.database] if ping(client) else None
+def baseline_spec(name: str, seed: int, profile: str, root: Path, max_tokens: int, eval_samples: int) -> ExperimentSpec:
+    quadratic = ["--allow-quadratic"] if name in QUADRATIC else []
+    return ExperimentSpec(code=BASELINES[name].read_text(), profile=profile, data_dir=corpus_dir(),
+                          run_dir=(root / f"{name}-seed{seed}").resolve(), max_tokens=max_tokens,
+                          eval_samples=eval_samples, extra_args=["--seed", str(seed), *quadratic])
 
 
-def recorded_baseline(profile: str) -> object | None:
-    from services.memory.fitness import get_baseline
+def measured_event(result: RunResult, profile: str, mixer: str, seed: int, reference: bool) -> BaselineMeasured:
+    m = result.metrics
+    return BaselineMeasured(
+        event_id=new_event_id(), occurred_at=utc_now(), producer="cli", campaign_id="", profile=profile,
+        mixer=mixer, seed=seed, val_loss=m.final_val_loss, benchmarks=result.benchmarks(), tokens=m.tokens,
+        device=m.device, params=m.params, train_loss=m.final_train_loss, fitness_reference=reference,
+    )
 
-    db = store()
-    return get_baseline(db, profile) if db is not None else None
+
+def report_reference(results: list[RunResult], profile: str, reference: str) -> None:
+    trained = [r for r in results if r.succeeded]
+    if len(trained) >= 2:
+        out.print(f"the {profile} fitness reference ({reference}, {len(trained)} seeds) is recorded on the bus")
+    elif results:
+        err.print(f"[yellow]the fitness reference {reference} trained on {len(trained)} of {len(results)} seeds "
+                  "(2 needed): no fitness reference for this profile yet[/]")
 
 
-def summarise(results: dict[str, list[Outcome]]) -> dict[str, dict[str, Any]]:
+def summarise(results: dict[str, list[RunResult]]) -> dict[str, dict[str, Any]]:
     summary: dict[str, dict[str, Any]] = {}
     for name, outcomes in results.items():
         losses = [o.metrics.final_val_loss for o in outcomes if o.succeeded]
         benches = [statistics.fmean(o.benchmarks().values()) for o in outcomes if o.succeeded and o.benchmarks()]
         summary[name] = {
             "seeds": len(outcomes), "succeeded": len(losses),
-            "val_losses": losses, "bench_means": benches,
             "val_loss_mean": statistics.fmean(losses) if losses else None,
             "val_loss_std": statistics.stdev(losses) if len(losses) > 1 else None,
             "bench_mean": statistics.fmean(benches) if benches else None,
@@ -248,3 +259,6 @@ def print_baselines(summary: dict[str, dict[str, Any]], profile: str) -> None:
         bench = "-" if row["bench_mean"] is None else f"{row['bench_mean']:.4f}"
         table.add_row(name, loss, bench, f"{row['succeeded']}/{row['seeds']}")
     out.print(table)
+    for name, row in summary.items():
+        for failure in row["failures"]:
+            err.print(f"[red]{name}[/]: {failure}")

@@ -227,7 +227,7 @@ def campaign_yield(
     campaign_id = chosen_campaign(target, campaign_id)
     events = asyncio.run(yields.campaign_events(target.nats_url))
     profile = next((e.profile for e in events if isinstance(e, CampaignStarted) and e.campaign_id == campaign_id), "")
-    ref = yields.reference_from_summary(target.data_dir / "baselines" / profile / "summary.json", reference)
+    ref = yields.reference_from_events(events, profile, reference)
     table = yields.tally(events, campaign_id, ref)
     if as_json:
         print(json.dumps(table.as_dict()))

@@ -9,18 +9,18 @@ agents work in parallel, so each is a share of the campaign's wall time, not of 
 
 from __future__ import annotations
 
-import json
+import math
 import statistics
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from shared import bus
 from shared.cli.stack import connect_nats
 from shared.events import (
     AnalysisCreated,
+    BaselineMeasured,
     CampaignStarted,
     CampaignStopped,
     DebugGaveUp,
@@ -199,12 +199,12 @@ async def campaign_events(nats_url: str) -> list[Event]:
         await nc.close()
 
 
-def reference_from_summary(path: Path, name: str) -> Reference | None:
-    """The named baseline from an ``asiarch baselines`` summary file, if it was measured on ≥ 2 seeds."""
-    if not path.is_file():
-        return None
-    row = json.loads(path.read_text()).get(name) or {}
-    losses = [float(x) for x in row.get("val_losses") or []]
+def reference_from_events(events: list[Event], profile: str, name: str) -> Reference | None:
+    """The named baseline at the profile from its ``baseline.measured`` events (a seed measured again counts
+    once, with its latest value), if it was measured on ≥ 2 seeds."""
+    by_seed = {e.seed: e.val_loss for e in events
+               if isinstance(e, BaselineMeasured) and e.profile == profile and e.mixer == name}
+    losses = [loss for loss in by_seed.values() if math.isfinite(loss)]
     if len(losses) < 2:
         return None
     return Reference(name, statistics.fmean(losses), statistics.stdev(losses))

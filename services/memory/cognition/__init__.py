@@ -4,9 +4,14 @@ from services.memory.cognition.ingest import (
     COGNITION,
     CognitionEntry,
     IngestReport,
-    ingest,
-    ingest_starter,
+    SourceUpdate,
+    as_document,
+    cognition_events,
     load_starter,
+    read_sources,
+    source_digest,
+    starter_update,
 )
 
-__all__ = ["COGNITION", "CognitionEntry", "IngestReport", "ingest", "ingest_starter", "load_starter"]
+__all__ = ["COGNITION", "CognitionEntry", "IngestReport", "SourceUpdate", "as_document", "cognition_events",
+           "load_starter", "read_sources", "source_digest", "starter_update"]

@@ -1,11 +1,11 @@
-"""Ingest papers and notes (PDF, Markdown, text) and the shipped starter base into the cognition store.
+"""Read papers and notes (PDF, Markdown, text) and the shipped starter base into ``cognition.added`` events.
 
 Each piece becomes a document of the ``cognition`` collection (source path, page for PDFs, chunk number, text) and
 a vector in the ``cognition`` FAISS index under the same id. Ids are derived from the file's content hash, so
 adding the same file twice stores it once, and re-adding an edited file replaces its old chunks.
 
-Cognition does not come from events (the catalogue has no event for it), so a replay keeps it; ``ingest_starter``
-rebuilds the shipped part on any fresh store.
+Nothing here writes the store: memory publishes what is read as ``cognition.added`` and its projection stores
+and indexes it like any other event, so a replay of the log rebuilds the cognition base exactly.
 """
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pymongo import ReplaceOne
-from pymongo.database import Database
+import msgspec
 
-from services.memory.vectors import COGNITION_INDEX, VectorStore
+from shared.events import CognitionAdded, CognitionDoc, derived_event_id, utc_now
 
 COGNITION = "cognition"
 STARTER_FILE = Path(__file__).parent / "starter" / "entries.jsonl"
@@ -51,16 +50,6 @@ class CognitionEntry:
     def as_text(self) -> str:
         return (f"# {self.title}\n\nInsight: {self.insight}\n\nSymptoms: {self.symptoms}\n\n"
                 f"Background: {self.background}\n\nIdea: {self.idea}\n\nImplementation: {self.implementation}")
-
-
-@dataclass(frozen=True)
-class Chunk:
-    id: str
-    source: str
-    title: str
-    page: int | None
-    chunk: int
-    text: str
 
 
 @dataclass
@@ -134,7 +123,7 @@ def read_markdown(text: str, default_title: str) -> list[tuple[str, str]]:
     return sections
 
 
-def chunks_of(path: Path) -> list[Chunk]:
+def chunks_of(path: Path) -> list[CognitionDoc]:
     """Split one file into chunks; raises ValueError for a type it cannot read."""
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
@@ -149,11 +138,29 @@ def chunks_of(path: Path) -> list[Chunk]:
         pieces = [(title, None, part) for title, body in sections for part in chunk_text(body)]
     else:
         pieces = [(name, None, part) for part in chunk_text(path.read_text(encoding="utf-8", errors="replace"))]
-    return [Chunk(id=f"doc:{digest}:{n}", source=source, title=title, page=page, chunk=n, text=text)
-            for n, (title, page, text) in enumerate(pieces)]
+    return [CognitionDoc(id=f"doc:{digest}:{n}", kind="document", source=source, title=title, page=page, chunk=n,
+                         text=text, retrieval_text=f"{title}\n{text}") for n, (title, page, text) in enumerate(pieces)]
 
 
-# --- storing ------------------------------------------------------------------------------------------------------
+# --- what a file or the starter base adds --------------------------------------------------------------------------
+
+
+# A cognition.added event stays well under the bus's 1 MiB message limit at ~1 KB a chunk.
+MAX_DOCS_PER_EVENT = 200
+
+
+@dataclass(frozen=True)
+class SourceUpdate:
+    """What one source adds to the cognition base (split into several events when it is long), and which of its
+    earlier chunks go."""
+
+    source: str
+    docs: tuple[CognitionDoc, ...]
+    removed_ids: tuple[str, ...] = ()
+
+    def batches(self) -> list[tuple[tuple[CognitionDoc, ...], tuple[str, ...]]]:
+        cut = [self.docs[i:i + MAX_DOCS_PER_EVENT] for i in range(0, len(self.docs), MAX_DOCS_PER_EVENT)] or [()]
+        return [(docs, self.removed_ids if n == 0 else ()) for n, docs in enumerate(cut)]
 
 
 def _files(path: Path) -> list[Path]:
@@ -164,44 +171,23 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
-def _store(db: Database, vectors: VectorStore, docs: Sequence[dict[str, Any]], texts: Sequence[str]) -> None:
-    if docs:
-        db[COGNITION].bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=True)
-        vectors.put(COGNITION_INDEX, [(d["_id"], t) for d, t in zip(docs, texts, strict=True)])
-
-
-def ingest(path: Path, db: Database, vectors: VectorStore) -> IngestReport:
-    """Ingest a file, or every PDF/Markdown/text file under a folder; then embed and save the index."""
-    report = IngestReport()
+def read_sources(path: Path, known_ids: Callable[[str], Sequence[str]]) -> tuple[list[SourceUpdate], IngestReport]:
+    """What a file, or every PDF/Markdown/text file under a folder, adds; ``known_ids(source)`` names the chunks
+    the base holds for that source now, so the ones its new version lacks are removed."""
+    report, updates = IngestReport(), []
     for file in _files(Path(path)):
         try:
-            chunks = chunks_of(file)
+            docs = chunks_of(file)
         except ValueError as exc:
             report.skipped.append(str(exc))
             continue
-        stale = [d["_id"] for d in db[COGNITION].find({"source": str(file.resolve())}, {"_id": 1})]
-        keep = {c.id for c in chunks}
-        gone = [i for i in stale if i not in keep]
-        if gone:
-            db[COGNITION].delete_many({"_id": {"$in": gone}})
-            vectors.remove(COGNITION_INDEX, gone)
-        docs = [{"_id": c.id, "kind": "document", **{k: v for k, v in asdict(c).items() if k != "id"}}
-                for c in chunks]
-        _store(db, vectors, docs, [f"{c.title}\n{c.text}" for c in chunks])
+        source = str(file.resolve())
+        keep = {d.id for d in docs}
+        gone = tuple(i for i in known_ids(source) if i not in keep)
+        updates.append(SourceUpdate(source=source, docs=tuple(docs), removed_ids=gone))
         report.files += 1
-        report.chunks += len(chunks)
-    _persist(vectors)
-    return report
-
-
-def _persist(vectors: VectorStore) -> None:
-    if vectors.directory is not None:
-        vectors.save()
-    else:
-        vectors.flush()
-
-
-# --- the starter base ---------------------------------------------------------------------------------------------
+        report.chunks += len(docs)
+    return updates, report
 
 
 def load_starter(path: Path = STARTER_FILE) -> list[CognitionEntry]:
@@ -218,14 +204,38 @@ def load_starter(path: Path = STARTER_FILE) -> list[CognitionEntry]:
     return entries
 
 
-def ingest_starter(db: Database, vectors: VectorStore, path: Path = STARTER_FILE) -> int:
-    """Store and index the starter base (idempotent); returns the number of entries."""
-    entries = load_starter(path)
-    docs = [{"_id": f"starter:{e.id}", "kind": "starter", "source": f"starter/{path.name}", "page": None,
-             "chunk": 0, "text": e.as_text(), **{k: v for k, v in asdict(e).items() if k != "id"}}
-            for e in entries]
-    for doc in docs:
-        doc["tags"] = list(doc["tags"])
-    _store(db, vectors, docs, [e.retrieval_text() for e in entries])
-    _persist(vectors)
-    return len(entries)
+def starter_update(path: Path = STARTER_FILE) -> SourceUpdate:
+    """The shipped starter base as one source."""
+    source = f"starter/{path.name}"
+    docs = tuple(CognitionDoc(id=f"starter:{e.id}", kind="starter", source=source, title=e.title, text=e.as_text(),
+                              retrieval_text=e.retrieval_text(), insight=e.insight, symptoms=e.symptoms,
+                              background=e.background, idea=e.idea, implementation=e.implementation, tags=e.tags)
+                 for e in load_starter(path))
+    return SourceUpdate(source=source, docs=docs)
+
+
+def source_digest(update: SourceUpdate) -> str:
+    """Names a source's content: the same content added twice gets the same event ids, so the bus keeps one."""
+    hasher = hashlib.sha256(update.source.encode())
+    for doc in update.docs:
+        hasher.update(doc.id.encode())
+    for removed in update.removed_ids:
+        hasher.update(b"-" + removed.encode())
+    return hasher.hexdigest()[:32]
+
+
+def as_document(doc: CognitionDoc) -> dict[str, Any]:
+    """The ``cognition`` collection's document for one entry (its ``_id`` is the entry's id)."""
+    fields = msgspec.structs.asdict(doc)
+    fields.pop("retrieval_text")
+    fields["_id"] = fields.pop("id")
+    fields["tags"] = list(fields["tags"])
+    return fields
+
+
+def cognition_events(update: SourceUpdate, producer: str) -> list[CognitionAdded]:
+    """The ``cognition.added`` events of one source; their ids derive from its content (see ``source_digest``)."""
+    digest = source_digest(update)
+    return [CognitionAdded(event_id=derived_event_id(digest, producer, n), occurred_at=utc_now(), producer=producer,
+                           campaign_id="", source=update.source, docs=docs, removed_ids=removed)
+            for n, (docs, removed) in enumerate(update.batches())]

@@ -31,6 +31,20 @@ QUADRATIC = frozenset({"softmax_attention"})
 EFFICIENCY_REFERENCE = "linear_attention"
 
 
+# How a proposal names a built-in baseline as its parent (an experiment id otherwise).
+BASELINE_REF_PREFIX = "baseline:"
+
+
+def baseline_ref(name: str) -> str:
+    return f"{BASELINE_REF_PREFIX}{baseline_path(name).stem}"
+
+
+def baseline_of_ref(ref: str) -> str | None:
+    """The baseline a parent reference names, or None when it names an experiment (or no known baseline)."""
+    name = ref.removeprefix(BASELINE_REF_PREFIX)
+    return name if ref.startswith(BASELINE_REF_PREFIX) and name in BASELINES else None
+
+
 def baseline_path(name: str) -> Path:
     try:
         return BASELINES[name]
