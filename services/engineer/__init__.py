@@ -27,7 +27,8 @@ _EXPORTS = {
     "install_commands": "services.engineer.data",
     "prepare": "services.engineer.data",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["SOURCES", "EngineerSettings", "ExperimentSpec", "ProgressLine", "RunResult", "install_commands",
+           "prepare", "run_experiment"]
 
 
 def __getattr__(name: str) -> Any:

@@ -73,7 +73,7 @@ class JudgeOut(_Model):
     performance: int
     innovation: int
     complexity: int
-    w: float = Field(description="0.3·performance + 0.25·innovation + 0.45·complexity, computed in code")
+    weighted: float = Field(description="the judge's weighted score of the three, computed in its code (1–10)")
     rationale: str
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from services.memory.fitness import fitness_event
 from services.memory.projection import Projector
@@ -75,7 +76,7 @@ async def catch_up(js: JetStreamContext, memory: Memory, consumer: str) -> int:
     """
     try:
         info = await js.consumer_info(bus.STREAM_NAME, consumer)
-    except Exception:  # no consumer yet: nothing was ever acked
+    except NotFoundError:  # no consumer yet: nothing was ever acked
         return 0
     floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
     start = min(memory.projector.last_seq(), memory.vectors.last_seq()) + 1

@@ -6,6 +6,7 @@ reason. Static problems are shown to the LLM for a bounded number of revisions b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -93,11 +94,11 @@ class Proposer:
         if campaign.llm_model:
             self.llm.use_model(campaign.llm_model)  # each campaign's proposals come from the model it named
         experiment_id = new_event_id()[:16]
-        sample = await self.memory.sample_parents(campaign.campaign_id, seed=campaign.seed * 100_003 + index)
+        sample = await self.memory.sample_parents(campaign.campaign_id, seed=proposal_seed(campaign, index, "parents"))
         parent = await self.parent_context(sample.parent, index)
         cognition = await self.memory.search("cognition", parent.analysis or parent.motivation, k=3)
         cognition_ids = tuple(hit.id for hit in cognition)
-        move = choose_move(parent.code, cognition_ids, seed=campaign.seed * 7_919 + index, moves=self.moves)
+        move = choose_move(parent.code, cognition_ids, seed=proposal_seed(campaign, index, "move"), moves=self.moves)
         from_baseline = baseline_of_ref(parent.ref) is not None
         messages = proposal_messages(
             move=move, example_name=None if from_baseline else self.example,
@@ -108,7 +109,7 @@ class Proposer:
             cognition="\n".join(f"- {hit.label}" for hit in cognition) or "(none retrieved)",
         )
         # Seeded per campaign and proposal: reproducible, yet a restarted researcher does not replay old samples.
-        draft, usage, problem = await self.draft(messages, seed=campaign.seed * 1_000_003 + index * 1_009,
+        draft, usage, problem = await self.draft(messages, seed=proposal_seed(campaign, index, "llm"),
                                                  parent=parent, move=move)
         envelope = {"event_id": new_event_id(), "occurred_at": utc_now(), "producer": PRODUCER,
                     "campaign_id": campaign.campaign_id, "experiment_id": experiment_id}
@@ -147,7 +148,8 @@ class Proposer:
         messages = [*messages, {"role": "user", "content": WRITE_CODE}]
         base = for_prompt(parent.code)  # the parent as the prompt showed it
         for revision in range(self.revisions + 1):
-            text, usage = await self.llm.complete_text(messages, max_tokens=2048, seed=seed + 100 + revision)
+            text, usage = await self.llm.complete_text(messages, max_tokens=2048,
+                                                       seed=reply_seed(seed, revision, 0))
             usages.append(usage)
             code = repair(merge_functions(base, text), donors=[parent.code, *self.baseline_sources])
             problem = await self.problem_of(code, parent, None)
@@ -178,7 +180,7 @@ class Proposer:
                     ask = RETRY.substitute(reason=problem.reason, detail=problem.detail) + ask
                 conversation.append({"role": "user", "content": ask})
                 text, usage = await self.llm.complete_text(
-                    conversation, max_tokens=1024, seed=seed + 100 + 10 * revision + number,
+                    conversation, max_tokens=1024, seed=reply_seed(seed, revision, number),
                     temperature=STEP_TEMPERATURES[min(revision, len(STEP_TEMPERATURES) - 1)])
                 usages.append(usage)
                 conversation.append({"role": "assistant", "content": text[:4000]})
@@ -253,6 +255,18 @@ class Proposer:
         name = names[index % len(names)]
         return ParentContext(ref=baseline_ref(name), name=name, code=self.baselines[name].read_text(),
                              motivation=f"the {name} baseline", results="a built-in baseline", analysis="")
+
+
+def proposal_seed(campaign: Campaign, index: int, purpose: str) -> int:
+    """The seed of one random choice (``purpose``) of a campaign's ``index``-th proposal: the same on a re-run,
+    unrelated across proposals and purposes (arithmetic on the seeds would make neighbours collide)."""
+    digest = hashlib.sha256(f"{campaign.seed}/{index}/{purpose}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def reply_seed(draft_seed: int, revision: int, step: int) -> int:
+    """The LLM seed of one reply of a draft (the idea itself is asked with ``draft_seed``)."""
+    return proposal_seed(Campaign("", draft_seed, "", ""), revision, f"reply {step}")
 
 
 def results_line(experiment: ExperimentBrief) -> str:

@@ -24,7 +24,7 @@ from shared.mixer.source import code_similarity
 from shared.store import mongo_client
 from tests.agents.conftest import MemoryWorld, scripted
 
-CAMPAIGN = Campaign(campaign_id="c1", seed=1, llm_model="scripted")
+CAMPAIGN = Campaign(campaign_id="c1", seed=1, llm_model="scripted", profile="smoke")
 GOOD_CODE = """```python
 class Mixer(nn.Module):
     def __init__(self, d_model: int, n_heads: int, **kwargs):
@@ -131,8 +131,8 @@ def test_the_book_counts_once_and_tracks_budget(mongo_uri: str) -> None:
                             llm_model="m")
     events = [
         start,
-        ProposalCreated(**envelope("e1"), name="a", motivation="m", code="x"),
-        ProposalCreated(**envelope("e2"), name="b", motivation="m", code="x"),
+        ProposalCreated(**envelope("e1"), profile="smoke", name="a", motivation="m", code="x"),
+        ProposalCreated(**envelope("e2"), profile="smoke", name="b", motivation="m", code="x"),
         ProposalRejected(**envelope("e3"), reason="syntax", detail="d"),
         TrainSucceeded(**envelope("e1"), attempt=1, profile="smoke", curve=(), train_loss=1, val_loss=1,
                        benchmarks={}, params=1, tokens=1, tokens_per_s=1, device="cpu", gpu_seconds=0,

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from services.memory.fitness import record_baseline
 from services.memory.projection import Projector, digest
 from shared import bus
 from shared.backup import BackupError, backup, restore, verify
 from shared.embedded import free_port, start_mongo, start_nats
 from shared.events import decode
 from shared.store import mongo_client
-from tests.memory.history import build_history
+from tests.memory.history import baseline_events, build_history, cognition_event
 
 
 class Stack:
@@ -62,10 +61,10 @@ async def project(js, db) -> dict[str, str]:  # type: ignore[no-untyped-def]
 async def test_backup_wipe_restore_replay_gives_the_same_memory(stacks: tuple[Stack, Stack], tmp_path: Path) -> None:
     first, second = stacks
     js = await first.js()
-    for event in build_history(seed=5, experiments=30):
+    for event in [*baseline_events("smoke", "deltanet", (4.0, 4.1), (0.3, 0.31)), cognition_event(),
+                  *build_history(seed=5, experiments=30)]:
         await bus.publish(js, event)
     before = await project(js, first.db)
-    record_baseline(first.db, "smoke", [4.0, 4.1], [0.3, 0.31])
     gallery = tmp_path / "gallery" / "exp-1"
     gallery.mkdir(parents=True)
     (gallery / "MODEL_CARD.md").write_text("# exp-1")

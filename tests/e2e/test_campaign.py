@@ -67,7 +67,7 @@ async def inject(nats_url: str, campaign_id: str) -> None:
         await bus.publish(js, ProposalCreated(
             event_id=new_event_id(), occurred_at=utc_now(), producer="test", campaign_id=campaign_id,
             experiment_id=f"injected-{name}", name=name, motivation="injected by the test", code=code,
-            parent_ids=("baseline:gla",)))
+            profile="smoke", parent_ids=("baseline:gla",)))
     await nc.close()
 
 

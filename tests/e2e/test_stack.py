@@ -106,7 +106,7 @@ async def publish_proposals(nats_url: str, count: int) -> list[ProposalCreated]:
     js = nc.jetstream()
     events = [
         ProposalCreated(event_id=new_event_id(), occurred_at=utc_now(), producer="test", campaign_id="c",
-                        experiment_id=f"exp-{n}", name=f"m{n}", motivation="m", code=BROKEN_MIXER)
+                        experiment_id=f"exp-{n}", name=f"m{n}", motivation="m", code=BROKEN_MIXER, profile="smoke")
         for n in range(count)
     ]
     for event in events:

@@ -11,7 +11,7 @@ import pytest
 from nats.js import JetStreamContext
 from pymongo.database import Database
 
-from services.engineer.handlers import Engineer, on_campaign_started, on_candidate
+from services.engineer.handlers import Engineer, on_candidate
 from shared import bus
 from shared.events import (
     Budget,
@@ -51,8 +51,7 @@ def envelope(experiment: str) -> dict[str, object]:
 async def run_engineer(js: JetStreamContext, db: Database, engineer: Engineer, events: Sequence[Event],
                        expected_outputs: int) -> list[Event]:
     candidate = partial(on_candidate, engineer)
-    consumer = bus.Consumer(js, "engineer", {CampaignStarted: partial(on_campaign_started, engineer),
-                                             ProposalCreated: candidate}, MongoLedger(db, "engineer"), POLICY)
+    consumer = bus.Consumer(js, "engineer", {ProposalCreated: candidate}, MongoLedger(db, "engineer"), POLICY)
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     for event in events:
@@ -72,15 +71,17 @@ async def test_proposals_train_fail_or_get_rejected(
     js: JetStreamContext, mongo_uri: str, corpus_dir: Path, tmp_path: Path
 ) -> None:
     db = mongo_client(mongo_uri)["asiarch"]
-    engineer = Engineer(db=db, corpus_dir=corpus_dir, runs_dir=tmp_path / "runs", default_profile="cpu", threads=1,
+    # The default profile is not the one the proposals name: the proposal's own profile must win.
+    engineer = Engineer(corpus_dir=corpus_dir, runs_dir=tmp_path / "runs", default_profile="cpu", threads=1,
                         memory_bytes=4 << 30, max_tokens=40_000, eval_samples=4)
     events = [
         CampaignStarted(**envelope(""), profile="smoke", budget=Budget(experiments=3), llm_model="none"),
-        ProposalCreated(**envelope("good"), name="gla-variant", motivation="m", code=gla_variant()),
-        ProposalCreated(**envelope("copy"), name="gla-copy", motivation="m", code=BASELINES["gla"].read_text()),
-        ProposalCreated(**envelope("peeks"), name="peek", motivation="m",
+        ProposalCreated(**envelope("good"), profile="smoke", name="gla-variant", motivation="m", code=gla_variant()),
+        ProposalCreated(**envelope("copy"), profile="smoke", name="gla-copy", motivation="m",
+                        code=BASELINES["gla"].read_text()),
+        ProposalCreated(**envelope("peeks"), profile="smoke", name="peek", motivation="m",
                         code=(FIXTURES / "peek_future.py").read_text()),
-        ProposalCreated(**envelope("broken"), name="broken", motivation="m", code="class Mixer(:\n"),
+        ProposalCreated(**envelope("broken"), profile="smoke", name="broken", motivation="m", code="class Mixer(:\n"),
     ]
     outputs = await run_engineer(js, db, engineer, events, expected_outputs=7)
     by_experiment: dict[str, list[Event]] = {}
@@ -95,6 +96,7 @@ async def test_proposals_train_fail_or_get_rejected(
     assert [type(e) for e in by_experiment["peeks"]] == [TrainStarted, TrainFailed]
     failed = by_experiment["peeks"][1]
     assert isinstance(failed, TrainFailed) and failed.error_kind == "causality" and failed.code
+    assert failed.profile == "smoke"  # so the debugger's patch trains at the same profile
     assert [type(e) for e in by_experiment["broken"]] == [ProposalRejected]
     assert len(succeeded.behaviour) > 0
     # A copy of a baseline is checked, found to compute the same, and rejected before it trains.

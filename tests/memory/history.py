@@ -15,12 +15,18 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from services.memory.cognition import SourceUpdate, cognition_events
 from services.memory.fitness import fitness_terms
+from services.memory.projection import Projector
+from services.memory.vectors import VectorStore
 from shared.events import (
     AnalysisCreated,
+    BaselineMeasured,
     Budget,
     CampaignStarted,
     CampaignStopped,
+    CognitionAdded,
+    CognitionDoc,
     CurvePoint,
     DebugGaveUp,
     DebugPatched,
@@ -120,7 +126,8 @@ def _experiment(sim: _Sim) -> Iterator[Event]:
     parents = tuple(e for _, e in best[:1]) + tuple(e for _, e in rng.sample(best[1:], min(2, len(best[1:]))))
     code = code_for(theme, sim.counter)
     proposal = ProposalCreated(**clock.envelope(sim.campaign, exp), name=f"{theme}-{sim.counter}",
-                               motivation=motivation, code=code, parent_ids=parents or ("baseline:linear_attention",),
+                               motivation=motivation, code=code, profile=PROFILE,
+                               parent_ids=parents or ("baseline:linear_attention",),
                                cognition_ids=(f"starter:{theme}",), llm=_llm(rng))
     yield proposal
     if rng.random() < 0.1:
@@ -182,7 +189,7 @@ def _results(sim: _Sim, exp: str, attempt: int, cause: str) -> Iterator[Event]:
                          llm=_llm(rng))
     yield judged
     terms = fitness_terms(val, sum(bench.values()) / len(bench), sum(BASELINE_VAL_LOSSES) / 2,
-                          sum(BASELINE_BENCH_MEANS) / 2, p, i, c)
+                          sum(BASELINE_BENCH_MEANS) / 2, judged.weighted)
     yield FitnessComputed(**clock.envelope(sim.campaign, exp, judged.event_id), loss_term=terms.loss_term,
                           benchmark_term=terms.benchmark_term, judge_term=terms.judge_term, total=terms.total)
     sim.ranked.append((terms.total, exp))
@@ -212,6 +219,41 @@ def build_history(seed: int = 0, experiments: int = 36, in_flight: int = 3,
     return events
 
 
+def baseline_events(profile: str = PROFILE, mixer: str = "deltanet", losses: tuple[float, ...] = BASELINE_VAL_LOSSES,
+                    bench_means: tuple[float, ...] = BASELINE_BENCH_MEANS,
+                    reference: bool = True) -> list[BaselineMeasured]:
+    """What ``asiarch baselines`` publishes for one mixer: one event per seed (each benchmark at the seed's mean)."""
+    at = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.timezone.utc)
+    return [BaselineMeasured(event_id=f"baseline-{profile}-{mixer}-{seed}", occurred_at=at + dt.timedelta(minutes=seed),
+                             producer="cli", campaign_id="", profile=profile, mixer=mixer, seed=seed, val_loss=loss,
+                             benchmarks={"mqar": bench, "piqa": bench}, tokens=204_800, device="cpu",
+                             fitness_reference=reference)
+            for seed, (loss, bench) in enumerate(zip(losses, bench_means, strict=True))]
+
+
+def cognition_event(source: str = "notes/gates.md", chunks: int = 3) -> CognitionAdded:
+    """A note of ``chunks`` chunks added to the cognition base."""
+    docs = tuple(CognitionDoc(id=f"doc:{source}:{n}", kind="document", source=source, title="Gates",
+                              text=f"Gate number {n} keeps the state bounded.",
+                              retrieval_text=f"Gates\nGate number {n} keeps the state bounded.", chunk=n)
+                 for n in range(chunks))
+    return CognitionAdded(event_id=f"cognition-{source}-{chunks}",
+                          occurred_at=dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.timezone.utc), producer="memory",
+                          campaign_id="", source=source, docs=docs)
+
+
 def numbered(events: list[Event], start: int = 1) -> list[tuple[int, Event]]:
     """(stream sequence, event) pairs, as the bus would deliver them."""
     return list(enumerate(events, start=start))
+
+
+def apply_updates(updates: list[SourceUpdate], projector: Projector, vectors: VectorStore) -> int:
+    """Project the cognition events of ``updates`` as memory's consumer would; returns the last sequence."""
+    seq = projector.last_seq()
+    for update in updates:
+        for event in cognition_events(update, "memory"):
+            seq += 1
+            projector.apply(event, seq)
+            vectors.apply(event, seq)
+    vectors.flush()
+    return seq

@@ -13,12 +13,12 @@ from pymongo.database import Database
 
 from services.engineer.handlers import Engineer
 from services.memory.api import MemoryApiDeps, create_router
-from services.memory.cognition import ingest_starter
+from services.memory.cognition import starter_update
 from services.memory.projection import Projector
 from services.memory.vectors import HashingEmbedder, VectorStore
 from shared.events import DebugPatched, ProposalCreated, TrainSucceeded
-from shared.memory_client import MemoryClient
-from tests.memory.history import PROFILE, build_history, numbered
+from shared.memory_client import MemoryClient, NotYetProjected
+from tests.memory.history import PROFILE, apply_updates, baseline_events, build_history, numbered
 
 HISTORY = numbered(build_history())
 
@@ -30,9 +30,11 @@ def client(module_db: Database) -> Iterator[TestClient]:
     for seq, event in HISTORY:
         projector.apply(event, seq)
         vectors.apply(event, seq)
-    ingest_starter(module_db, vectors)
+    apply_updates([starter_update()], projector, vectors)
+    for event in [*baseline_events(PROFILE, "deltanet"), *baseline_events(PROFILE, "gla", (3.9,), (0.4,), False)]:
+        projector.apply(event, projector.last_seq() + 1)
     app = FastAPI()
-    app.include_router(create_router(MemoryApiDeps(module_db, vectors)))
+    app.include_router(create_router(MemoryApiDeps(module_db, vectors, projected_seq=projector.last_seq)))
     with TestClient(app) as test_client:
         yield test_client
 
@@ -184,7 +186,7 @@ def test_behaviours_of_the_trained_mixers_at_a_profile(client: TestClient) -> No
 
 
 def engineer_with(memory: MemoryClient) -> Engineer:
-    return Engineer(db=None, corpus_dir=Path("corpus"), runs_dir=Path("runs"),  # type: ignore[arg-type]
+    return Engineer(corpus_dir=Path("corpus"), runs_dir=Path("runs"),
                     default_profile=PROFILE, threads=1, memory_bytes=1 << 30, memory=memory)
 
 
@@ -200,7 +202,29 @@ async def test_the_engineer_compares_with_every_trained_mixer_but_its_own(client
     await unreachable.aclose()
 
 
+async def test_a_read_as_of_a_later_sequence_waits_for_the_projection(client: TestClient) -> None:
+    experiment = _trained_ids()[0]
+    now = len(HISTORY)  # the projection holds the whole history (and the facts after it)
+    assert client.get(f"/experiments/{experiment}", params={"as_of": now}).status_code == 200
+    late = client.get(f"/experiments/{experiment}", params={"as_of": 10**9})
+    assert late.status_code == 409 and "not yet projected" in late.json()["detail"]
+    memory = MemoryClient("http://memory", transport=httpx.ASGITransport(app=client.app))
+    with pytest.raises(NotYetProjected):
+        await memory.experiment(experiment, as_of=10**9)
+    assert (await memory.experiment(experiment, as_of=now)) is not None
+    await memory.aclose()
+
+
+def test_the_baselines_of_a_profile(client: TestClient) -> None:
+    body = client.get(f"/baselines/{PROFILE}").json()
+    assert body["reference"]["mixer"] == "deltanet" and body["reference"]["seeds"] == 2
+    assert body["reference"]["val_loss_mean"] == pytest.approx(4.0)
+    assert [m["mixer"] for m in body["mixers"]] == ["deltanet", "gla"]
+    assert body["mixers"][1]["val_loss_std"] is None  # one seed: no noise floor yet
+    assert client.get("/baselines/verify").json() == {"profile": "verify", "reference": None, "mixers": []}
+
+
 def test_openapi_documents_every_endpoint(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/experiments", "/experiments/{experiment_id}", "/sample/parents", "/search/{index}",
-            "/failures/search", "/stats", "/behaviours"} <= set(paths)
+            "/failures/search", "/stats", "/behaviours", "/baselines/{profile}"} <= set(paths)

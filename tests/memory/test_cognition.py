@@ -1,4 +1,5 @@
-"""The cognition base: the shipped starter entries, and ingesting Markdown, text and PDF with page numbers."""
+"""The cognition base: the shipped starter entries, and reading Markdown, text and PDF (with page numbers) into
+``cognition.added`` events, projected into the store and the index."""
 
 from __future__ import annotations
 
@@ -7,9 +8,25 @@ from pathlib import Path
 import pytest
 from pymongo.database import Database
 
-from services.memory.cognition import COGNITION, ingest, ingest_starter, load_starter
-from services.memory.cognition.ingest import ENTRY_FIELDS, chunk_text
+from services.memory.cognition import (
+    COGNITION,
+    IngestReport,
+    cognition_events,
+    load_starter,
+    read_sources,
+    starter_update,
+)
+from services.memory.cognition.ingest import ENTRY_FIELDS, MAX_DOCS_PER_EVENT, SourceUpdate, chunk_text
+from services.memory.projection import Projector
 from services.memory.vectors import MiniLMEmbedder, VectorStore
+from tests.memory.history import apply_updates
+
+
+def ingest(path: Path, db: Database, vectors: VectorStore) -> IngestReport:
+    """What ``cognition add`` does: read the files, publish their events, project them."""
+    updates, report = read_sources(path, lambda source: [d["_id"] for d in db[COGNITION].find({"source": source})])
+    apply_updates(updates, Projector(db), vectors)
+    return report
 
 
 def minimal_pdf(pages: list[str]) -> bytes:
@@ -50,12 +67,19 @@ def test_starter_has_at_least_40_complete_entries() -> None:
         assert topic in titles, topic
 
 
-def test_starter_ingest_is_idempotent(db: Database, vectors: VectorStore) -> None:
-    count = ingest_starter(db, vectors)
+def test_the_starter_events_are_idempotent(db: Database, vectors: VectorStore) -> None:
+    update = starter_update()
+    apply_updates([update], Projector(db), vectors)
+    count = len(update.docs)
     assert db[COGNITION].count_documents({"kind": "starter"}) == count == vectors.size("cognition")
-    before = vectors.digest()["cognition"]
-    ingest_starter(db, vectors)
-    assert db[COGNITION].count_documents({}) == count and vectors.digest()["cognition"] == before
+    def content() -> list[tuple[str, bytes]]:
+        return [(i, v.tobytes()) for i, v in vectors.indexes["cognition"].vectors_by_id()]
+
+    before = content()
+    apply_updates([update], Projector(db), vectors)  # published again (a restart): the same base
+    assert db[COGNITION].count_documents({}) == count and content() == before
+    assert [e.event_id for e in cognition_events(update, "memory")] == [
+        e.event_id for e in cognition_events(starter_update(), "memory")]  # the bus drops the repeat
     doc = db[COGNITION].find_one({"_id": "starter:deltanet"})
     assert doc is not None and doc["symptoms"] and doc["implementation"] and doc["source"].startswith("starter/")
 
@@ -95,6 +119,14 @@ def test_pdf_ingest_keeps_page_numbers(tmp_path: Path, db: Database, vectors: Ve
     assert db[COGNITION].find_one({"_id": hit.id})["page"] == 2
 
 
+def test_a_long_source_is_split_across_events_and_its_removals_go_first() -> None:
+    docs = starter_update().docs
+    many = tuple(docs[i % len(docs)] for i in range(MAX_DOCS_PER_EVENT + 5))
+    events = cognition_events(SourceUpdate(source="long", docs=many, removed_ids=("old:1",)), "memory")
+    assert [len(e.docs) for e in events] == [MAX_DOCS_PER_EVENT, 5]
+    assert events[0].removed_ids == ("old:1",) and events[1].removed_ids == ()
+
+
 def test_ingest_of_a_missing_path_is_clear(tmp_path: Path, db: Database, vectors: VectorStore) -> None:
     with pytest.raises(FileNotFoundError, match="no such file"):
         ingest(tmp_path / "absent.pdf", db, vectors)
@@ -105,7 +137,7 @@ def test_ingest_of_a_missing_path_is_clear(tmp_path: Path, db: Database, vectors
 @pytest.fixture(scope="module")
 def starter_store(module_db: Database, minilm: MiniLMEmbedder) -> VectorStore:
     store = VectorStore(minilm)
-    ingest_starter(module_db, store)
+    apply_updates([starter_update()], Projector(module_db), store)
     return store
 
 

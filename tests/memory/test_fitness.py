@@ -1,4 +1,4 @@
-"""DESIGN §7 fitness: the formula at its boundaries, baselines, and the fitness.computed event."""
+"""Fitness (docs/architecture.md §7): the formula at its boundaries, baselines from events, fitness.computed."""
 
 from __future__ import annotations
 
@@ -14,19 +14,18 @@ from services.memory.fitness import (
     get_baseline,
     judge_term,
     loss_term,
-    record_baseline,
     sigmoid,
 )
 from services.memory.projection import Projector
 from shared.events import FitnessComputed, JudgeScored, TrainSucceeded
-from tests.memory.history import BASELINE_BENCH_MEANS, BASELINE_VAL_LOSSES, build_history, numbered
+from tests.memory.history import baseline_events, build_history, numbered
 
 LOW, HIGH = sigmoid(-6), sigmoid(6)
 
 
 def test_equal_to_the_baseline_scores_half_plus_half_plus_judge() -> None:
-    terms = fitness_terms(4.0, 0.3, 4.0, 0.3, performance=5, innovation=6, complexity=7)
     w = 0.3 * 5 + 0.25 * 6 + 0.45 * 7
+    terms = fitness_terms(4.0, 0.3, 4.0, 0.3, judge_weighted=w)
     assert terms.loss_term == terms.benchmark_term == 0.5
     assert terms.judge_term == pytest.approx((w - 1) / 9)
     assert terms.total == pytest.approx(1.0 + (w - 1) / 9)
@@ -56,28 +55,38 @@ def test_benchmark_term_is_neutral_without_a_baseline_score() -> None:
 
 
 def test_judge_term_range_and_validation() -> None:
-    assert judge_term(1, 1, 1) == pytest.approx(0.0)
-    assert judge_term(10, 10, 10) == pytest.approx(1.0)
+    assert judge_term(1) == pytest.approx(0.0)
+    assert judge_term(10) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="outside 1–10"):
-        judge_term(0, 5, 5)
+        judge_term(0.5)
 
 
 def test_total_bounds() -> None:
-    best = fitness_terms(1.0, 1.0, 4.0, 0.3, 10, 10, 10)
-    worst = fitness_terms(8.0, 0.0, 4.0, 0.3, 1, 1, 1)
+    best = fitness_terms(1.0, 1.0, 4.0, 0.3, 10)
+    worst = fitness_terms(8.0, 0.0, 4.0, 0.3, 1)
     assert best.total == pytest.approx(2 * HIGH + 1) and worst.total == pytest.approx(2 * LOW)
     with pytest.raises(ValueError, match="positive"):
         loss_term(3.0, 0.0)
 
 
-def test_record_baseline_needs_two_seeds(db: Database) -> None:
-    with pytest.raises(ValueError, match="at least 2 seeds"):
-        record_baseline(db, "smoke", [4.0], [0.3])
-    baseline = record_baseline(db, "smoke", [4.0, 4.2], [0.3, 0.32])
-    assert baseline.val_loss_mean == pytest.approx(4.1) and baseline.seeds == 2
-    assert baseline.val_loss_std == pytest.approx(math.sqrt(0.02))
-    assert get_baseline(db, "smoke") == baseline
+def test_the_reference_is_projected_from_two_seeds_of_its_events(db: Database) -> None:
+    projector = Projector(db)
+    first, second = baseline_events("smoke", "deltanet", (4.0, 4.2), (0.3, 0.32))
+    projector.apply(first, 1)
+    assert get_baseline(db, "smoke") is None  # one seed has no spread: no reference yet
+    projector.apply(second, 2)
+    baseline = get_baseline(db, "smoke")
+    assert baseline is not None and baseline.seeds == 2 and baseline.val_loss_mean == pytest.approx(4.1)
+    assert baseline.val_loss_std == pytest.approx(math.sqrt(0.02)) and baseline.bench_mean == pytest.approx(0.31)
     assert get_baseline(db, "cpu") is None
+    # Another baseline measured beside it is projected too, but is not the fitness reference.
+    for seq, event in enumerate(baseline_events("smoke", "gla", (3.0, 3.1), (0.4, 0.4), reference=False), 3):
+        projector.apply(event, seq)
+    assert get_baseline(db, "smoke") == baseline
+    assert db["baseline_mixers"].find_one({"_id": "smoke/gla"})["val_loss_mean"] == pytest.approx(3.05)
+    # A new reference mixer starts over rather than averaging with the old one's seeds.
+    projector.apply(baseline_events("smoke", "gated_deltanet", (3.5,), (0.3,))[0], 5)
+    assert get_baseline(db, "smoke") is None
 
 
 def test_fitness_event_waits_for_a_baseline_then_matches_the_history(db: Database,
@@ -89,7 +98,7 @@ def test_fitness_event_waits_for_a_baseline_then_matches_the_history(db: Databas
     cause = history[judged][1]
     assert fitness_event(db, cause) is None
     assert "no baseline" in caplog.text
-    record_baseline(db, "smoke", BASELINE_VAL_LOSSES, BASELINE_BENCH_MEANS)
+    projector.apply_all(numbered(baseline_events(), start=len(history) + 1))
     event = fitness_event(db, cause)
     assert isinstance(event, FitnessComputed)
     expected = next(e for _, e in history[judged:] if isinstance(e, FitnessComputed)
@@ -100,8 +109,7 @@ def test_fitness_event_waits_for_a_baseline_then_matches_the_history(db: Databas
 
 
 def test_no_fitness_before_both_results(db: Database) -> None:
-    history = numbered(build_history())
-    record_baseline(db, "smoke", BASELINE_VAL_LOSSES, BASELINE_BENCH_MEANS)
+    history = numbered([*baseline_events(), *build_history()])
     trained = next(i for i, (_, e) in enumerate(history) if isinstance(e, TrainSucceeded))
     Projector(db).apply_all(history[: trained + 1])
     assert fitness_event(db, history[trained][1]) is None

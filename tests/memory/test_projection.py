@@ -90,8 +90,9 @@ def test_experiment_documents_hold_the_story(db: Database) -> None:
     assert exp["train"]["val_loss"] == exp["val_loss"] and len(exp["train"]["curve"]) == 11
     assert exp["has_fitness"] and exp["fitness_total"] == exp["fitness"]["total"]
     assert exp["finished_at"] > exp["created_at"]  # datetimes stay datetimes (nx-27017 stringifies a $set one)
-    assert exp["judge"]["w"] == pytest.approx(0.3 * exp["judge"]["performance"] + 0.25 * exp["judge"]["innovation"]
-                                              + 0.45 * exp["judge"]["complexity"])
+    assert exp["judge"]["weighted"] == pytest.approx(0.3 * exp["judge"]["performance"]
+                                                     + 0.25 * exp["judge"]["innovation"]
+                                                     + 0.45 * exp["judge"]["complexity"], abs=1e-3)
     assert exp["analysis"]["sections"][0]["title"] == "Result"
     assert exp["n_failures"] >= 1 and exp["n_patches"] >= 1 and exp["llm"]["calls"] >= 4
 
@@ -166,8 +167,8 @@ def test_a_rejected_draft_keeps_its_code_and_a_rejected_proposal_its_own(db: Dat
     projector = Projector(db)
     projector.apply(ProposalRejected(**envelope(1, "draft"), reason="syntax", detail="line 3", name="n",
                                      motivation="m", code=CODE, parent_ids=("baseline:gla",)), 1)
-    projector.apply(ProposalCreated(**envelope(2, "proposal"), name="p", motivation="m", code=CODE + "\n# v1\n",
-                                    parent_ids=("baseline:gla",)), 2)
+    projector.apply(ProposalCreated(**envelope(2, "proposal"), profile="smoke", name="p", motivation="m",
+                                    code=CODE + "\n# v1\n", parent_ids=("baseline:gla",)), 2)
     projector.apply(ProposalRejected(**envelope(3, "proposal"), reason="duplicate", detail="equal outputs"), 3)
     draft, proposal = db[EXPERIMENTS].find_one({"_id": "draft"}), db[EXPERIMENTS].find_one({"_id": "proposal"})
     assert draft is not None and proposal is not None

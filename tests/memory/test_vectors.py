@@ -20,7 +20,7 @@ from services.memory.vectors import (
     windows,
 )
 from shared.mixer.baselines import BASELINE_DIR
-from tests.memory.history import build_history, numbered
+from tests.memory.history import build_history, cognition_event, numbered
 
 HISTORY = numbered(build_history())
 
@@ -140,8 +140,16 @@ def test_search_finds_the_matching_failure(vectors: VectorStore) -> None:
         vectors.search("nope", "x")
 
 
-def test_event_indexes_exclude_cognition() -> None:
-    assert "cognition" not in EVENT_INDEXES
+def test_cognition_is_an_event_index_that_a_replay_rebuilds() -> None:
+    assert "cognition" in EVENT_INDEXES
+    vectors = VectorStore(HashingEmbedder())
+    event = cognition_event(chunks=2)
+    vectors.apply(event, 1)
+    assert vectors.size("cognition") == 2
+    vectors.drop()
+    assert vectors.size("cognition") == 0 and vectors.last_seq() == 0
+    vectors.apply(event, 1)
+    assert vectors.size("cognition") == 2
 
 
 def test_the_embedding_cache_returns_identical_vectors_and_survives_a_restart(tmp_path: Path) -> None:

@@ -48,7 +48,8 @@ async def stored(js: JetStreamContext) -> list[bus.StoredMessage]:
 
 
 def proposal(n: int) -> ProposalCreated:
-    return ProposalCreated(**envelope(1000 + n, f"exp-{n}"), name=f"m{n}", motivation="m", code="class Mixer: ...")
+    return ProposalCreated(**envelope(1000 + n, f"exp-{n}"), name=f"m{n}", motivation="m", code="class Mixer: ...",
+                           profile="smoke")
 
 
 def started_for(event: Event) -> TrainStarted:

@@ -80,3 +80,9 @@ def test_every_exported_name_of_a_public_face_exists() -> None:
         package = importlib.import_module(f"services.{init.parent.name}")
         for name in getattr(package, "__all__", ()):
             assert getattr(package, name) is not None, f"services.{init.parent.name}.{name}"
+
+
+def test_the_engineer_face_lists_what_it_loads() -> None:
+    import services.engineer as engineer
+
+    assert sorted(engineer.__all__) == sorted(engineer._EXPORTS)

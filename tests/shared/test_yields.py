@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 
 import pytest
 
-from shared.cli.yields import Reference, reference_from_summary, rows, tally
+from shared.cli.yields import Reference, reference_from_events, rows, tally
 from shared.events import (
     Budget,
     CampaignStarted,
@@ -25,6 +24,7 @@ from shared.events import (
     TrainStarted,
     TrainSucceeded,
 )
+from tests.memory.history import baseline_events
 
 T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
 LLM = LlmUsage(model="m", prompt_tokens=1000, completion_tokens=100, latency_s=10.0)
@@ -48,7 +48,8 @@ class History:
         self.events.append(event)
 
     def propose(self, exp: str) -> None:
-        self.add(ProposalCreated(**self.env(exp, "researcher", 10), name=exp, motivation="m", code="c", llm=LLM))
+        self.add(ProposalCreated(**self.env(exp, "researcher", 10), name=exp, motivation="m", code="c", profile="smoke",
+                                 llm=LLM))
 
     def train(self, exp: str, attempt: int, loss: float | None, seconds: int = 30) -> None:
         self.add(TrainStarted(**self.env(exp, "engineer"), attempt=attempt, worker_host="h", device="cpu"))
@@ -120,10 +121,15 @@ def test_without_a_reference_nothing_is_claimed_to_beat_it() -> None:
     assert table.beat_reference is None and dict(rows(table))["beat the reference beyond noise"] == "-"
 
 
-def test_the_reference_is_read_from_a_baselines_summary(tmp_path: Path) -> None:
-    summary = tmp_path / "summary.json"
-    summary.write_text(json.dumps({"linear_attention": {"val_losses": [5.0, 5.2]}, "gla": {"val_losses": [4.0]}}))
-    ref = reference_from_summary(summary, "linear_attention")
+def test_the_reference_is_read_from_the_baseline_events() -> None:
+    events: list[Event] = [
+        *baseline_events("smoke", "linear_attention", (5.0, 5.2), (0.3, 0.3)),
+        *baseline_events("cpu", "linear_attention", (4.0, 9.0), (0.3, 0.3)),  # another profile: not counted
+        *baseline_events("smoke", "gla", (4.0,), (0.3,)),
+    ]
+    ref = reference_from_events(events, "smoke", "linear_attention")
     assert ref is not None and ref.mean == pytest.approx(5.1) and ref.threshold == pytest.approx(5.1 - 2 * 0.1414, 1e-3)
-    assert reference_from_summary(summary, "gla") is None  # one seed has no spread
-    assert reference_from_summary(tmp_path / "missing.json", "gla") is None
+    assert reference_from_events(events, "smoke", "gla") is None  # one seed has no spread
+    remeasured = baseline_events("smoke", "linear_attention", (5.4,), (0.3,))  # seed 0 again: its latest counts
+    ref = reference_from_events([*events, *remeasured], "smoke", "linear_attention")
+    assert ref is not None and ref.mean == pytest.approx(5.3)
