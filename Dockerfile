@@ -18,7 +18,7 @@ ENV PYTHONUNBUFFERED=1 \
     ASIARCH_MODELS_DIR=/data/models \
     ASIARCH_HTTP_HOST=0.0.0.0
 
-# bubblewrap: the engineer's sandbox for generated code (DESIGN §6); tini: PID 1 that forwards signals and reaps.
+# bubblewrap: the engineer's sandbox for generated code (docs/architecture.md §6); tini: PID 1 that forwards signals and reaps.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends bubblewrap tini build-essential cmake \
  && rm -rf /var/lib/apt/lists/*

@@ -1,4 +1,4 @@
-"""Measured checks on a candidate mixer (DESIGN §4). Each failure names its kind and what was measured.
+"""Measured checks on a candidate mixer (docs/architecture.md §4). Each failure names its kind and what was measured.
 
 The checks that execute candidate code (everything but `check_syntax`) must run inside the sandboxed
 child process; `run_checks` is the entry point used there.

@@ -1,4 +1,4 @@
-"""The language model the trainer owns; candidates differ only in the token mixer (DESIGN §3).
+"""The language model the trainer owns; candidates differ only in the token mixer (docs/architecture.md §3).
 
     tokens -> embedding -> N x [x + mixer(norm(x)); x + SwiGLU(norm(x))] -> norm -> tied LM head
 """

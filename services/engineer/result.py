@@ -1,10 +1,10 @@
 """What the sandboxed runner hands the engineer: one versioned type per crossing, decoded strictly.
 
 The runner (the child) writes a ``RunResult`` to ``RESULT_FILE`` in its run directory and appends a
-``ProgressLine`` per update to ``PROGRESS_FILE``; the parent decodes both with these same types, and an unknown or
-missing field is an error, not a default. ``train.succeeded`` and ``train.failed`` are built from a ``RunResult``
-and nothing else. The result is MessagePack rather than JSON because a diverged loss is NaN and must come back as
-NaN (JSON has no NaN).
+``ProgressLine`` per update to ``PROGRESS_FILE``; the parent decodes both with these same types, and an unknown
+field, a wrong type or an unknown error kind is an error, never ignored. ``train.succeeded`` and ``train.failed``
+are built from a ``RunResult`` and nothing else. The result is MessagePack rather than JSON because a diverged
+loss is NaN and must come back as NaN (JSON has no NaN).
 """
 
 from __future__ import annotations

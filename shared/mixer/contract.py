@@ -1,4 +1,4 @@
-"""The mixer contract (docs/architecture.md, "The mixer contract"): what a candidate file must define and how
+"""The mixer contract (docs/architecture.md §3): what a candidate file must define and how
 it is built and called. Used by the engineer's checks and by the behaviour probe, both inside the sandbox.
 """
 

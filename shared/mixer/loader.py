@@ -1,7 +1,7 @@
 """The one way a mixer file is imported: by path, as a fresh module.
 
 This executes the file's top level, so for LLM-written code it must only ever run inside the sandboxed child
-process (docs/architecture.md, "Untrusted code"), never in a service process. Our own baselines load the same way.
+process (docs/architecture.md §6), never in a service process. Our own baselines load the same way.
 """
 
 from __future__ import annotations

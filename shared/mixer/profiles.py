@@ -1,4 +1,4 @@
-"""Training profiles (DESIGN §5): model size, token budget, optimiser and check settings in one place."""
+"""Training profiles (docs/architecture.md §5): model size, token budget, optimiser and check settings in one place."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run untrusted (LLM-written) code in a child process, never in the service process (DESIGN §6).
+"""Run untrusted (LLM-written) code in a child process, never in the service process (docs/architecture.md §6).
 
 The child gets:
 

@@ -16,7 +16,7 @@ import pytest
 
 from shared import bus
 from shared.embedded import ServerProcess, free_port, spawn, stop_process_group
-from tests.memory.history import build_history
+from tests.memory.history import STARTER_EVENTS, baseline_events, build_history
 
 History = list
 
@@ -93,13 +93,21 @@ def replay(memory: MemoryProcess, **request: object) -> dict[str, object]:
     return job
 
 
-def test_replay_rebuilds_identical_projections(memory: MemoryProcess, history: History) -> None:
+def test_replay_rebuilds_identical_projections(memory: MemoryProcess, history: History, tmp_path: Path) -> None:
     memory.start()
-    asyncio.run(publish(memory.env["ASIARCH_NATS_URL"], history))
-    memory.wait_until(lambda: memory.seq() == len(history), "caught up")
+    empty = digests(memory)
+    facts = baseline_events()  # what `asiarch baselines` publishes
+    asyncio.run(publish(memory.env["ASIARCH_NATS_URL"], [*facts, *history]))
+    memory.wait_until(lambda: memory.seq() == STARTER_EVENTS + len(facts) + len(history), "caught up")
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Decay\n\nA per-head decay keeps the state bounded.\n\n## Gates\n\nGate the write.\n")
+    added = httpx.post(f"http://127.0.0.1:{memory.port}/admin/cognition", json={"path": str(notes)}, timeout=60)
+    assert added.status_code == 200 and added.json()["chunks"] == 2, added.text
     before = digests(memory)
+    for name in ("baselines", "baseline_mixers", "cognition"):
+        assert before["collections"][name] != empty["collections"].get(name), name
     job = replay(memory)
-    assert job["total"] == len(history)
+    assert job["total"] == STARTER_EVENTS + len(facts) + len(history) + 1  # + the note's cognition.added
     assert digests(memory) == before
     fork = replay(memory, until_seq=100, into="fork100")
     assert fork["total"] == 100
@@ -117,7 +125,7 @@ def test_kill_9_halfway_then_restart_gives_the_same_digests(
     os.killpg(memory.proc.pid, signal.SIGKILL)
     memory.proc.wait()
     memory.start()
-    memory.wait_until(lambda: memory.seq() == len(history), "caught up after the restart")
+    memory.wait_until(lambda: memory.seq() == STARTER_EVENTS + len(history), "caught up after the restart")
     after_crash = digests(memory)
     replay(memory)  # the reference: a clean rebuild from the log
     assert digests(memory) == after_crash

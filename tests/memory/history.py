@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from services.memory.cognition import SourceUpdate, cognition_events
+from services.memory.cognition import SourceUpdate, cognition_events, starter_update
 from services.memory.fitness import fitness_terms
 from services.memory.projection import Projector
 from services.memory.vectors import VectorStore
@@ -46,6 +46,8 @@ from shared.mixer.edit import unified_diff
 START = dt.datetime(2026, 11, 28, 9, 0, 0, tzinfo=dt.timezone.utc)
 PROFILE = "smoke"
 # The baseline the history's fitness events were computed against (record it to recompute them).
+# What memory itself publishes into a new log before anything else: the starter cognition base.
+STARTER_EVENTS = len(cognition_events(starter_update(), "memory"))
 BASELINE_VAL_LOSSES = (4.02, 3.98)
 BASELINE_BENCH_MEANS = (0.31, 0.29)
 MAX_ATTEMPTS = 3

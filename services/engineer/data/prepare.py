@@ -31,7 +31,7 @@ TOKENIZER_KINDS = ("bpe", "bpe1k", "neox", "gpt2")
 # A fixed small vocabulary for the smoke profile: with ~0.2 M training tokens an 8 k vocabulary leaves most
 # embedding rows unseen, and the loss barely leaves the unigram entropy.
 FIXED_VOCAB = {"bpe1k": 1024}
-# Which tokenizer each profile trains with (DESIGN §5); extend here when a profile is added.
+# Which tokenizer each profile trains with (docs/architecture.md §5); extend here when a profile is added.
 PROFILE_TOKENIZER: dict[str, str] = {"smoke": "bpe1k", "cpu": "bpe", "explore": "neox", "verify": "neox"}
 NEOX_JSON = "tokenizers/allenai_gpt-neox-olmo-dolma-v1_5.json"
 Progress = Callable[[str], None]
