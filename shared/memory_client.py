@@ -69,6 +69,7 @@ class Experiment(ExperimentBrief):
 
 class Lineage(_Doc):
     parents: list[ExperimentBrief] = []
+    missing_parents: list[str] = []  # parent references with no experiment (a built-in baseline: "baseline:<name>")
     children: list[ExperimentBrief] = []
     siblings: list[ExperimentBrief] = []
 

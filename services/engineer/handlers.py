@@ -12,7 +12,7 @@ import json
 import logging
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.engineer.experiment import ExperimentSpec, run_experiment
@@ -46,7 +46,7 @@ class Engineer:
     memory_bytes: int
     max_tokens: int = 0
     eval_samples: int = -1
-    host: str = socket.gethostname()
+    host: str = field(default_factory=socket.gethostname)
     # Where trained mixers' behaviour signatures come from; None compares candidates with the baselines only.
     memory: MemoryClient | None = None
 

@@ -18,9 +18,11 @@ from shared.events import (
     DebugGaveUp,
     DebugPatched,
     JudgeScored,
+    ProposalCreated,
     TrainFailed,
     TrainSucceeded,
 )
+from shared.mixer.baselines import BASELINES
 from tests.agents.conftest import MemoryWorld, scripted
 from tests.memory.history import build_history
 
@@ -158,6 +160,20 @@ async def test_the_analyst_writes_a_report_and_a_gallery_entry(world: MemoryWorl
     assert {p.name for p in folder.iterdir()} >= {"MODEL_CARD.md", "mixer.py", "loss.png"}
     assert (folder / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert "val loss" in backend.seen[0][-1]["content"] and "| parent |" in backend.seen[0][-1]["content"]
+
+
+async def test_the_judge_diffs_a_child_of_a_baseline_against_the_baselines_code(world: MemoryWorld) -> None:
+    events = history_world(world)
+    from_baseline = {e.experiment_id for e in events if isinstance(e, ProposalCreated)
+                     and e.parent_ids and e.parent_ids[0].startswith("baseline:")}
+    run = next(e for e in events if isinstance(e, TrainSucceeded) and e.experiment_id in from_baseline)
+    parent = next(e.parent_ids[0] for e in events if isinstance(e, ProposalCreated)
+                  and e.experiment_id == run.experiment_id).removeprefix("baseline:")
+    llm, backend = scripted({"performance": 5, "innovation": 5, "complexity": 5, "rationale": "fine"})
+    await judge(LlmScorer(llm, world.client), run, DELIVERY)
+    prompt = backend.seen[0][-1]["content"]
+    removed = [line for line in BASELINES[parent].read_text().splitlines() if line.strip()][-1]
+    assert "(no parent code)" not in prompt and f"-{removed}" in prompt
 
 
 async def test_the_judge_weights_in_code_and_retries_out_of_range_scores(world: MemoryWorld) -> None:

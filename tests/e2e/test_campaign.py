@@ -123,7 +123,9 @@ def test_a_campaign_flows_through_every_service(
     baselines = asiarch(env, "baselines", "--profile", "smoke", "--only", "deltanet", "--max-tokens", "40000",
                         "--eval-samples", "4", timeout=600)
     assert baselines.returncode == 0, baselines.stdout + baselines.stderr
-    assert "recorded in the store" in baselines.stdout
+    assert "fitness reference (deltanet, 2 seeds) is recorded" in baselines.stdout
+    again = asiarch(env, "baselines", "--profile", "smoke", "--only", "deltanet", "--if-missing")
+    assert again.returncode == 0 and "already measured" in again.stdout, again.stdout + again.stderr
     started = asiarch(env, "campaign", "start", "--profile", "smoke", "--budget", "3", "--model", model)
     assert started.returncode == 0, started.stderr
     campaign_id = started.stdout.split("campaign ")[1].split()[0]
@@ -145,3 +147,22 @@ def test_a_campaign_flows_through_every_service(
     check_panels(f"http://127.0.0.1:{state.servers['prometheus'].port}")
     status = asiarch(env, "campaign", "status", "--id", campaign_id)
     assert status.returncode == 0 and "leaderboard" in status.stdout
+    replay_gives_the_same_memory(env, state, tmp_path)
+
+
+def replay_gives_the_same_memory(env: dict[str, str], state: StackState, tmp_path: Path) -> None:
+    """After a campaign, `asiarch baselines` and `cognition add`: a replay from the log alone rebuilds all of
+    memory (baselines, fitness, cognition, the indexes) with identical digests."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Decay\n\nA per-head decay keeps the state bounded.\n\n## Gates\n\nGate the write.\n")
+    added = asiarch(env, "cognition", "add", str(notes))
+    assert added.returncode == 0 and "2 chunks from 1 file" in added.stdout, added.stdout + added.stderr
+    memory = f"http://127.0.0.1:{state.services['memory'].port}"
+    before = httpx.get(f"{memory}/admin/digest", timeout=60).json()
+    reference = httpx.get(f"{memory}/baselines/smoke", timeout=30).json()["reference"]
+    assert reference["mixer"] == "deltanet" and reference["seeds"] == 2
+    replayed = asiarch(env, "replay", timeout=600)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    after = httpx.get(f"{memory}/admin/digest", timeout=60).json()
+    assert after["collections"] == before["collections"] and after["indexes"] == before["indexes"]
+    assert httpx.get(f"{memory}/baselines/smoke", timeout=30).json()["reference"] == reference

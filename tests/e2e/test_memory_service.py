@@ -96,8 +96,9 @@ def replay(memory: MemoryProcess, **request: object) -> dict[str, object]:
 def test_replay_rebuilds_identical_projections(memory: MemoryProcess, history: History, tmp_path: Path) -> None:
     memory.start()
     empty = digests(memory)
-    facts = baseline_events()  # what `asiarch baselines` publishes
-    asyncio.run(publish(memory.env["ASIARCH_NATS_URL"], [*facts, *history]))
+    # What `asiarch baselines` publishes, after the history: before it, memory would owe (and publish) fitness.
+    facts = baseline_events()
+    asyncio.run(publish(memory.env["ASIARCH_NATS_URL"], [*history, *facts]))
     memory.wait_until(lambda: memory.seq() == STARTER_EVENTS + len(facts) + len(history), "caught up")
     notes = tmp_path / "notes.md"
     notes.write_text("# Decay\n\nA per-head decay keeps the state bounded.\n\n## Gates\n\nGate the write.\n")

@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from shared import bus
@@ -154,35 +153,3 @@ def test_killed_service_is_restarted_and_its_events_handled_once(
     assert per_experiment == Counter({e.experiment_id: 1 for e in events})
     assert db.experiments.count_documents({"status": "rejected"}) == 200
 
-
-def memory_get(state: StackState, path: str) -> dict[str, object]:
-    response = httpx.get(f"http://127.0.0.1:{state.services['memory'].port}{path}", timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-@pytest.mark.slow
-def test_measured_baselines_and_added_papers_come_back_from_a_replay(
-    running_stack: tuple[dict[str, str], StackState], corpus_dir: Path, tmp_path: Path,
-) -> None:
-    """Through the CLI only: what `asiarch baselines` and `cognition add` record lives in the log."""
-    env, state = running_stack
-    env = {**env, "ASIARCH_CORPUS_DIR": str(corpus_dir)}
-    measured = asiarch(env, "baselines", "--profile", "smoke", "--only", "deltanet", "--max-tokens", "20000",
-                       "--eval-samples", "2", timeout=900)
-    assert measured.returncode == 0, measured.stdout + measured.stderr
-    assert "fitness reference (deltanet, 2 seeds) is recorded" in measured.stdout
-    notes = tmp_path / "notes.md"
-    notes.write_text("# Decay\n\nA per-head decay keeps the state bounded.\n\n## Gates\n\nGate the write.\n")
-    added = asiarch(env, "cognition", "add", str(notes))
-    assert added.returncode == 0 and "2 chunks from 1 file" in added.stdout, added.stdout + added.stderr
-    reference = memory_get(state, "/baselines/smoke")["reference"]
-    assert isinstance(reference, dict) and reference["mixer"] == "deltanet" and reference["seeds"] == 2
-    again = asiarch(env, "baselines", "--profile", "smoke", "--only", "deltanet", "--if-missing")
-    assert again.returncode == 0 and "already measured" in again.stdout
-    before = memory_get(state, "/admin/digest")
-    replayed = asiarch(env, "replay")
-    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
-    after = memory_get(state, "/admin/digest")
-    assert after["collections"] == before["collections"] and after["indexes"] == before["indexes"]
-    assert memory_get(state, "/baselines/smoke")["reference"] == reference

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from pathlib import Path
 
+import msgspec
 import pytest
 from nats.js import JetStreamContext
 from pymongo.database import Database
@@ -104,3 +105,10 @@ async def test_proposals_train_fail_or_get_rejected(
     copied = by_experiment["copy"][1]
     assert isinstance(copied, ProposalRejected) and copied.reason == "duplicate"
     assert "the gla baseline" in copied.detail
+
+
+def test_a_candidate_trains_at_its_own_profile_and_an_upcast_v1_at_the_default(tmp_path: Path) -> None:
+    engineer = Engineer(corpus_dir=tmp_path, runs_dir=tmp_path, default_profile="cpu", threads=1, memory_bytes=1 << 30)
+    v1 = decode((Path(__file__).parents[1] / "golden" / "proposal.created.v1.json").read_bytes())
+    assert isinstance(v1, ProposalCreated) and engineer.profile_for(v1) == "cpu"
+    assert engineer.profile_for(msgspec.structs.replace(v1, profile="smoke")) == "smoke"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pymongo.database import Database
 
@@ -13,9 +15,12 @@ from services.memory.projection import (
     digest,
     drop_all,
 )
-from shared.events import DebugPatched, ProposalCreated, ProposalRejected, TrainFailed, TrainSucceeded
+from shared import bus
+from shared.events import DebugPatched, ProposalCreated, ProposalRejected, TrainFailed, TrainSucceeded, decode
 from tests.memory.history import build_history, numbered
 from tests.shared.samples import CODE, envelope
+
+GOLDEN = Path(__file__).parent.parent / "golden"
 
 HISTORY = numbered(build_history())
 
@@ -175,3 +180,17 @@ def test_a_rejected_draft_keeps_its_code_and_a_rejected_proposal_its_own(db: Dat
     assert (draft["code"], draft["name"], draft["parent_ids"]) == (CODE, "n", [])  # a draft is nobody's child
     assert draft["rejection"]["parent_ids"] == ["baseline:gla"]
     assert proposal["code"].endswith("# v1\n") and proposal["status"] == "rejected"
+
+
+async def test_a_v1_proposal_in_an_old_stream_decodes_and_projects(nats_url: str, db: Database) -> None:
+    """A stream written before proposals carried their profile still reads: the v1 payload comes back upcast."""
+    nc = await bus.connect(nats_url, "test")
+    js = nc.jetstream()
+    await bus.ensure_stream(js, duplicate_window_s=60)
+    await js.publish(ProposalCreated.subject(), (GOLDEN / "proposal.created.v1.json").read_bytes())
+    [(seq, event)] = [(m.seq, decode(m.data)) async for m in bus.read_stream(js)]
+    await nc.close()
+    assert isinstance(event, ProposalCreated) and event.profile == ""
+    Projector(db).apply(event, seq)
+    doc = db[EXPERIMENTS].find_one({"_id": event.experiment_id})
+    assert doc is not None and doc["name"] == event.name and doc["code"] == event.code and doc["status"] == "proposed"
