@@ -14,6 +14,7 @@ Delivery policy, written down once:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import traceback
@@ -30,6 +31,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck, Storag
 from nats.js.errors import NotFoundError
 
 from shared import metrics
+from shared.errors import NotReady
 from shared.events import (
     STREAM_NAME,
     STREAM_SUBJECTS,
@@ -158,6 +160,14 @@ class Consumer:
     ledger: Ledger
     policy: ConsumerPolicy = field(default_factory=ConsumerPolicy)
     busy: asyncio.Event = field(default_factory=asyncio.Event)
+    # Why this instance cannot take work now (None: it can); while it cannot, it fetches nothing, so the work
+    # stays queued for it or another instance.
+    ready: Callable[[], Awaitable[str | None]] | None = None
+    # Why work waits now, from ``ready`` or from a handler's NotReady since the last success: for /healthz.
+    gate_closed_for: str | None = None
+    handler_waits_for: str | None = None
+    # Deliveries of a message that waited (NotReady), by stream sequence: they do not count toward max_deliver.
+    _waited: dict[int, int] = field(default_factory=dict)
 
     @property
     def subjects(self) -> list[str]:
@@ -169,6 +179,8 @@ class Consumer:
         sub = await self.js.pull_subscribe_bind(durable=self.service, stream=STREAM_NAME)
         try:
             while not stop.is_set():
+                if not await self.can_take_work(stop):
+                    continue
                 try:
                     messages = await sub.fetch(self.policy.batch, timeout=self.policy.fetch_timeout_s)
                 except NatsTimeoutError:
@@ -178,10 +190,29 @@ class Consumer:
         finally:
             await sub.unsubscribe()
 
+    @property
+    def waiting_for(self) -> str | None:
+        return self.gate_closed_for or self.handler_waits_for
+
+    async def can_take_work(self, stop: asyncio.Event, poll_s: float = 5.0) -> bool:
+        reason = await self.ready() if self.ready is not None else None
+        if reason != self.gate_closed_for:
+            if reason is None:
+                log.info("%s: taking work again", self.service)
+            else:
+                log.warning("%s: not taking work: %s", self.service, reason)
+        self.gate_closed_for = reason
+        if reason is None:
+            return True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), poll_s)
+        return False
+
     async def process(self, msg: Msg) -> None:
         meta = msg.metadata
-        delivery = Delivery(stream_seq=meta.sequence.stream, deliveries=meta.num_delivered, subject=msg.subject,
-                            emit=self.emit)
+        seq = meta.sequence.stream
+        delivery = Delivery(stream_seq=seq, deliveries=meta.num_delivered - self._waited.get(seq, 0),
+                            subject=msg.subject, emit=self.emit)
         try:
             event = decode(msg.data)
         except EventDecodeError as exc:
@@ -219,6 +250,8 @@ class Consumer:
             self.busy.clear()
             metrics.HANDLER_SECONDS.labels(self.service, name).observe(time.perf_counter() - started)
         await msg.ack_sync()
+        self._waited.pop(delivery.stream_seq, None)
+        self.handler_waits_for = None
         metrics.EVENTS_HANDLED.labels(self.service, name, "ok").inc()
 
     async def keep_alive(self, msg: Msg) -> None:
@@ -229,6 +262,9 @@ class Consumer:
 
     async def on_failure(self, msg: Msg, event: Event, delivery: Delivery, exc: Exception) -> None:
         name = type(event).event_name()
+        if isinstance(exc, NotReady):
+            await self.wait_for_operator(msg, delivery, name, exc)
+            return
         detail = "".join(traceback.format_exception(exc))[-4000:]
         if delivery.deliveries >= self.policy.max_deliver:
             log.error("%s: giving up on %s after %d deliveries: %s", self.service, name, delivery.deliveries, exc)
@@ -239,6 +275,15 @@ class Consumer:
                     delivery.deliveries, delay, exc)
         metrics.EVENTS_HANDLED.labels(self.service, name, "retry").inc()
         await msg.nak(delay=delay)
+
+    async def wait_for_operator(self, msg: Msg, delivery: Delivery, name: str, exc: NotReady) -> None:
+        """Put the message back, uncounted, until the environment is fixed: it is not the event's fault."""
+        waited = self._waited[delivery.stream_seq] = self._waited.get(delivery.stream_seq, 0) + 1
+        if str(exc) != self.handler_waits_for:
+            log.warning("%s: %s waits: %s", self.service, name, exc)
+        self.handler_waits_for = str(exc)
+        metrics.EVENTS_HANDLED.labels(self.service, name, "waiting").inc()
+        await msg.nak(delay=self.policy.backoff(waited))
 
     async def dead_letter(
         self, msg: Msg, delivery: Delivery, error: str, *, event_name: str, cause: Event | None = None

@@ -17,3 +17,10 @@ class TransientError(AsiarchError):
     """Worth retrying later: a server that did not answer, a lock held elsewhere."""
 
     code = "transient"
+
+
+class NotReady(TransientError):
+    """This machine cannot do the work yet for a reason an operator fixes (no prepared corpus, a full disk): the
+    message names the fix. The work waits, queued; it is neither the event's fault nor ever dead-lettered for it."""
+
+    code = "not_ready"

@@ -12,7 +12,7 @@ from prometheus_client import Counter, Gauge, Histogram
 # --- bus and handlers -----------------------------------------------------------------------------------------------
 EVENTS_HANDLED = Counter(
     "asiarch_events_handled_total",
-    "Events a consumer finished, by outcome (ok, duplicate, retry, dead_lettered).",
+    "Events a consumer finished, by outcome (ok, duplicate, retry, waiting, dead_lettered).",
     ["service", "event", "outcome"],
 )
 HANDLER_SECONDS = Histogram(

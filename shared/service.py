@@ -53,6 +53,8 @@ class Wiring:
     router: APIRouter | None = None
     # Background work beside the consumer (e.g. the researcher's proposal loop); cancelled on shutdown.
     tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Why the service cannot take work now (None: it can); checked before each fetch and shown by /healthz.
+    ready: Callable[[], Awaitable[str | None]] | None = None
 
 
 @dataclass
@@ -85,9 +87,9 @@ async def run_service(spec: ServiceSpec, settings: ServiceSettings) -> None:
         wiring = await spec.bootstrap(runtime)
         consumer = bus.Consumer(
             js=runtime.js, service=spec.name, handlers=wiring.handlers,
-            ledger=MongoLedger(runtime.db, spec.name), policy=policy_from(settings),
+            ledger=MongoLedger(runtime.db, spec.name), policy=policy_from(settings), ready=wiring.ready,
         )
-        app = build_http_app(spec.name, runtime, wiring.router)
+        app = build_http_app(spec.name, runtime, wiring.router, consumer)
         server = await start_http(app, settings, stack)
         tasks = [asyncio.create_task(consumer.run(stop), name="consumer")]
         tasks += [asyncio.create_task(work(), name="background") for work in wiring.tasks]
@@ -147,15 +149,21 @@ async def report_lag(js: JetStreamContext, service: str, stop: asyncio.Event, ev
 # --- HTTP: health and metrics ---------------------------------------------------------------------------------------
 
 
-def build_http_app(service: str, runtime: Runtime, router: APIRouter | None) -> FastAPI:
+def build_http_app(service: str, runtime: Runtime, router: APIRouter | None,
+                   consumer: bus.Consumer | None = None) -> FastAPI:
     app = FastAPI(title=f"asiarch {service}", version="1")
 
-    @app.get("/healthz", summary="Ready when NATS and the store answer")
+    @app.get("/healthz", summary="Up when NATS and the store answer; says what work waits for, if any")
     async def healthz() -> JSONResponse:
         nats_ok = runtime.nc.is_connected
         store_ok = await asyncio.to_thread(ping, runtime.mongo)
         ok = nats_ok and store_ok
-        body = {"service": service, "status": "ok" if ok else "degraded", "nats": nats_ok, "store": store_ok}
+        body: dict[str, object] = {"service": service, "status": "ok" if ok else "degraded", "nats": nats_ok,
+                                   "store": store_ok}
+        # Alive but waiting (no prepared corpus, say) is not a crash to restart for: still 200, with the fix named.
+        waiting = consumer.waiting_for if consumer is not None else None
+        if waiting:
+            body |= {"status": "waiting", "waiting_for": waiting}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", summary="Prometheus metrics")

@@ -22,6 +22,7 @@ from string import Template
 from shared.events import DebugPatched, LlmUsage, TrainFailed, caused_by
 from shared.llm import LlmClient, MalformedOutput, add_usage
 from shared.memory_client import FailureHit, MemoryClient
+from shared.mixer.baselines import BASELINES
 from shared.mixer.edit import extract_function, repair, unified_diff
 from shared.mixer.frames import Region, faulty_region, splice
 from shared.mixer.source import find_mixer, static_problem, strip_fences
@@ -126,6 +127,9 @@ class LlmPatcher:
     async def patch(self, failure: TrainFailed) -> PatchAttempt:
         if not failure.code:
             return PatchAttempt(None)
+        repaired = mechanical_repair(failure)
+        if repaired is not None:
+            return PatchAttempt(repaired)
         similar = await self.memory.similar_failures(f"{failure.error_kind}: {failure.message}\n{failure.traceback}")
         # A small model fixes one function far more often than it rewrites a file without breaking something else;
         # but a missing definition lives outside the function that tripped on it, so then the whole file is asked for.
@@ -162,6 +166,22 @@ class LlmPatcher:
             messages += [{"role": "assistant", "content": text[:6000]},
                          {"role": "user", "content": RETRY.format(problem=problem)}]
         return PatchAttempt(None, add_usage(*usages))
+
+
+def mechanical_repair(failure: TrainFailed) -> DebugPatched | None:
+    """A static problem with one right fix (a standard import the file uses but forgot, a helper a built-in
+    baseline defines, Markdown fences) is fixed without the LLM; None when that does not do it."""
+    if failure.error_kind not in ("syntax", "contract"):
+        return None
+    code = repair(failure.code, donors=[path.read_text() for path in BASELINES.values()])
+    if rejection(code, failure.code) is not None:
+        return None
+    added = [line for line in code.splitlines() if line not in set(failure.code.splitlines())]
+    return DebugPatched(**caused_by(failure, PRODUCER), attempt=failure.attempt + 1,
+                        diagnosis=f"{failure.error_kind}: {failure.message}; repaired without the LLM, adding: "
+                                  f"{'; '.join(line.strip() for line in added[:5] if line.strip())}",
+                        code=code, diff=unified_diff(failure.code, code, "failed.py", "patched.py"),
+                        profile=failure.profile)
 
 
 def patch_seed(failure: TrainFailed) -> int:

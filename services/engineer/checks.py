@@ -11,7 +11,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from services.engineer.model import LanguageModel, count_parameters, model_config
 from shared.mixer.behaviour import behaviour_signature, check_distinct
-from shared.mixer.contract import CheckFailed, build_mixer, call_mixer, check_signature, traceback_tail
+from shared.mixer.contract import CheckFailed, build_mixer, call_mixer, check_signature, failure_kind
 from shared.mixer.loader import MixerFactory
 from shared.mixer.profiles import Profile
 
@@ -42,13 +42,12 @@ class CheckReport:
     measurements: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     behaviour: list[float] = field(default_factory=list)
+    # What was raised when a check failed, kept so the candidate's own traceback travels with the failure.
+    error: BaseException | None = field(default=None, repr=False, compare=False)
 
     def raise_for_failure(self) -> None:
         if not self.passed:
-            raise CheckFailed(self.kind or "runtime", self.message)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+            raise CheckFailed(self.kind or "runtime", self.message) from self.error
 
 
 # ───────────────────────────── syntax and contract ─────────────────────────────
@@ -254,38 +253,48 @@ def check_complexity(
 
 
 def run_checks(source_path: str | Path, profile: Profile, vocab_size: int | None = None,
-               distinct_from: dict[str, list[float]] | None = None) -> CheckReport:
+               distinct_from: dict[str, list[float]] | None = None,
+               on_phase: Callable[[str], None] | None = None) -> CheckReport:
     """Run every pre-training check on the file; stops at the first failure. Runs candidate code: sandbox only.
 
     With ``distinct_from`` (label -> behaviour signature), a mixer that behaves like one of them fails as a
-    duplicate; the report carries the mixer's own signature either way once the other checks passed."""
+    duplicate; the report carries the mixer's own signature either way once the other checks passed.
+    ``on_phase`` hears the name of each check as it starts (the run's heartbeat says where a hang happened)."""
     from shared.mixer.loader import load_module  # executes the file
 
+    phase = on_phase or (lambda name: None)
     start = time.perf_counter()
     report = CheckReport(passed=True)
     try:
+        phase("syntax")
         check_syntax(Path(source_path).read_text(encoding="utf-8"), str(source_path))
+        phase("import")
         try:
             module = load_module(source_path)
         except Exception as exc:
-            raise CheckFailed("runtime", f"importing the file raised {exc!r}\n{traceback_tail()}") from exc
+            raise CheckFailed(failure_kind(exc), f"importing the file raised {exc!r}") from exc
         cls = getattr(module, "Mixer", None)
         check_signature(cls)
         d, h = profile.d_model, profile.n_heads
+        phase("contract")
         mixer = build_mixer(cls, d, h)
         check_lengths(mixer, d)
+        phase("numerics")
         check_numerics(mixer, d)
+        phase("causality")
         report.measurements |= check_causality(mixer, d)
+        phase("batch")
         report.measurements |= check_batch(mixer, d)
+        phase("params")
         report.measurements |= check_params(lambda dm, nh: cls(dm, nh), profile, vocab_size)
+        phase("complexity")
         report.measurements |= check_complexity(cls, d, h)
+        phase("behaviour")
         report.behaviour = behaviour_signature(cls, d, h)
         check_distinct(report.behaviour, distinct_from or {})
     except CheckFailed as exc:
-        report.passed, report.kind, report.message = False, exc.kind, exc.message
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        report.passed, report.kind, report.message = False, "memory", f"{exc!r}"
-    except Exception as exc:
-        report.passed, report.kind, report.message = False, "runtime", f"{exc!r}\n{traceback_tail()}"
+        report.passed, report.kind, report.message, report.error = False, exc.kind, exc.message, exc
+    except Exception as exc:  # raised by the candidate inside a check that does not wrap it
+        report.passed, report.kind, report.message, report.error = False, failure_kind(exc), f"{exc!r}", exc
     report.seconds = time.perf_counter() - start
     return report

@@ -28,6 +28,7 @@ from services.engineer.result import (
     read_result,
 )
 from shared.mixer.frames import CANDIDATE_FILE
+from shared.mixer.heartbeat import HEARTBEAT_FILE, last_phase
 from shared.mixer.profiles import get_profile
 from shared.mixer.sandbox import GIB, SandboxLimits, SandboxResult, run_python_sandboxed
 
@@ -45,7 +46,6 @@ class ExperimentSpec:
     data_dir: Path
     run_dir: Path
     threads: int = 0
-    reference_step_seconds: float = 0.0
     memory_bytes: int = 8 * GIB
     eval_samples: int = -1
     max_tokens: int = 0
@@ -62,18 +62,28 @@ class ExperimentSpec:
         return ["--distinct-from", str(path), "--distinct-from-baselines"]
 
     def limits(self) -> SandboxLimits:
-        max_train = get_profile(self.profile).max_train_seconds or 24 * 3600.0
-        return SandboxLimits(wall_s=max_train + WALL_MARGIN_S, memory_bytes=self.memory_bytes)
+        profile = get_profile(self.profile)
+        max_train = profile.max_train_seconds or 24 * 3600.0
+        return SandboxLimits(wall_s=max_train + WALL_MARGIN_S, memory_bytes=self.memory_bytes,
+                             stall_s=profile.stall_seconds)
 
     def args(self, source: Path) -> list[str]:
         return ["--source", str(source), "--profile", self.profile, "--data-dir", str(self.data_dir.resolve()),
-                "--run-dir", str(self.run_dir), "--threads", str(self.threads),
-                "--reference-step-seconds", str(self.reference_step_seconds),
-                "--eval-samples", str(self.eval_samples), "--max-tokens", str(self.max_tokens), *self.extra_args,
-                *self.distinct_args()]
+                "--run-dir", str(self.run_dir), "--threads", str(self.threads), "--eval-samples",
+                str(self.eval_samples), "--max-tokens", str(self.max_tokens), *self.extra_args, *self.distinct_args()]
 
 
-def read_outcome(run_dir: Path, sandbox: SandboxResult) -> RunResult:
+def stop_message(run_dir: Path, sandbox: SandboxResult, stall_s: float | None) -> str:
+    """Why a child that left no result ended, in words an operator and the debugger can act on."""
+    if sandbox.killed_reason == "stalled":
+        return (f"no module forward finished for {stall_s:g} s (the profile's stall limit) during "
+                f"{last_phase(run_dir / HEARTBEAT_FILE)}: a forward that never returns, or a hang; the run was "
+                f"stopped after {sandbox.wall_s:.0f} s")
+    reason = sandbox.killed_reason or f"exit code {sandbox.returncode}"
+    return f"the run was stopped ({reason}) after {sandbox.wall_s:.0f} s"
+
+
+def read_outcome(run_dir: Path, sandbox: SandboxResult, stall_s: float | None = None) -> RunResult:
     tail = sandbox.stderr_tail[-LOG_TAIL_CHARS:]
     if (run_dir / RESULT_FILE).exists() and sandbox.killed_reason is None:
         try:
@@ -84,8 +94,7 @@ def read_outcome(run_dir: Path, sandbox: SandboxResult) -> RunResult:
             return RunResult(status="failed", error_kind="runtime", message=str(exc), traceback=tail, log_tail=tail)
         return msgspec.structs.replace(result, log_tail=tail, wall_s=sandbox.wall_s)
     kind = sandbox.error_kind or "runtime"
-    reason = sandbox.killed_reason or f"exit code {sandbox.returncode}"
-    message = f"the run was stopped ({reason}) after {sandbox.wall_s:.0f} s"
+    message = stop_message(run_dir, sandbox, stall_s)
     if sandbox.peak_rss_bytes:
         message += f", peak memory {sandbox.peak_rss_bytes / 2**20:,.0f} MiB"
     metrics = TrainMetrics(cpu_core_seconds=sandbox.cpu_s, wall_seconds=sandbox.wall_s)
@@ -113,7 +122,7 @@ def follow_progress(path: Path, done: threading.Event, callback: ProgressCallbac
 def run_experiment(spec: ExperimentSpec, on_progress: ProgressCallback | None = None) -> RunResult:
     """Blocks until the sandboxed run ends; progress lines go to ``on_progress`` from a helper thread."""
     spec.run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (RESULT_FILE, PROGRESS_FILE):
+    for stale in (RESULT_FILE, PROGRESS_FILE, HEARTBEAT_FILE):
         (spec.run_dir / stale).unlink(missing_ok=True)
     source = spec.run_dir / CANDIDATE_FILE
     source.write_text(spec.code)
@@ -126,10 +135,11 @@ def run_experiment(spec: ExperimentSpec, on_progress: ProgressCallback | None = 
     started = time.monotonic()
     try:
         sandbox = run_python_sandboxed("services.engineer.runner", spec.run_dir, spec.limits(), spec.args(source),
-                                       module=True, read_only=[spec.data_dir])
+                                       module=True, read_only=[spec.data_dir],
+                                       heartbeat=spec.run_dir / HEARTBEAT_FILE)
     finally:
         done.set()
         if watcher is not None:
             watcher.join(timeout=2)
-    outcome = read_outcome(spec.run_dir, sandbox)
+    outcome = read_outcome(spec.run_dir, sandbox, spec.limits().stall_s)
     return msgspec.structs.replace(outcome, wall_s=time.monotonic() - started)

@@ -3,22 +3,28 @@
 Events out, in order: ``train.started`` (emitted at once), then ``train.succeeded`` or ``train.failed``. Their ids
 derive from the candidate event, so a worker that dies mid-run and is redelivered the candidate republishes the
 same ids: each experiment attempt is reported once.
+
+Only the candidate's own faults become ``train.failed`` (for the debugger): a static problem (a syntax error, a
+missing import), a failed check, a failed or hung training. What this machine lacks (the profile's prepared
+corpus, disk space) is ``NotReady``: the candidate waits, queued, and the health endpoint names the fix.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import shutil
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.engineer.data import data_problem
 from services.engineer.experiment import ExperimentSpec, run_experiment
 from services.engineer.result import RunResult
 from shared import metrics
 from shared.bus import Delivery
+from shared.errors import NotReady
 from shared.events import (
     CurvePoint,
     DebugPatched,
@@ -31,10 +37,15 @@ from shared.events import (
     caused_by,
 )
 from shared.memory_client import MemoryClient, MemoryUnavailable
+from shared.mixer.frames import names_the_candidate, pointed_traceback
+from shared.mixer.profiles import PROFILES
+from shared.mixer.sandbox import GIB
 from shared.mixer.source import static_problem
 
 log = logging.getLogger(__name__)
 PRODUCER = "engineer"
+# A run's checkpoint, logs and TensorBoard files, with room to spare: below this, runs wait for an operator.
+MIN_FREE_BYTES = 2 * GIB
 
 
 @dataclass
@@ -54,20 +65,23 @@ class Engineer:
         """The profile the candidate names; an upcast v1 proposal (or a patch of one) names none."""
         return event.profile or self.default_profile
 
-    def reference_file(self, profile: str) -> Path:
-        return self.runs_dir / f"reference-step-{profile}-{self.host}.json"
+    def environment_problem(self, profile: str) -> str | None:
+        """What keeps this worker from running a candidate at the profile, with the fix; None when nothing does."""
+        return data_problem(self.corpus_dir, profile) or self.disk_problem()
 
-    def reference_step_seconds(self, profile: str) -> float:
-        """Linear attention's step time on this worker, measured by the first run and kept for the rest."""
-        try:
-            return float(json.loads(self.reference_file(profile).read_text())["seconds"])
-        except (FileNotFoundError, KeyError, ValueError):
-            return 0.0
+    def disk_problem(self) -> str | None:
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.runs_dir).free
+        if free < MIN_FREE_BYTES:
+            return (f"only {free / 2**20:,.0f} MiB are free where runs are written ({self.runs_dir}): free at "
+                    f"least {MIN_FREE_BYTES / 2**30:g} GiB")
+        return None
 
-    def remember_reference(self, profile: str, seconds: float) -> None:
-        if seconds > 0 and not self.reference_step_seconds(profile):
-            self.runs_dir.mkdir(parents=True, exist_ok=True)
-            self.reference_file(profile).write_text(json.dumps({"seconds": seconds}))
+    def gate(self) -> str | None:
+        """Why this worker takes no work at all: a full disk, or no prepared corpus for any profile."""
+        if any(data_problem(self.corpus_dir, name) is None for name in PROFILES):
+            return self.disk_problem()
+        return data_problem(self.corpus_dir, self.default_profile)
 
     async def known_behaviours(self, profile: str, experiment_id: str) -> dict[str, list[float]]:
         """Earlier trained mixers' signatures (label -> signature), the candidate's own experiment left out so a
@@ -87,7 +101,7 @@ class Engineer:
         return ExperimentSpec(
             code=event.code, profile=profile, data_dir=self.corpus_dir,
             run_dir=(self.runs_dir / event.experiment_id / f"attempt-{attempt}").resolve(), threads=self.threads,
-            reference_step_seconds=self.reference_step_seconds(profile), memory_bytes=self.memory_bytes,
+            memory_bytes=self.memory_bytes,
             max_tokens=self.max_tokens, eval_samples=self.eval_samples, distinct_from=distinct_from,
         )
 
@@ -98,19 +112,25 @@ def attempt_of(event: Event) -> int:
 
 async def on_candidate(engineer: Engineer, event: Event, delivery: Delivery) -> Sequence[Event]:
     assert isinstance(event, (ProposalCreated, DebugPatched))
-    problem = static_problem(event.code)
-    if problem is not None:
-        metrics.PROPOSALS_REJECTED.labels(PRODUCER, problem.reason).inc()
-        rejected = ProposalRejected(**caused_by(event, PRODUCER), reason=problem.reason, detail=problem.detail)
-        return (rejected,)
     profile = engineer.profile_for(event)
+    waiting_for = await asyncio.to_thread(engineer.environment_problem, profile)
+    if waiting_for is not None:
+        raise NotReady(waiting_for)
     attempt = attempt_of(event)
+    problem = static_problem(event.code)
+    if problem is not None:  # a typo or a missing import is the debugger's to fix, not a reason to drop the idea
+        metrics.TRAIN_RUNS.labels(PRODUCER, "failed", problem.reason).inc()
+        return (TrainFailed(**caused_by(event, PRODUCER, 1), attempt=attempt, error_kind=problem.reason,
+                            message=problem.detail, traceback=pointed_traceback(event.code, problem.reason,
+                                                                                problem.detail),
+                            code=event.code, worker_host=engineer.host, profile=profile),)
     device = "cuda" if await asyncio.to_thread(cuda_available) else "cpu"
     await delivery.emit(TrainStarted(**caused_by(event, PRODUCER, 0), attempt=attempt, worker_host=engineer.host,
                                      device=device, profile=profile))
     known = await engineer.known_behaviours(profile, event.experiment_id)
     outcome = await asyncio.to_thread(run_experiment, engineer.spec(event, profile, attempt, known))
-    engineer.remember_reference(profile, outcome.reference_step_seconds)
+    if outcome.status == "error":
+        raise NotReady(outcome.message)
     if outcome.error_kind == "duplicate":
         # Not a failure to debug: the idea is already measured, so the proposal ends here.
         metrics.PROPOSALS_REJECTED.labels(PRODUCER, "duplicate").inc()
@@ -147,9 +167,11 @@ def report(engineer: Engineer, event: ProposalCreated | DebugPatched, outcome: R
             cpu_core_seconds=m.cpu_core_seconds, checkpoint_path=m.checkpoint_path, worker_host=engineer.host,
             behaviour=tuple(outcome.behaviour),
         )
+    trace = outcome.traceback if names_the_candidate(outcome.traceback) else pointed_traceback(
+        event.code, outcome.error_kind, outcome.message)
     return TrainFailed(
         **envelope, attempt=attempt, error_kind=outcome.error_kind,  # type: ignore[arg-type]
-        message=outcome.message[:2000], traceback=outcome.traceback, log_tail=outcome.log_tail, code=event.code,
+        message=outcome.message[:2000], traceback=trace, log_tail=outcome.log_tail, code=event.code,
         device=m.device, device_seconds=m.gpu_seconds or m.cpu_core_seconds, worker_host=engineer.host,
         profile=profile,
     )

@@ -47,13 +47,14 @@ class TrainMetrics(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class RunResult(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag="run_result.v1"):
-    status: Literal["succeeded", "failed"]
+    # "error": the run could not happen for a reason that is not the candidate's (no prepared corpus); its message
+    # says what the operator must do. Never a train.failed.
+    status: Literal["succeeded", "failed", "error"]
     error_kind: str = ""  # one of CHECK_FAILURE_KINDS when failed
     message: str = ""
     traceback: str = ""
     metrics: TrainMetrics = msgspec.field(default_factory=TrainMetrics)
-    checks: dict[str, Any] = {}  # the checks' measurements
-    reference_step_seconds: float = 0.0
+    checks: dict[str, Any] = {}  # the checks' measurements (the efficiency gate's too)
     # The checks' behaviour signature (see shared.mixer.behaviour); empty when the checks did not get that far.
     behaviour: list[float] = []
     # Filled by the parent: the child's stderr tail and the whole run's wall time.

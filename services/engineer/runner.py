@@ -11,14 +11,13 @@ import argparse
 import functools
 import json
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from services.engineer.checks import run_checks
-from services.engineer.data import load_token_data
+from services.engineer.data import DataError, load_token_data
 from services.engineer.model import LanguageModel, ModelConfig
 from services.engineer.result import (
     PROGRESS_FILE,
@@ -28,15 +27,16 @@ from services.engineer.result import (
     encode_progress,
     write_result,
 )
-from services.engineer.trainer import Progress, TrainingStopped, measure_step_seconds, train
+from services.engineer.trainer import Progress, TrainingStopped, compare_step_times, train
 from shared.mixer.baselines import BASELINES, EFFICIENCY_REFERENCE, baseline_path, load_baseline
 from shared.mixer.behaviour import behaviour_signature
-from shared.mixer.contract import CheckFailed
+from shared.mixer.contract import CheckFailed, failure_kind
+from shared.mixer.frames import candidate_traceback
+from shared.mixer.heartbeat import HEARTBEAT_FILE, Heartbeat
 from shared.mixer.loader import MixerFactory, mixer_factory
 from shared.mixer.profiles import Profile, get_profile
 
 TRACEBACK_CHARS = 6000
-MEMORY_MARKERS = ("out of memory", "can't allocate memory", "MemoryError", "bad_alloc")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,13 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, required=True, help="prepared token data (read-only)")
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--reference-step-seconds", type=float, default=0.0,
-                        help="linear attention's step time on this machine (0: measure it now)")
     parser.add_argument("--eval-samples", type=int, default=-1, help="samples per benchmark (-1: the profile's)")
     parser.add_argument("--max-tokens", type=int, default=0, help="cap the profile's token budget (0: no cap)")
     parser.add_argument("--seed", type=int, default=None, help="override the profile's seed")
     parser.add_argument("--allow-quadratic", action="store_true",
-                        help="the softmax reference: train even if the complexity check fails, with no step-time limit")
+                        help="the softmax reference: train even if the complexity check fails, and skip the "
+                             "efficiency gate")
     parser.add_argument("--distinct-from", type=Path, default=None,
                         help="JSON {label: behaviour signature}: a candidate that behaves like one fails as duplicate")
     parser.add_argument("--distinct-from-baselines", action="store_true",
@@ -90,7 +89,7 @@ class ProgressFile:
 
 
 def benchmark_callback(profile: Profile, samples: int, tokenizer_path: Path | None, device: str,
-                       factory: MixerFactory) -> Any:
+                       factory: MixerFactory, heartbeat: Heartbeat) -> Any:
     """Zero-shot benchmarks on the trained model, then the synthetic tasks (each on a fresh small model)."""
     from tokenizers import Tokenizer
 
@@ -99,6 +98,7 @@ def benchmark_callback(profile: Profile, samples: int, tokenizer_path: Path | No
     tokenizer = Tokenizer.from_file(str(tokenizer_path)) if tokenizer_path and samples else None
 
     def score(model: Any) -> dict[str, float]:
+        heartbeat.beat("evaluation")
         scores: dict[str, float] = {}
         if tokenizer is not None:
             scores |= evaluate(model, tokenizer, samples_per_task=samples, device=device, max_len=profile.seq_len * 2)
@@ -119,7 +119,7 @@ def synthetic_model(factory: MixerFactory, profile: Profile, vocab_size: int, se
     return LanguageModel(config, factory)
 
 
-def experiment(args: argparse.Namespace) -> RunResult:
+def experiment(args: argparse.Namespace, heartbeat: Heartbeat) -> RunResult:
     profile = get_profile(args.profile)
     if args.max_tokens:
         profile = profile.with_overrides(tokens=min(profile.tokens, args.max_tokens))
@@ -128,21 +128,44 @@ def experiment(args: argparse.Namespace) -> RunResult:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_token_data(args.data_dir, profile.name)
-    report = run_checks(args.source, profile, data.vocab_size, known_behaviours(args, profile))
+    report = run_checks(args.source, profile, data.vocab_size, known_behaviours(args, profile),
+                        on_phase=lambda name: heartbeat.beat(f"checks: {name}"))
     if not (args.allow_quadratic and report.kind == "complexity"):
         report.raise_for_failure()
-    reference = args.reference_step_seconds or measure_step_seconds(
-        mixer_factory(baseline_path(EFFICIENCY_REFERENCE)), profile, data.vocab_size)
-    # The quadratic reference is trained to be compared with, not held to linear attention's speed.
-    step_limit_reference = None if args.allow_quadratic else reference
+    if not args.allow_quadratic:  # the quadratic reference is trained to be compared with, not held to a speed
+        heartbeat.beat("efficiency gate")
+        report.measurements["efficiency"] = efficiency_gate(mixer_factory(args.source), profile, data.vocab_size)
+    heartbeat.beat("training")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     samples = profile.eval_samples_per_task if args.eval_samples < 0 else args.eval_samples
-    evaluate = benchmark_callback(profile, samples or 0, data.tokenizer_path, device, mixer_factory(args.source))
+    evaluate = benchmark_callback(profile, samples or 0, data.tokenizer_path, device, mixer_factory(args.source),
+                                  heartbeat)
     result = train(mixer_factory(args.source), profile, data.train, data.val, data.vocab_size, args.run_dir,
-                   reference_step_seconds=step_limit_reference, progress=ProgressFile(args.run_dir / PROGRESS_FILE),
-                   evaluate=evaluate, flags={"source": str(args.source), "profile": profile.name})
-    return RunResult(status="succeeded", checks=report.measurements, metrics=result,
-                     reference_step_seconds=reference, behaviour=report.behaviour)
+                   progress=ProgressFile(args.run_dir / PROGRESS_FILE), evaluate=evaluate,
+                   flags={"source": str(args.source), "profile": profile.name})
+    return RunResult(status="succeeded", checks=report.measurements, metrics=result, behaviour=report.behaviour)
+
+
+def efficiency_gate(candidate: MixerFactory, profile: Profile, vocab_size: int) -> dict[str, Any]:
+    """The candidate's training step against the slowest built-in baseline's, timed interleaved in this process
+    (see ``compare_step_times``), so load on the machine cannot flip the verdict; more than ``efficiency_k`` times
+    slower fails as ``efficiency``."""
+    try:
+        times = compare_step_times(candidate, mixer_factory(baseline_path(EFFICIENCY_REFERENCE)), profile,
+                                   vocab_size)
+    except Exception as exc:  # the candidate's step raised: its traceback travels as the cause
+        raise CheckFailed(failure_kind(exc), f"a training step raised {exc!r}") from exc
+    measured = {"reference": EFFICIENCY_REFERENCE, "candidate_s": times.candidate_s,
+                "reference_s": times.reference_s, "ratio": times.ratio, "clock": times.clock, "pairs": times.pairs,
+                "limit": profile.efficiency_k}
+    if times.ratio > profile.efficiency_k:
+        raise CheckFailed("efficiency", (
+            f"a training step takes {times.candidate_s:.3f} s of {times.clock} against {times.reference_s:.3f} s "
+            f"for the {EFFICIENCY_REFERENCE} baseline ({times.ratio:.1f}x, limit {profile.efficiency_k:g}x), "
+            f"both measured interleaved in this process, {times.pairs} steps each after "
+            f"{profile.efficiency_warmup_steps} warm-up steps: compute it in chunks or cumulatively, with no Python "
+            "loop over tokens"))
+    return measured
 
 
 def failure(kind: str, message: str, partial: TrainMetrics | None = None, trace: str = "") -> RunResult:
@@ -150,42 +173,21 @@ def failure(kind: str, message: str, partial: TrainMetrics | None = None, trace:
                      metrics=partial or TrainMetrics())
 
 
-def candidate_traceback(exc: BaseException, source: Path) -> str:
-    """The traceback as the candidate's author needs it: its own frames (with their lines) and the error.
-
-    Frames of the trainer and the checks are dropped; they say nothing about the candidate's bug and cost the
-    debugger's small model context. When no frame is the candidate's, the last few frames are kept.
-    """
-    frames = traceback.extract_tb(exc.__traceback__)
-    own = [f for f in frames if Path(f.filename).resolve() == source.resolve()]
-    kept = own or frames[-3:]
-    lines = ["Traceback (most recent call last):\n", *traceback.format_list(kept),
-             *traceback.format_exception_only(exc)]
-    return "".join(lines)
-
-
-def cause_traceback(exc: BaseException, source: Path) -> str:
-    """A check that failed because the candidate raised carries that exception as its cause."""
-    cause = exc.__cause__ or exc.__context__
-    return candidate_traceback(cause, source) if cause is not None else ""
-
-
-def classify_exception(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return "memory" if any(marker in text for marker in MEMORY_MARKERS) else "runtime"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.run_dir.mkdir(parents=True, exist_ok=True)
+    heartbeat = Heartbeat(args.run_dir / HEARTBEAT_FILE)
+    heartbeat.on_every_forward()
     try:
-        outcome = experiment(args)
+        outcome = experiment(args, heartbeat)
+    except DataError as exc:  # the environment's fault (no prepared corpus): never the candidate's
+        outcome = RunResult(status="error", message=str(exc))
     except TrainingStopped as exc:
-        outcome = failure(exc.kind, exc.message, exc.result, cause_traceback(exc, args.source))
+        outcome = failure(exc.kind, exc.message, exc.result, candidate_traceback(exc, args.source))
     except CheckFailed as exc:
-        outcome = failure(exc.kind, exc.message, trace=cause_traceback(exc, args.source))
+        outcome = failure(exc.kind, exc.message, trace=candidate_traceback(exc, args.source))
     except Exception as exc:  # whatever the candidate raised is the experiment's result, not our crash
-        outcome = failure(classify_exception(exc), f"{type(exc).__name__}: {exc}",
+        outcome = failure(failure_kind(exc), f"{type(exc).__name__}: {exc}",
                           trace=candidate_traceback(exc, args.source))
     write_result(args.run_dir, outcome)
     return 0 if outcome.succeeded else 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from functools import partial
 from pathlib import Path
@@ -51,10 +52,8 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     )
     metrics.init_engineer(settings.service_name, tuple(sorted(ERROR_KINDS)), REJECTION_REASONS)
     candidate = partial(on_candidate, engineer)
-    return Wiring(handlers={
-        ProposalCreated: candidate,
-        DebugPatched: candidate,
-    })
+    return Wiring(handlers={ProposalCreated: candidate, DebugPatched: candidate},
+                  ready=partial(asyncio.to_thread, engineer.gate))
 
 
 SPEC = ServiceSpec(name="engineer", settings_type=EngineerSettings, bootstrap=bootstrap)

@@ -5,7 +5,6 @@ it is built and called. Used by the engineer's checks and by the behaviour probe
 from __future__ import annotations
 
 import inspect
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from shared.events import CHECK_FAILURE_KINDS
+from shared.mixer.sandbox import MEMORY_MARKERS
 
 
 class CheckFailed(Exception):
@@ -22,6 +22,14 @@ class CheckFailed(Exception):
         super().__init__(f"{kind}: {message}")
         self.kind = kind
         self.message = message
+
+
+def failure_kind(exc: BaseException) -> str:
+    """``memory`` for an allocation the candidate was refused, whichever exception carried it (torch reports a
+    refused CPU allocation as a plain ``RuntimeError``), else ``runtime``."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return "memory"
+    return "memory" if any(marker in f"{type(exc).__name__}: {exc}" for marker in MEMORY_MARKERS) else "runtime"
 
 
 def check_signature(cls: Any) -> None:
@@ -40,10 +48,8 @@ def build_mixer(cls: Callable[..., nn.Module], d_model: int, n_heads: int, seed:
     torch.manual_seed(seed)
     try:
         mixer = cls(d_model, n_heads)
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise CheckFailed("memory", f"Mixer({d_model}, {n_heads}) ran out of memory: {exc}") from exc
-    except Exception as exc:
-        raise CheckFailed("runtime", f"Mixer({d_model}, {n_heads}) raised {exc!r}\n{traceback_tail()}") from exc
+    except Exception as exc:  # the candidate's own error: its traceback travels as this failure's cause
+        raise CheckFailed(failure_kind(exc), f"Mixer({d_model}, {n_heads}) raised {exc!r}") from exc
     if not isinstance(mixer, nn.Module):
         raise CheckFailed("contract", f"Mixer(...) returned {type(mixer).__name__}, not an nn.Module")
     return mixer.eval()  # eval: dropout would make the comparisons below meaningless
@@ -53,10 +59,8 @@ def call_mixer(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Forward with the contract enforced: same shape and dtype out as in."""
     try:
         out = mixer(x)
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise CheckFailed("memory", f"forward on input {tuple(x.shape)} ran out of memory: {exc}") from exc
-    except Exception as exc:
-        raise CheckFailed("runtime", f"forward on input {tuple(x.shape)} raised {exc!r}\n{traceback_tail()}") from exc
+    except Exception as exc:  # the candidate's own error: its traceback travels as this failure's cause
+        raise CheckFailed(failure_kind(exc), f"forward on input {tuple(x.shape)} raised {exc!r}") from exc
     if not isinstance(out, torch.Tensor):
         raise CheckFailed("contract", f"forward returned {type(out).__name__}, expected a Tensor (B, T, d_model)")
     if out.shape != x.shape:
@@ -65,6 +69,3 @@ def call_mixer(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         raise CheckFailed("contract", f"forward on {x.dtype} input returned {out.dtype}")
     return out
 
-
-def traceback_tail() -> str:
-    return traceback.format_exc(limit=-4)

@@ -1,12 +1,15 @@
-"""Where in a failed candidate file the fault is: the traceback frames that name the file, and the function
-holding the deepest one, so a fix can replace just those lines."""
+"""Where in a failed candidate file the fault is: the traceback frames that name the file, the function holding
+the deepest one (so a fix can replace just those lines), and the traceback a failure hands the debugger."""
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
 import textwrap
+import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
 from shared.mixer.source import def_lines
 
@@ -57,3 +60,57 @@ def splice(code: str, region: Region, replacement: str) -> str:
     body = textwrap.indent(textwrap.dedent(replacement.strip("\n")), " " * region.indent)
     lines = code.splitlines()
     return "\n".join([*lines[:region.start - 1], *body.splitlines(), *lines[region.end:]]) + "\n"
+
+
+# --- the traceback the debugger gets ---------------------------------------------------------------------------
+
+
+def candidate_traceback(exc: BaseException, source: Path) -> str:
+    """The traceback as the candidate's author needs it: the frames of the candidate's file, with their lines, and
+    the error they raised. Along the chain of causes (a check's failure, caused by what the candidate raised), the
+    deepest exception whose frames run through the file is the one shown; "" when none does."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    target = source.resolve()
+    for error in reversed(chain):
+        own = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == target]
+        if own:
+            lines = ["Traceback (most recent call last):\n", *traceback.format_list(own),
+                     *traceback.format_exception_only(error)]
+            return "".join(lines)
+    return ""
+
+
+def names_the_candidate(traceback_text: str) -> bool:
+    return _FRAME.search(traceback_text) is not None
+
+
+# The method a failure nothing in the candidate raised is pinned on: the one the failed check measured.
+_METHOD_OF_KIND = {"params": "__init__"}
+_LINE_IN_MESSAGE = re.compile(r"\bline (\d+)\b")
+
+
+def pointed_traceback(code: str, kind: str, message: str) -> str:
+    """A traceback naming the candidate's file, line and function for a failure the candidate's code did not raise
+    (outputs that see the future, a NaN, a slow or hung step, a refused allocation): the line a syntax error names,
+    else the definition of the method the failed check exercised (``forward``; ``__init__`` for the parameter
+    count). The debugger then shows that function, not the whole file."""
+    lines = code.splitlines()
+    name, number = "<module>", 1
+    stated = _LINE_IN_MESSAGE.search(message)
+    if kind == "syntax" and stated:
+        number = int(stated.group(1))
+    else:
+        wanted = _METHOD_OF_KIND.get(kind, "forward")
+        with contextlib.suppress(SyntaxError):
+            tree = ast.parse(code)
+            found = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+                     and n.name == wanted]
+            if found:
+                name, number = wanted, found[0].lineno
+    shown = lines[number - 1].strip() if 0 < number <= len(lines) else ""
+    return (f'Traceback (most recent call last):\n  File "{CANDIDATE_FILE}", line {number}, in {name}\n'
+            f"    {shown}\n{kind}: {message.splitlines()[0] if message else kind}\n")

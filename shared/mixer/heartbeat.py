@@ -25,8 +25,8 @@ class Heartbeat:
         self.path = path
         self.every_s = every_s
         self.phase = "starting"
-        self.last = 0.0
-        self.beat("starting")
+        self.path.write_text(self.phase)
+        self.last = time.monotonic()
 
     def beat(self, phase: str | None = None) -> None:
         now = time.monotonic()

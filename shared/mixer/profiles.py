@@ -36,9 +36,12 @@ class Profile:
     synthetic_steps: int = 0  # 0: skip them
     # checks
     param_range: tuple[int, int] = (0, 10**12)  # total model params (the `params` check)
-    efficiency_k: float = 3.0  # step time may be at most k x the linear-attention baseline's
+    # A training step may take at most k x the slowest built-in baseline's, timed side by side (the efficiency gate).
+    efficiency_k: float = 3.0
     efficiency_warmup_steps: int = 3  # steps ignored before timing (allocator and kernel warm-up)
     max_train_seconds: float | None = None  # wall-time limit -> `timeout`
+    # No module forward (in the checks, a step, the evaluation) for this long -> `timeout`: a hang shows in seconds.
+    stall_seconds: float = 120.0
     # numerics on CPU: bf16 autocast only where measured not to hurt loss (see cpu profile note)
     cpu_bf16: bool = False
     seed: int = 0
@@ -67,7 +70,7 @@ PROFILES: dict[str, Profile] = {
         name="smoke", vocab_size=256, d_model=128, n_layers=4, n_heads=4, seq_len=128,
         tokens=200_000, batch_size=16, micro_batch_size=16, lr=3e-3, warmup_steps=10,
         val_batches=4, eval_samples_per_task=20, param_range=(300_000, 3_000_000), max_train_seconds=600,
-        synthetic_tasks=("mqar",), synthetic_steps=60,
+        synthetic_tasks=("mqar",), synthetic_steps=60, stall_seconds=30,
     ),
     # ~3.3 M params (1.6 M of them the tied 8 k embedding); 2 M tokens. fp32: bf16 autocast on CPU has not
     # been compared for loss yet (bench/train_throughput.py --cpu-bf16 measures its speed).
@@ -75,21 +78,21 @@ PROFILES: dict[str, Profile] = {
         name="cpu", vocab_size=8192, d_model=192, n_layers=4, n_heads=4, seq_len=256,
         tokens=2_000_000, batch_size=16, micro_batch_size=16, lr=2e-3, warmup_steps=50,
         val_batches=16, eval_samples_per_task=200, param_range=(2_000_000, 8_000_000), max_train_seconds=3600,
-        synthetic_tasks=ALL_SYNTHETIC, synthetic_steps=200,
+        synthetic_tasks=ALL_SYNTHETIC, synthetic_steps=200, stall_seconds=90,
     ),
     # The paper's exploration stage: ~20 M params (8 x 256, GPT-NeoX vocab), seq 2048, 1 B tokens.
     "explore": Profile(
         name="explore", vocab_size=50_280, d_model=256, n_layers=8, n_heads=4, seq_len=2048,
         tokens=1_000_000_000, batch_size=128, micro_batch_size=32, lr=3e-3, warmup_steps=500,
         eval_every=1000, val_batches=64, eval_samples_per_task=1000, param_range=(12_000_000, 30_000_000),
-        synthetic_tasks=ALL_SYNTHETIC, synthetic_steps=1000,
+        synthetic_tasks=ALL_SYNTHETIC, synthetic_steps=1000, stall_seconds=300,
     ),
     # The paper's verification stage: ~340 M params (24 x 1024), seq 2048, 1 B+ tokens.
     "verify": Profile(
         name="verify", vocab_size=50_280, d_model=1024, n_layers=24, n_heads=8, seq_len=2048,
         tokens=1_000_000_000, batch_size=256, micro_batch_size=8, lr=1e-3, warmup_steps=1000,
         eval_every=2000, val_batches=128, eval_samples_per_task=None, param_range=(250_000_000, 450_000_000),
-        synthetic_tasks=ALL_SYNTHETIC, synthetic_steps=2000,
+        synthetic_tasks=ALL_SYNTHETIC, synthetic_steps=2000, stall_seconds=600,
     ),
 }
 

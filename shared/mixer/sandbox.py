@@ -2,7 +2,10 @@
 
 The child gets:
 
-* its own session and process group, killed whole on the wall-time limit (SIGTERM, then SIGKILL after a grace);
+* its own session and process group, killed whole on the wall-time limit or when its heartbeat falls silent for
+  longer than the stall limit (SIGTERM, then SIGKILL after a grace), and killed by the kernel when the process that
+  started it dies (a parent-death signal; with bubblewrap or ``unshare`` also a PID namespace, so nothing it started
+  survives either);
 * rlimits: memory (``RLIMIT_DATA`` by default: it counts private writable mappings — what allocations are — while
   ``RLIMIT_AS`` would also count the address space CUDA/torch *reserve* and break them), CPU seconds, open files,
   file size, no core dumps;
@@ -17,6 +20,7 @@ The child gets:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fnmatch
 import functools
 import logging
@@ -33,10 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from shared.mixer.heartbeat import silent_for
+
 log = logging.getLogger(__name__)
 
 Isolation = Literal["bwrap", "unshare", "none"]
-KilledReason = Literal["timeout", "cpu", "memory", "file_size", "signal"]
+KilledReason = Literal["timeout", "stalled", "cpu", "memory", "file_size", "signal"]
 ErrorKind = Literal["timeout", "memory", "runtime"]
 
 GIB = 1 << 30
@@ -73,6 +79,8 @@ class SandboxLimits:
     """Limits of one sandboxed run. ``None`` means no limit of that kind."""
 
     wall_s: float = 3600.0
+    # With a heartbeat file: stop the child when it has not beaten for this long (None: no stall limit).
+    stall_s: float | None = None
     # CPU seconds per process (RLIMIT_CPU); None: wall_s × the machine's cores, so it only stops a runaway.
     cpu_s: float | None = None
     memory_bytes: int | None = 16 * GIB
@@ -99,7 +107,8 @@ class SandboxResult:
     wall_s: float
     cpu_s: float
     peak_rss_bytes: int | None
-    # Why it stopped abnormally: we killed it on time ("timeout"), RLIMIT_CPU ("cpu"), an allocation was refused or
+    # Why it stopped abnormally: we killed it on time ("timeout") or on a silent heartbeat ("stalled"), RLIMIT_CPU
+    # ("cpu"), an allocation was refused or
     # the kernel OOM-killed it ("memory"), RLIMIT_FSIZE ("file_size"), another signal ("signal"); None otherwise.
     killed_reason: KilledReason | None
     signal: int | None
@@ -118,7 +127,7 @@ class SandboxResult:
         """The engineer's error kind for this outcome; None when the child succeeded."""
         if self.ok:
             return None
-        if self.killed_reason in ("timeout", "cpu"):
+        if self.killed_reason in ("timeout", "stalled", "cpu"):
             return "timeout"
         if self.killed_reason == "memory":
             return "memory"
@@ -129,7 +138,7 @@ class SandboxResult:
 class _Exit:
     cpu_s: float
     peak_rss_bytes: int
-    timed_out: bool
+    stopped: Literal["timeout", "stalled"] | None  # why we killed it, if we did
     wall_s: float
 
 
@@ -173,7 +182,9 @@ def bwrap_prefix(run_dir: Path, hidden_paths: Iterable[str] = DEFAULT_HIDDEN_PAT
 
 
 def unshare_prefix() -> list[str]:
-    return ["unshare", "--user", "--map-root-user", "--net", "--"]
+    # --pid --fork --kill-child: the child is PID 1 of its own namespace, killed when unshare dies (and unshare dies
+    # with our process, by the parent-death signal), which takes everything else in the namespace with it.
+    return ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--"]
 
 
 def _probe(argv: list[str]) -> bool:
@@ -257,11 +268,22 @@ def _rlimit_setter(limits: SandboxLimits) -> Callable[[], None]:
     if limits.file_bytes is not None:
         settings.append((resource.RLIMIT_FSIZE, _capped(limits.file_bytes, resource.RLIMIT_FSIZE)))
 
+    parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the forked child only calls it
+
     def apply() -> None:
         for kind, value in settings:
             resource.setrlimit(kind, value)
+        # The kernel SIGKILLs the child when the thread that started it dies, even by kill -9; if the parent is
+        # already gone, the child must not run at all.
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
 
     return apply
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _exited(pid: int) -> bool:
@@ -313,10 +335,26 @@ def _group_usage(pgid: int) -> tuple[float, int]:
     return cpu_s, peak
 
 
-def _wait_and_reap(proc: subprocess.Popen[bytes], limits: SandboxLimits, started: float) -> _Exit:
-    timed_out = not _wait_until(proc.pid, started + limits.wall_s)
+def _wait_for_end(pid: int, limits: SandboxLimits, started: float,
+                  heartbeat: Path | None) -> Literal["timeout", "stalled"] | None:
+    """Wait until the child exits (None), runs past its wall limit, or its heartbeat stays silent too long."""
+    born = time.time()
+    pause = 0.01
+    while not _exited(pid):
+        if time.monotonic() - started > limits.wall_s:
+            return "timeout"
+        if heartbeat is not None and limits.stall_s is not None and silent_for(heartbeat, born) > limits.stall_s:
+            return "stalled"
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.1)
+    return None
+
+
+def _wait_and_reap(proc: subprocess.Popen[bytes], limits: SandboxLimits, started: float,
+                   heartbeat: Path | None = None) -> _Exit:
+    stopped = _wait_for_end(proc.pid, limits, started, heartbeat)
     sampled_cpu_s, sampled_peak = 0.0, 0
-    if timed_out:
+    if stopped is not None:
         sampled_cpu_s, sampled_peak = _group_usage(proc.pid)
         _killpg(proc.pid, signal.SIGTERM)
         _wait_until(proc.pid, time.monotonic() + limits.kill_grace_s)
@@ -327,7 +365,7 @@ def _wait_and_reap(proc: subprocess.Popen[bytes], limits: SandboxLimits, started
     return _Exit(
         cpu_s=max(rusage.ru_utime + rusage.ru_stime, sampled_cpu_s),
         peak_rss_bytes=max(rusage.ru_maxrss * 1024, sampled_peak),  # Linux reports ru_maxrss in KiB
-        timed_out=timed_out,
+        stopped=stopped,
         wall_s=time.monotonic() - started,
     )
 
@@ -345,11 +383,12 @@ def _signal_of(returncode: int, isolation: Isolation) -> int | None:
 
 
 def classify(
-    returncode: int, sig: int | None, timed_out: bool, stderr_tail: str, cpu_s: float, limits: SandboxLimits
+    returncode: int, sig: int | None, stopped: Literal["timeout", "stalled"] | None, stderr_tail: str, cpu_s: float,
+    limits: SandboxLimits,
 ) -> KilledReason | None:
     """Why the child stopped abnormally (see ``SandboxResult.killed_reason``)."""
-    if timed_out:
-        return "timeout"
+    if stopped is not None:
+        return stopped
     if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= limits.effective_cpu_s()):
         return "cpu"
     if sig == signal.SIGXFSZ:
@@ -390,10 +429,13 @@ def run_sandboxed(
     isolation: Isolation | None = None,
     hidden_paths: Iterable[str] = DEFAULT_HIDDEN_PATHS,
     read_only: Iterable[Path] = (),
+    heartbeat: Path | None = None,
 ) -> SandboxResult:
     """Run ``argv`` sandboxed with ``run_dir`` as its working (and only writable) directory; blocks until it ends.
 
-    stdout/stderr go to ``run_dir/sandbox.{stdout,stderr}.log``; the result carries their tails.
+    stdout/stderr go to ``run_dir/sandbox.{stdout,stderr}.log``; the result carries their tails. With
+    ``heartbeat`` (a file the child touches, see ``shared.mixer.heartbeat``) and ``limits.stall_s``, a child that
+    stops beating is stopped as ``stalled``.
     """
     limits = limits or SandboxLimits()
     run_dir = run_dir.resolve()
@@ -410,7 +452,7 @@ def run_sandboxed(
             wrap_argv(argv, run_dir, mode, hidden_paths, read_only), cwd=run_dir, env=env, stdin=subprocess.DEVNULL,
             stdout=out, stderr=err, start_new_session=True, preexec_fn=_rlimit_setter(limits), close_fds=True,
         )
-    ended = _wait_and_reap(proc, limits, started)
+    ended = _wait_and_reap(proc, limits, started, heartbeat)
     return _result(proc.returncode, ended, mode, limits, out_path, err_path)
 
 
@@ -426,7 +468,7 @@ def _result(returncode: int, ended: _Exit, mode: Isolation, limits: SandboxLimit
         wall_s=ended.wall_s,
         cpu_s=cpu_s,
         peak_rss_bytes=ended.peak_rss_bytes or None,
-        killed_reason=classify(returncode, sig, ended.timed_out, stderr_tail, cpu_s, limits),
+        killed_reason=classify(returncode, sig, ended.stopped, stderr_tail, cpu_s, limits),
         signal=sig,
         isolation=mode,
         network_isolated=mode in ("bwrap", "unshare"),
@@ -455,10 +497,11 @@ def run_python_sandboxed(
     isolation: Isolation | None = None,
     hidden_paths: Iterable[str] = DEFAULT_HIDDEN_PATHS,
     read_only: Iterable[Path] = (),
+    heartbeat: Path | None = None,
 ) -> SandboxResult:
     """``run_sandboxed`` for a Python file or module, with the project root importable (``services.…``)."""
     env = dict(extra_env or {})
     inherited = os.environ.get("PYTHONPATH")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), inherited, str(PROJECT_ROOT)) if p)
     return run_sandboxed(python_argv(target, args, module=module), run_dir, limits, env_allow, extra_env=env,
-                         isolation=isolation, hidden_paths=hidden_paths, read_only=read_only)
+                         isolation=isolation, hidden_paths=hidden_paths, read_only=read_only, heartbeat=heartbeat)

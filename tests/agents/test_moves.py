@@ -80,7 +80,7 @@ def test_a_generic_move_followed_to_the_letter_passes_the_checks_and_changes_the
     source = tmp_path / "mixer.py"
     source.write_text(follow(move_id))
     report = run_checks(source, PROFILES["smoke"])
-    assert report.kind is None, report.to_dict()
+    assert report.kind is None, report.message
     assert same_computation(source.read_text(), {"the parent": LINEAR}, "smoke") is None
 
 

@@ -98,7 +98,9 @@ async def test_proposals_train_fail_or_get_rejected(
     failed = by_experiment["peeks"][1]
     assert isinstance(failed, TrainFailed) and failed.error_kind == "causality" and failed.code
     assert failed.profile == "smoke"  # so the debugger's patch trains at the same profile
-    assert [type(e) for e in by_experiment["broken"]] == [ProposalRejected]
+    broken = by_experiment["broken"]  # a syntax error goes to the debugger, not into the bin
+    assert [type(e) for e in broken] == [TrainFailed] and broken[0].error_kind == "syntax"  # type: ignore[attr-defined]
+    assert 'mixer.py", line 1' in broken[0].traceback  # type: ignore[attr-defined]
     assert len(succeeded.behaviour) > 0
     # A copy of a baseline is checked, found to compute the same, and rejected before it trains.
     assert [type(e) for e in by_experiment["copy"]] == [TrainStarted, ProposalRejected]

@@ -292,8 +292,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def load_token_data(data_dir: Path, profile_name: str) -> TokenData:
-    """Memory-mapped train/val token arrays for a profile, as written by :func:`prepare`."""
+def prepared_manifest(data_dir: Path, profile_name: str) -> tuple[Path, Manifest]:
+    """The folder and manifest of a profile's prepared data; DataError naming the command that prepares it."""
     kind = PROFILE_TOKENIZER.get(profile_name)
     if kind is None:
         raise DataError(f"no tokenizer is set for profile {profile_name!r}; known: {', '.join(PROFILE_TOKENIZER)}")
@@ -301,8 +301,27 @@ def load_token_data(data_dir: Path, profile_name: str) -> TokenData:
     try:
         manifest = Manifest.load(out / "manifest.json")
     except (OSError, ValueError, TypeError) as exc:
-        raise DataError(f"no prepared data in {out} ({exc}); run: asiarch data prepare "
-                        f"{'--tokenizer ' + kind if kind != 'bpe' else ''}".rstrip()) from exc
+        raise DataError(f"no prepared data for the {profile_name} profile in {out} ({exc}); run: "
+                        f"asiarch data prepare --tokenizer {kind}") from exc
+    for name in ("train.bin", "val.bin"):
+        if not (out / name).is_file():
+            raise DataError(f"the {profile_name} data in {out} lacks {name}; run: asiarch data prepare "
+                            f"--tokenizer {kind}")
+    return out, manifest
+
+
+def data_problem(data_dir: Path, profile_name: str) -> str | None:
+    """What is missing for training at the profile, with the command that fixes it; None when the data is there."""
+    try:
+        prepared_manifest(data_dir, profile_name)
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
+def load_token_data(data_dir: Path, profile_name: str) -> TokenData:
+    """Memory-mapped train/val token arrays for a profile, as written by :func:`prepare`."""
+    out, manifest = prepared_manifest(data_dir, profile_name)
     arrays = [np.memmap(out / name, dtype=manifest.dtype, mode="r") for name in ("train.bin", "val.bin")]
     tok_path = out / "tokenizer.json"
     return TokenData(arrays[0], arrays[1], manifest.vocab_size, tok_path if tok_path.is_file() else None)
