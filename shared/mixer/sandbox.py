@@ -3,9 +3,9 @@
 The child gets:
 
 * its own session and process group, killed whole on the wall-time limit or when its heartbeat falls silent for
-  longer than the stall limit (SIGTERM, then SIGKILL after a grace), and killed by the kernel when the process that
-  started it dies (a parent-death signal; with bubblewrap or ``unshare`` also a PID namespace, so nothing it started
-  survives either);
+  longer than the stall limit (SIGTERM, then SIGKILL after a grace), and never outliving the process that started
+  it: with bubblewrap or ``unshare`` a parent-death signal ends the child's own PID namespace, so nothing it started
+  survives; without either, ``shared.mixer.guard`` sits in front and kills the whole group when it is orphaned;
 * rlimits: memory (``RLIMIT_DATA`` by default: it counts private writable mappings — what allocations are — while
   ``RLIMIT_AS`` would also count the address space CUDA/torch *reserve* and break them), CPU seconds, open files,
   file size, no core dumps;
@@ -47,6 +47,7 @@ ErrorKind = Literal["timeout", "memory", "runtime"]
 
 GIB = 1 << 30
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+GUARD = Path(__file__).resolve().parent / "guard.py"
 
 # Passed through from the parent's environment when present (exact names, then glob patterns).
 ENV_ALLOW_NAMES: frozenset[str] = frozenset({
@@ -254,7 +255,7 @@ def _capped(value: int, limit_kind: int) -> tuple[int, int]:
     return value, value
 
 
-def _rlimit_setter(limits: SandboxLimits) -> Callable[[], None]:
+def _rlimit_setter(limits: SandboxLimits, die_with_parent: bool = True) -> Callable[[], None]:
     """A preexec_fn: runs in the forked child before exec, so it only calls setrlimit (async-signal-safe enough)."""
     settings: list[tuple[int, tuple[int, int]]] = [(resource.RLIMIT_CORE, (0, 0))]
     settings.append((resource.RLIMIT_NOFILE, _capped(limits.open_files, resource.RLIMIT_NOFILE)))
@@ -276,7 +277,8 @@ def _rlimit_setter(limits: SandboxLimits) -> Callable[[], None]:
             resource.setrlimit(kind, value)
         # The kernel SIGKILLs the child when the thread that started it dies, even by kill -9; if the parent is
         # already gone, the child must not run at all.
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if die_with_parent:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(1)
 
@@ -416,7 +418,7 @@ def wrap_argv(argv: Sequence[str], run_dir: Path, isolation: Isolation,
         return [*bwrap_prefix(run_dir, hidden_paths, read_only), *argv]
     if isolation == "unshare":
         return [*unshare_prefix(), *argv]
-    return list(argv)
+    return [sys.executable, "-s", str(GUARD), "--", *argv]
 
 
 def run_sandboxed(
@@ -450,7 +452,9 @@ def run_sandboxed(
     with out_path.open("wb") as out, err_path.open("wb") as err:
         proc = subprocess.Popen(
             wrap_argv(argv, run_dir, mode, hidden_paths, read_only), cwd=run_dir, env=env, stdin=subprocess.DEVNULL,
-            stdout=out, stderr=err, start_new_session=True, preexec_fn=_rlimit_setter(limits), close_fds=True,
+            stdout=out, stderr=err, start_new_session=True, close_fds=True,
+            # Without namespaces the guard, not the kernel, ends the group when we die (see wrap_argv).
+            preexec_fn=_rlimit_setter(limits, die_with_parent=mode != "none"),
         )
     ended = _wait_and_reap(proc, limits, started, heartbeat)
     return _result(proc.returncode, ended, mode, limits, out_path, err_path)

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -257,6 +258,38 @@ def test_every_isolation_mode_kills_the_group_on_timeout(tmp_path: Path, isolati
     assert not [pid for pid in sleepers if alive(pid)]
 
 
+# A parent that sandboxes a child which starts two more, then waits; the test kills the parent with SIGKILL.
+PARENT = """
+import sys
+from pathlib import Path
+from shared.mixer.sandbox import SandboxLimits, run_sandboxed
+script = "exec -a {token} sleep 300 & exec -a {token} sleep 300 & wait"
+run_sandboxed(["bash", "-c", script], Path(sys.argv[1]), SandboxLimits(wall_s=600), isolation=sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "unshare", "none"])
+def test_a_sandboxed_child_never_outlives_a_killed_parent(tmp_path: Path, isolation: Isolation, mode: str) -> None:
+    order = ["none", "unshare", "bwrap"]
+    if order.index(mode) > order.index(isolation):
+        pytest.skip(f"{mode} does not work on this machine (detected: {isolation})")
+    token = f"orphan-{mode}-{os.getpid()}"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT.replace("{token}", token), str(tmp_path / "run"), mode],
+                              cwd=Path(__file__).parents[2])
+    try:
+        wait_for(lambda: len(pids_with_marker(token)) == 2, 20)
+        sandboxed = pids_with_marker(token)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        wait_for(lambda: not any(alive(pid) for pid in sandboxed), 10)
+        assert len(sandboxed) == 2 and not [pid for pid in sandboxed if alive(pid)]
+    finally:
+        for pid in pids_with_marker(token):
+            os.kill(pid, signal.SIGKILL)
+        if parent.poll() is None:
+            parent.kill()
+
+
 def test_cpu_limit_is_classified_as_timeout(run_dir: Path) -> None:
     spin = "import time\nwhile True: pass"
     result = run_sandboxed([sys.executable, "-c", spin], run_dir, SandboxLimits(wall_s=20, cpu_s=1))
@@ -266,10 +299,11 @@ def test_cpu_limit_is_classified_as_timeout(run_dir: Path) -> None:
 
 def test_classification_of_exit_states() -> None:
     limits = SandboxLimits(wall_s=10, cpu_s=5)
-    assert classify(0, None, False, "", 1.0, limits) is None
-    assert classify(1, None, False, "Traceback ...\nValueError: bad", 1.0, limits) is None
-    assert classify(1, None, False, "RuntimeError: DefaultCPUAllocator: can't allocate memory", 1, limits) == "memory"
-    assert classify(-9, signal.SIGKILL, False, "", 1.0, limits) == "memory"  # OOM killer
-    assert classify(-9, signal.SIGKILL, False, "", 6.0, limits) == "cpu"  # RLIMIT_CPU hard limit
-    assert classify(-15, signal.SIGTERM, True, "", 1.0, limits) == "timeout"
-    assert classify(-11, signal.SIGSEGV, False, "Fatal Python error", 1.0, limits) == "signal"
+    assert classify(0, None, None, "", 1.0, limits) is None
+    assert classify(1, None, None, "Traceback ...\nValueError: bad", 1.0, limits) is None
+    assert classify(1, None, None, "RuntimeError: DefaultCPUAllocator: can't allocate memory", 1, limits) == "memory"
+    assert classify(-9, signal.SIGKILL, None, "", 1.0, limits) == "memory"  # OOM killer
+    assert classify(-9, signal.SIGKILL, None, "", 6.0, limits) == "cpu"  # RLIMIT_CPU hard limit
+    assert classify(-15, signal.SIGTERM, "timeout", "", 1.0, limits) == "timeout"
+    assert classify(-15, signal.SIGTERM, "stalled", "", 1.0, limits) == "stalled"
+    assert classify(-11, signal.SIGSEGV, None, "Fatal Python error", 1.0, limits) == "signal"
