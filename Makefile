@@ -10,7 +10,7 @@ CMAKE_ARGS ?= $(shell sh ops/llama-cmake-args.sh)
 export CMAKE_ARGS
 WHEEL_CACHE ?= $(HOME)/.cache/asiarch/wheels/$(shell echo "$(LLAMA_VERSION) $(CMAKE_ARGS)" | md5sum | cut -c1-12)
 
-.PHONY: run test install lint system-deps down clean
+.PHONY: run test install lint system-deps sandbox down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +31,20 @@ PROFILE ?= cpu
 BUDGET ?= 3
 MODEL ?= qwen2.5-coder-0.5b
 
-run: install
+# LLM-written code runs in bubblewrap: installed here when it is missing and we may (root with apt-get); otherwise
+# the sandbox falls back to user namespaces, and where neither works runs are refused (ASIARCH_ALLOW_UNISOLATED=1
+# opts in). `baselines` exits non-zero when the fitness reference cannot be measured, which stops `make run`.
+run: install sandbox
 	$(BIN)/asiarch models pull $(MODEL)
-	$(BIN)/asiarch data prepare
+	$(BIN)/asiarch data prepare --install
 	$(BIN)/asiarch status >/dev/null 2>&1 || $(BIN)/asiarch up
 	$(BIN)/asiarch baselines --profile $(PROFILE) --only deltanet --if-missing
 	$(BIN)/asiarch campaign start --profile $(PROFILE) --budget $(BUDGET) --model $(MODEL) --wait
+
+sandbox:
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends bubblewrap; } ; } || \
+		echo "bubblewrap is not installed (apt-get install bubblewrap): the sandbox falls back to user namespaces"
 
 down:
 	$(BIN)/asiarch down

@@ -2,8 +2,9 @@
 
 Its public face, for the command line (which trains and prepares data the same way the service does):
 ``ExperimentSpec``, ``run_experiment``, ``RunResult``, ``ProgressLine``, ``EngineerSettings``, and the corpus's
-``SOURCES``, ``install_commands`` and ``prepare``. Nothing outside the engineer imports its modules directly.
-Names load on first use, so the sandboxed runner (``python -m services.engineer.runner``) does not pay for them.
+``SOURCES``, ``install_commands``, ``prepare`` and ``data_problem``. Nothing outside the engineer imports its
+modules directly. Names load on first use, so the sandboxed runner (``python -m services.engineer.runner``) does
+not pay for them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from services.engineer.data import SOURCES, install_commands, prepare
+    from services.engineer.data import SOURCES, data_problem, install_commands, prepare
     from services.engineer.experiment import ExperimentSpec, run_experiment
     from services.engineer.result import ProgressLine, RunResult
     from services.engineer.service import EngineerSettings
@@ -26,9 +27,10 @@ _EXPORTS = {
     "SOURCES": "services.engineer.data",
     "install_commands": "services.engineer.data",
     "prepare": "services.engineer.data",
+    "data_problem": "services.engineer.data",
 }
-__all__ = ["SOURCES", "EngineerSettings", "ExperimentSpec", "ProgressLine", "RunResult", "install_commands",
-           "prepare", "run_experiment"]
+__all__ = ["SOURCES", "EngineerSettings", "ExperimentSpec", "ProgressLine", "RunResult", "data_problem",
+           "install_commands", "prepare", "run_experiment"]
 
 
 def __getattr__(name: str) -> Any:

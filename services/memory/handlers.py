@@ -69,16 +69,20 @@ async def stored_events(js: JetStreamContext, start_seq: int, until_seq: int | N
 
 
 async def catch_up(js: JetStreamContext, memory: Memory, consumer: str) -> int:
-    """Bring the projections up to the consumer's ack floor (what the durable consumer will not deliver again).
+    """Bring the projections up to the consumer's ack floor (what the durable consumer will not deliver again),
+    and the indexes at least up to the store.
 
-    The FAISS files are saved on a timer, so after a crash they can lag the store; the missing stretch is read
-    from the stream directly. Fitness events are not re-published: they are already in the log.
+    The FAISS files are saved on a timer, so after a crash they can lag the store; after a restore into a new data
+    dir they are missing altogether while the store (and the ledger that makes the consumer skip what it handled)
+    came back. The missing stretch is read from the stream directly. Fitness events are not re-published: they
+    are already in the log.
     """
     try:
         info = await js.consumer_info(bus.STREAM_NAME, consumer)
-    except NotFoundError:  # no consumer yet: nothing was ever acked
-        return 0
-    floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+        floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+    except NotFoundError:  # no consumer yet: nothing was acked on this stream
+        floor = 0
+    floor = max(floor, memory.projector.last_seq())
     start = min(memory.projector.last_seq(), memory.vectors.last_seq()) + 1
     if floor < start:
         return 0

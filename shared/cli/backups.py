@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from pymongo import MongoClient
 
 from shared import bus
 from shared.backup import Manifest, Progress, backup, restore, verify
-from shared.cli.stack import StackUnreachable, connect_nats
+from shared.cli.stack import Endpoints, StackSettings, StackUnreachable, connect_nats, endpoints, running_state
+from shared.embedded import free_port, start_mongo, start_nats
 from shared.store import mongo_client, ping
 
 
@@ -34,6 +38,26 @@ async def run_restore(nats_url: str, mongo_uri: str, database: str, source: Path
     finally:
         await nc.close()
         client.close()
+
+
+@contextlib.contextmanager
+def restore_target(data_dir: Path) -> Iterator[Endpoints]:
+    """Where a restore goes: the stack running on ``data_dir``, the servers the settings name, or, when neither
+    (a new data dir, nothing configured), the embedded NATS and store started just for the restore in the folders
+    ``asiarch up`` will use, and stopped after it."""
+    if running_state(data_dir) is not None or "ASIARCH_NATS_URL" in os.environ:
+        yield endpoints(data_dir)
+        return
+    settings = StackSettings()
+    nats = start_nats(data_dir, free_port())
+    store = start_mongo(data_dir, free_port()) if settings.external_mongo_uri is None else None
+    try:
+        mongo_uri = settings.external_mongo_uri or f"mongodb://127.0.0.1:{store.port}"  # type: ignore[union-attr]
+        yield Endpoints(f"nats://127.0.0.1:{nats.port}", mongo_uri, settings.mongo_db, settings.memory_url, data_dir)
+    finally:
+        for server in (store, nats):
+            if server is not None:
+                server.stop()
 
 
 def checked_store(mongo_uri: str) -> MongoClient:

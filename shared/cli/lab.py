@@ -25,6 +25,7 @@ from services.engineer import (
     ExperimentSpec,
     ProgressLine,
     RunResult,
+    data_problem,
     install_commands,
     prepare,
     run_experiment,
@@ -43,6 +44,8 @@ err = Console(stderr=True, soft_wrap=True)
 data_app = typer.Typer(help="The training corpus.", no_args_is_help=True)
 
 EXIT_CANDIDATE_FAILED = 3
+# Not the candidate's fault: this machine lacks something (a prepared corpus) that the message says how to provide.
+EXIT_NOT_READY = 2
 # ASI-Arch measured fitness against DeltaNet: a strong enough reference that the loss term discriminates.
 FITNESS_REFERENCE = "deltanet"
 
@@ -141,6 +144,7 @@ def train_command(
         raise typer.BadParameter(f"{file} is not a file", param_hint="FILE")
     if profile not in PROFILES:
         raise typer.BadParameter(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}", param_hint="--profile")
+    require_data(profile)
     run_dir = (run_dir or CommonSettings().data_dir / "runs" / f"{file.stem}-{int(time.time())}").resolve()
     spec = ExperimentSpec(code=file.read_text(), profile=profile, data_dir=corpus_dir(), run_dir=run_dir,
                           threads=threads)
@@ -149,8 +153,27 @@ def train_command(
         print(json.dumps(outcome_json(outcome)))
     else:
         print_outcome(outcome, run_dir)
+    if outcome.status == "error":
+        raise typer.Exit(EXIT_NOT_READY)
     if not outcome.succeeded:
         raise typer.Exit(EXIT_CANDIDATE_FAILED)
+
+
+def require_data(profile: str) -> None:
+    """Exit 2, naming the command that fixes it, when the profile's corpus is not prepared here."""
+    problem = data_problem(corpus_dir(), profile)
+    if problem is not None:
+        err.print(f"[red]not ready[/]: {problem}")
+        raise typer.Exit(EXIT_NOT_READY)
+
+
+def missing_steps(stack: Endpoints, profile: str) -> list[str]:
+    """What a campaign at the profile needs that is not there yet, each with the command that provides it."""
+    steps = [problem] if (problem := data_problem(corpus_dir(), profile)) else []
+    if reference_baseline(stack, profile) is None:
+        steps.append(f"no fitness reference for the {profile} profile, so no experiment would get a fitness; run: "
+                     f"asiarch baselines --profile {profile} --only {FITNESS_REFERENCE}")
+    return steps
 
 
 def print_outcome(outcome: RunResult, run_dir: Path) -> None:
@@ -187,6 +210,7 @@ def baselines_command(
     unknown = [n for n in [*names, reference] if n not in BASELINES]
     if unknown:
         raise ConfigError(f"unknown baseline(s) {', '.join(unknown)}; known: {', '.join(BASELINES)}")
+    require_data(profile)
     stack = endpoints(CommonSettings().data_dir)
     asyncio.run(require_bus(stack))
     if if_missing and reference_baseline(stack, profile) is not None:
@@ -196,14 +220,18 @@ def baselines_command(
     root = CommonSettings().data_dir / "baselines" / profile
     for name in names:
         for seed in range(seeds):
-            result = train_with_progress(baseline_spec(name, seed, profile, root, max_tokens, eval_samples),
-                                         f"{name} seed {seed}")
+            spec = baseline_spec(name, seed, profile, root, max_tokens, eval_samples)
+            result = train_with_progress(spec, f"{name} seed {seed}")
+            if not result.succeeded and name == reference:  # the reference is worth a second try: fitness needs it
+                err.print(f"[yellow]{name} seed {seed} failed ({result.error_kind}: {result.message}); retrying[/]")
+                result = train_with_progress(spec, f"{name} seed {seed}, again")
             results.setdefault(name, []).append(result)
             if result.succeeded:  # published at once: a later seed's crash loses nothing measured before it
                 asyncio.run(publish_events(stack.nats_url, measured_event(result, profile, name, seed,
                                                                           name == reference)))
     print_baselines(summarise(results), profile)
-    report_reference(results.get(reference, []), profile, reference)
+    if reference in names and not report_reference(results[reference], profile, reference):
+        raise typer.Exit(1)
 
 
 async def require_bus(stack: Endpoints) -> None:
@@ -228,13 +256,17 @@ def measured_event(result: RunResult, profile: str, mixer: str, seed: int, refer
     )
 
 
-def report_reference(results: list[RunResult], profile: str, reference: str) -> None:
+def report_reference(results: list[RunResult], profile: str, reference: str) -> bool:
+    """Say whether the fitness reference is now measured (two seeds trained), and what to do when it is not."""
     trained = [r for r in results if r.succeeded]
     if len(trained) >= 2:
         out.print(f"the {profile} fitness reference ({reference}, {len(trained)} seeds) is recorded on the bus")
-    elif results:
-        err.print(f"[yellow]the fitness reference {reference} trained on {len(trained)} of {len(results)} seeds "
-                  "(2 needed): no fitness reference for this profile yet[/]")
+        return True
+    err.print(f"[red]the fitness reference {reference} trained on {len(trained)} of {len(results)} seeds (2 "
+              "needed), even after a retry: no experiment can get a fitness at this profile. See the failures "
+              f"above and the run folders under {CommonSettings().data_dir / 'baselines' / profile}, fix the cause, "
+              f"then run: asiarch baselines --profile {profile} --only {reference}[/]")
+    return False
 
 
 def summarise(results: dict[str, list[RunResult]]) -> dict[str, dict[str, Any]]:

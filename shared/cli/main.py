@@ -22,6 +22,7 @@ from shared.errors import AsiarchError
 from shared.events import CampaignStarted
 from shared.llm import DEFAULT_MODEL, LlmSettings
 from shared.mixer.profiles import PROFILES
+from shared.mixer.sandbox import describe_isolation, detect_isolation
 from shared.models import KNOWN_MODELS, pull, read_registry, register_file, resolve
 from shared.settings import SERVICE_NAMES
 
@@ -108,9 +109,11 @@ def status(
     """Health of every component, the stream's size and each consumer's backlog."""
     _, data_dir = resolve_data_dir(data_dir)
     report = stack.collect_status(require_running(data_dir))
+    isolation = detect_isolation()
     if as_json:
         body = {
             "healthy": report.healthy, "stream_messages": report.stream_messages,
+            "sandbox": {"isolation": isolation, "detail": describe_isolation(isolation)},
             "prometheus_url": report.prometheus_url,
             "components": {name: {"ok": ok, "detail": detail} for name, (ok, detail) in report.components.items()},
             "consumers": {name: asdict(c) for name, c in report.consumers.items()},
@@ -118,6 +121,7 @@ def status(
         out.print_json(json.dumps(body))
     else:
         print_status(report)
+        out.print(f"sandbox for LLM-written code: {describe_isolation(isolation)}")
     if not report.healthy:
         raise typer.Exit(1)
 
@@ -165,6 +169,9 @@ def campaign_start(
         raise campaign.CampaignError(f"unknown profile '{profile}'; known: {', '.join(PROFILES)}")
     resolve(LlmSettings().models_dir, model)  # fail now, not in every agent
     target = stack_endpoints(data_dir)
+    missing = lab.missing_steps(target, profile)
+    if missing:
+        raise campaign.CampaignError("the campaign cannot start yet:\n- " + "\n- ".join(missing))
     event = campaign.start_event(profile, budget, cpu_hours, gpu_hours, model, seed)
     campaign.start(target, event)
     out.print(f"campaign [bold]{event.campaign_id}[/] started: profile {profile}, budget {budget}, model {model}")
@@ -352,13 +359,17 @@ def restore_command(
     source: Annotated[Path, typer.Argument(help="A folder written by `asiarch backup`.")],
     data_dir: DataDirOption = None,
 ) -> None:
-    """Verify a backup, then restore it into an empty stack (run `asiarch replay` after to rebuild memory)."""
-    where = stack_endpoints(data_dir)
-    with out.status("restoring…") as status:
+    """Verify a backup, then restore it into an empty stack, or into a new data dir (no stack running there).
+
+    Into a new data dir the embedded servers start just for the restore; `asiarch up` then brings the stack back
+    exactly as it was (every service's ledger comes back too, so none redoes work it had done).
+    """
+    _, resolved = resolve_data_dir(data_dir)
+    with backups.restore_target(resolved) as where, out.status("restoring…") as status:
         manifest = asyncio.run(backups.run_restore(where.nats_url, where.mongo_uri, where.database, source,
                                                    status.update))
     out.print(f"[green]restored[/] {manifest.stream_messages} events and {len(manifest.collections)} collections "
-              f"from {source}; now run `asiarch replay` to rebuild memory's projections")
+              f"from {source} into {resolved}; start it with `asiarch up`")
 
 
 def run() -> None:

@@ -129,7 +129,11 @@ def health(port: int, timeout_s: float = 1.0) -> tuple[bool, str]:
         response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=timeout_s)
     except httpx.HTTPError as exc:
         return False, type(exc).__name__
-    return response.status_code == 200, response.json().get("status", str(response.status_code))
+    body = response.json()
+    detail = str(body.get("status", response.status_code))
+    if body.get("waiting_for"):  # up, but its work waits for an operator's fix
+        detail += f": {body['waiting_for']}"
+    return response.status_code == 200, detail
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

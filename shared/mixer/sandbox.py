@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from shared.errors import NotReady
 from shared.mixer.heartbeat import silent_for
 
 log = logging.getLogger(__name__)
@@ -214,6 +215,33 @@ def detect_isolation() -> Isolation:
     log.error("NO SANDBOX ISOLATION: neither bubblewrap nor `unshare -rn` works here; untrusted code runs with "
               "network and filesystem access, limited only by rlimits and its process group")
     return "none"
+
+
+class SandboxUnavailable(NotReady):
+    """Neither bubblewrap nor ``unshare`` works here, and running LLM-written code without isolation was not
+    allowed: the work waits until an operator installs one (or opts in)."""
+
+    code = "no_isolation"
+
+
+NO_ISOLATION = ("no sandbox isolation works on this machine (neither bubblewrap nor `unshare -rn`), so LLM-written "
+                "code would run with network and filesystem access: install bubblewrap (apt-get install bubblewrap), "
+                "or allow running without isolation with ASIARCH_ALLOW_UNISOLATED=1")
+
+
+def unisolated_allowed() -> bool:
+    """The operator's explicit opt-in to run untrusted code with rlimits and a process group only."""
+    return os.environ.get("ASIARCH_ALLOW_UNISOLATED", "").lower() in ("1", "true", "yes")
+
+
+def describe_isolation(mode: Isolation) -> str:
+    """What the sandbox in force keeps from untrusted code, in a line for `asiarch status`."""
+    if mode == "bwrap":
+        return "bubblewrap: no network, a read-only filesystem but for the run folder, own PID namespace"
+    if mode == "unshare":
+        return "unshare: no network, own PID namespace, but the filesystem is visible and writable"
+    allowed = "allowed by ASIARCH_ALLOW_UNISOLATED" if unisolated_allowed() else "refused: runs wait"
+    return f"none: network and filesystem open to untrusted code ({allowed})"
 
 
 # --- environment ------------------------------------------------------------------------------------------------------
@@ -443,6 +471,8 @@ def run_sandboxed(
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     mode = isolation or detect_isolation()
+    if isolation is None and mode == "none" and not unisolated_allowed():
+        raise SandboxUnavailable(NO_ISOLATION)
     env = sandbox_env(os.environ, run_dir, env_allow, extra_env)
     if mode != "bwrap":  # without bubblewrap's private /tmp, keep the child's temp files in its run dir
         (run_dir / "tmp").mkdir(exist_ok=True)

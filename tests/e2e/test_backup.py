@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.memory.projection import Projector, digest
@@ -16,6 +19,8 @@ from shared.backup import BackupError, backup, restore, verify
 from shared.embedded import free_port, start_mongo, start_nats
 from shared.events import decode
 from shared.store import mongo_client
+from shared.supervisor import StackState
+from tests.e2e.test_stack import asiarch, stack_env
 from tests.memory.history import baseline_events, build_history, cognition_event
 
 
@@ -103,3 +108,56 @@ def test_the_cli_says_what_is_wrong(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "shared.cli.main", "restore", str(tmp_path / "nowhere")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_up_work_backup_then_restore_into_a_new_data_dir_gives_the_same_memory(tmp_path: Path) -> None:
+    """Through the CLI only, as a user walks it: the restored stack's memory has the same digests."""
+    first, second = stack_env(tmp_path / "first"), stack_env(tmp_path / "second")
+    assert asiarch(first, "up").returncode == 0
+    try:
+        state = StackState.read(tmp_path / "first")
+        assert state is not None
+        asyncio.run(publish_all(state.nats_url, [*build_history(seed=7, experiments=8), *baseline_events()]))
+        notes = tmp_path / "notes.md"
+        notes.write_text("# Gates\n\nGate the write.\n")
+        assert asiarch(first, "cognition", "add", str(notes)).returncode == 0
+        memory = f"http://127.0.0.1:{state.services['memory'].port}"
+        wait_until_quiet(memory)
+        before = httpx.get(f"{memory}/admin/digest", timeout=30).json()
+        backed_up = asiarch(first, "backup", str(tmp_path / "backup"))
+        assert backed_up.returncode == 0, backed_up.stdout + backed_up.stderr
+    finally:
+        asiarch(first, "down")
+    restored = asiarch(second, "restore", str(tmp_path / "backup"))
+    assert restored.returncode == 0 and "start it with `asiarch up`" in " ".join(restored.stdout.split())
+    assert asiarch(second, "up").returncode == 0
+    try:
+        state = StackState.read(tmp_path / "second")
+        assert state is not None
+        memory = f"http://127.0.0.1:{state.services['memory'].port}"
+        wait_until_quiet(memory)
+        after = httpx.get(f"{memory}/admin/digest", timeout=30).json()
+        assert after["collections"] == before["collections"] and after["indexes"] == before["indexes"]
+        assert after["seq"] == before["seq"]
+    finally:
+        asiarch(second, "down")
+
+
+async def publish_all(nats_url: str, events: list[object]) -> None:
+    nc = await bus.connect(nats_url, "test")
+    js = nc.jetstream()
+    for event in events:
+        await bus.publish(js, event)  # type: ignore[arg-type]
+    await nc.close()
+
+
+def wait_until_quiet(memory: str, timeout_s: float = 120) -> None:
+    """Until memory's projection stops moving (it has applied everything in the stream)."""
+    deadline, last = time.monotonic() + timeout_s, -1
+    while time.monotonic() < deadline:
+        seq = httpx.get(f"{memory}/admin/digest", timeout=30).json()["seq"]["store"]
+        if seq == last:
+            return
+        last = seq
+        time.sleep(2)
+    raise AssertionError("memory did not settle")
