@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import traceback
@@ -119,6 +120,13 @@ class Ledger:
     async def record(self, event_id: str, stream_seq: int) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    async def waits(self, event_id: str) -> int:  # pragma: no cover - interface
+        """How many deliveries of the event were put back because the service was not ready (NotReady)."""
+        raise NotImplementedError
+
+    async def add_wait(self, event_id: str) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
 
 @dataclass
 class ConsumerPolicy:
@@ -166,8 +174,6 @@ class Consumer:
     # Why work waits now, from ``ready`` or from a handler's NotReady since the last success: for /healthz.
     gate_closed_for: str | None = None
     handler_waits_for: str | None = None
-    # Deliveries of a message that waited (NotReady), by stream sequence: they do not count toward max_deliver.
-    _waited: dict[int, int] = field(default_factory=dict)
 
     @property
     def subjects(self) -> list[str]:
@@ -210,15 +216,17 @@ class Consumer:
 
     async def process(self, msg: Msg) -> None:
         meta = msg.metadata
-        seq = meta.sequence.stream
-        delivery = Delivery(stream_seq=seq, deliveries=meta.num_delivered - self._waited.get(seq, 0),
-                            subject=msg.subject, emit=self.emit)
+        delivery = Delivery(stream_seq=meta.sequence.stream, deliveries=meta.num_delivered, subject=msg.subject,
+                            emit=self.emit)
         try:
             event = decode(msg.data)
         except EventDecodeError as exc:
             await self.dead_letter(msg, delivery, f"undecodable event: {exc}", event_name="undecodable")
             return
         name = type(event).event_name()
+        # Deliveries that only waited for the environment (NotReady) do not count toward max_deliver.
+        delivery = dataclasses.replace(delivery, deliveries=delivery.deliveries - await self.ledger.waits(
+            event.event_id))
         if delivery.deliveries > self.policy.max_deliver:
             await self.dead_letter(msg, delivery, "delivered more times than max_deliver", event_name=name)
             return
@@ -250,7 +258,6 @@ class Consumer:
             self.busy.clear()
             metrics.HANDLER_SECONDS.labels(self.service, name).observe(time.perf_counter() - started)
         await msg.ack_sync()
-        self._waited.pop(delivery.stream_seq, None)
         self.handler_waits_for = None
         metrics.EVENTS_HANDLED.labels(self.service, name, "ok").inc()
 
@@ -263,7 +270,7 @@ class Consumer:
     async def on_failure(self, msg: Msg, event: Event, delivery: Delivery, exc: Exception) -> None:
         name = type(event).event_name()
         if isinstance(exc, NotReady):
-            await self.wait_for_operator(msg, delivery, name, exc)
+            await self.wait_for_operator(msg, event, name, exc)
             return
         detail = "".join(traceback.format_exception(exc))[-4000:]
         if delivery.deliveries >= self.policy.max_deliver:
@@ -276,9 +283,9 @@ class Consumer:
         metrics.EVENTS_HANDLED.labels(self.service, name, "retry").inc()
         await msg.nak(delay=delay)
 
-    async def wait_for_operator(self, msg: Msg, delivery: Delivery, name: str, exc: NotReady) -> None:
+    async def wait_for_operator(self, msg: Msg, event: Event, name: str, exc: NotReady) -> None:
         """Put the message back, uncounted, until the environment is fixed: it is not the event's fault."""
-        waited = self._waited[delivery.stream_seq] = self._waited.get(delivery.stream_seq, 0) + 1
+        waited = await self.ledger.add_wait(event.event_id)
         if str(exc) != self.handler_waits_for:
             log.warning("%s: %s waits: %s", self.service, name, exc)
         self.handler_waits_for = str(exc)

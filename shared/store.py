@@ -17,6 +17,8 @@ from shared.bus import Ledger
 from shared.events import utc_now
 
 LEDGER_COLLECTION = "processed"
+# Per service and event: how many deliveries waited for the environment (see shared.errors.NotReady).
+WAITS_COLLECTION = "waiting"
 
 
 def mongo_client(uri: str, timeout_ms: int = 3000) -> MongoClient:
@@ -50,3 +52,15 @@ class MongoLedger(Ledger):
         # A duplicate key means another instance (or an earlier try of ours) finished it first: same outcome.
         with contextlib.suppress(DuplicateKeyError):
             await asyncio.to_thread(self.collection.insert_one, doc)
+
+    async def waits(self, event_id: str) -> int:
+        doc = await asyncio.to_thread(self.collection.database[WAITS_COLLECTION].find_one, {"_id": self._key(event_id)})
+        return int(doc["count"]) if doc else 0
+
+    async def add_wait(self, event_id: str) -> int:
+        """One more wait; the document is replaced whole (one delivery at a time holds the event)."""
+        count = await self.waits(event_id) + 1
+        doc = {"_id": self._key(event_id), "service": self.service, "count": count, "at": utc_now()}
+        await asyncio.to_thread(self.collection.database[WAITS_COLLECTION].replace_one, {"_id": doc["_id"]}, doc,
+                                upsert=True)
+        return count

@@ -38,7 +38,6 @@ from shared.events import (
 )
 from shared.memory_client import MemoryClient, MemoryUnavailable
 from shared.mixer.frames import names_the_candidate, pointed_traceback
-from shared.mixer.profiles import PROFILES
 from shared.mixer.sandbox import GIB
 from shared.mixer.source import static_problem
 
@@ -77,11 +76,6 @@ class Engineer:
                     f"least {MIN_FREE_BYTES / 2**30:g} GiB")
         return None
 
-    def gate(self) -> str | None:
-        """Why this worker takes no work at all: a full disk, or no prepared corpus for any profile."""
-        if any(data_problem(self.corpus_dir, name) is None for name in PROFILES):
-            return self.disk_problem()
-        return data_problem(self.corpus_dir, self.default_profile)
 
     async def known_behaviours(self, profile: str, experiment_id: str) -> dict[str, list[float]]:
         """Earlier trained mixers' signatures (label -> signature), the candidate's own experiment left out so a
@@ -113,9 +107,6 @@ def attempt_of(event: Event) -> int:
 async def on_candidate(engineer: Engineer, event: Event, delivery: Delivery) -> Sequence[Event]:
     assert isinstance(event, (ProposalCreated, DebugPatched))
     profile = engineer.profile_for(event)
-    waiting_for = await asyncio.to_thread(engineer.environment_problem, profile)
-    if waiting_for is not None:
-        raise NotReady(waiting_for)
     attempt = attempt_of(event)
     problem = static_problem(event.code)
     if problem is not None:  # a typo or a missing import is the debugger's to fix, not a reason to drop the idea
@@ -124,6 +115,9 @@ async def on_candidate(engineer: Engineer, event: Event, delivery: Delivery) -> 
                             message=problem.detail, traceback=pointed_traceback(event.code, problem.reason,
                                                                                 problem.detail),
                             code=event.code, worker_host=engineer.host, profile=profile),)
+    waiting_for = await asyncio.to_thread(engineer.environment_problem, profile)
+    if waiting_for is not None:
+        raise NotReady(waiting_for)
     device = "cuda" if await asyncio.to_thread(cuda_available) else "cpu"
     await delivery.emit(TrainStarted(**caused_by(event, PRODUCER, 0), attempt=attempt, worker_host=engineer.host,
                                      device=device, profile=profile))

@@ -53,7 +53,8 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     metrics.init_engineer(settings.service_name, tuple(sorted(ERROR_KINDS)), REJECTION_REASONS)
     candidate = partial(on_candidate, engineer)
     return Wiring(handlers={ProposalCreated: candidate, DebugPatched: candidate},
-                  ready=partial(asyncio.to_thread, engineer.gate))
+                  # A full disk stops all work here; a profile's missing corpus holds only that profile's (NotReady).
+                  ready=partial(asyncio.to_thread, engineer.disk_problem))
 
 
 SPEC = ServiceSpec(name="engineer", settings_type=EngineerSettings, bootstrap=bootstrap)

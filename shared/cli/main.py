@@ -167,11 +167,11 @@ def campaign_start(
     """Start a campaign on the running stack."""
     if profile not in PROFILES:
         raise campaign.CampaignError(f"unknown profile '{profile}'; known: {', '.join(PROFILES)}")
-    resolve(LlmSettings().models_dir, model)  # fail now, not in every agent
     target = stack_endpoints(data_dir)
     missing = lab.missing_steps(target, profile)
     if missing:
         raise campaign.CampaignError("the campaign cannot start yet:\n- " + "\n- ".join(missing))
+    resolve(LlmSettings().models_dir, model)  # fail now, not in every agent
     event = campaign.start_event(profile, budget, cpu_hours, gpu_hours, model, seed)
     campaign.start(target, event)
     out.print(f"campaign [bold]{event.campaign_id}[/] started: profile {profile}, budget {budget}, model {model}")

@@ -17,14 +17,27 @@ import pytest
 
 from shared import bus
 from shared.embedded import free_port
-from shared.events import ProposalCreated, ProposalRejected, decode, new_event_id, utc_now
+from shared.events import (
+    DeadLettered,
+    DebugGaveUp,
+    DebugPatched,
+    ProposalCreated,
+    TrainFailed,
+    TrainStarted,
+    TrainSucceeded,
+    decode,
+    new_event_id,
+    utc_now,
+)
 from shared.settings import SERVICE_NAMES
 from shared.store import mongo_client
 from shared.supervisor import StackState, pid_alive
+from tests.engineer.variants import gla_variant
 from tests.memory.history import STARTER_EVENTS
 
 ASIARCH = [sys.executable, "-m", "shared.cli.main"]
-# The engineer rejects this at once (a syntax error): a fast handler with one output event per input.
+# The engineer fails this at once (a syntax error, no corpus needed) and the debugger, allowed no patch, gives up:
+# fast handlers with one output event per input.
 BROKEN_MIXER = "import torch\n\nclass Mixer(torch.nn.Module:\n    pass\n"
 
 
@@ -38,6 +51,8 @@ def stack_env(data_dir: Path) -> dict[str, str]:
         "ASIARCH_ACK_WAIT_S": "3",
         # The plumbing tests here need no semantic search; memory's own tests cover the real embedder.
         "ASIARCH_EMBEDDER": "hashing",
+        # Nor an LLM: a failed attempt goes straight to debug.gave_up.
+        "ASIARCH_MAX_ATTEMPTS": "1",
     })
     return env
 
@@ -102,12 +117,12 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in unknown.stderr + flag.stderr + unwritable.stderr
 
 
-async def publish_proposals(nats_url: str, count: int) -> list[ProposalCreated]:
+async def publish_proposals(nats_url: str, count: int, code: str = BROKEN_MIXER) -> list[ProposalCreated]:
     nc = await bus.connect(nats_url, "test")
     js = nc.jetstream()
     events = [
         ProposalCreated(event_id=new_event_id(), occurred_at=utc_now(), producer="test", campaign_id="c",
-                        experiment_id=f"exp-{n}", name=f"m{n}", motivation="m", code=BROKEN_MIXER, profile="smoke")
+                        experiment_id=f"exp-{n}", name=f"m{n}", motivation="m", code=code, profile="smoke")
         for n in range(count)
     ]
     for event in events:
@@ -147,9 +162,63 @@ def test_killed_service_is_restarted_and_its_events_handled_once(
     wait_until(restarted)
     wait_until(lambda: db.processed.count_documents({"service": "engineer"}) == 200)
     wait_until(lambda: db.tracking.find_one({"_id": "memory"}, {"seq": 1}) == {"_id": "memory",
-                                                                            "seq": STARTER_EVENTS + 400})
-    rejected = [e for e in asyncio.run(stream_events(state.nats_url)) if isinstance(e, ProposalRejected)]
-    per_experiment = Counter(e.experiment_id for e in rejected)
+                                                                            "seq": STARTER_EVENTS + 600})
+    failed = [e for e in asyncio.run(stream_events(state.nats_url)) if isinstance(e, TrainFailed)]
+    per_experiment = Counter(e.experiment_id for e in failed)
     assert per_experiment == Counter({e.experiment_id: 1 for e in events})
-    assert db.experiments.count_documents({"status": "rejected"}) == 200
+    assert db.experiments.count_documents({"status": "gave_up"}) == 200
 
+
+
+def candidate_pids(runs: Path) -> set[int]:
+    """Processes working in a run folder under ``runs``: the sandboxed children, by PID."""
+    found = set()
+    for cwd in Path("/proc").glob("[0-9]*/cwd"):
+        try:
+            if Path(os.readlink(cwd)).is_relative_to(runs):
+                found.add(int(cwd.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_missing_corpus_waits_for_the_operator_and_a_killed_engineer_leaves_no_sandbox(
+    tmp_path: Path,
+) -> None:
+    """No prepared corpus: a campaign is refused with the step named, the engineer takes no work and says why, a
+    proposal waits queued (never a train.failed) and trains once `asiarch data prepare` ran. kill -9 of the
+    engineer mid-run leaves no sandboxed process behind, and the work is done after its restart."""
+    data_dir = tmp_path / "var"
+    env = {**stack_env(data_dir), "ASIARCH_MAX_TOKENS": "24000", "ASIARCH_EVAL_SAMPLES": "0"}
+    assert asiarch(env, "up").returncode == 0
+    state = StackState.read(data_dir)
+    assert state is not None
+    try:
+        refused = asiarch(env, "campaign", "start", "--profile", "smoke")
+        assert refused.returncode == 1 and "asiarch data prepare --tokenizer bpe1k" in refused.stderr
+        assert "asiarch baselines --profile smoke" in refused.stderr and "Traceback" not in refused.stderr
+        [proposal] = asyncio.run(publish_proposals(state.nats_url, 1, code=gla_variant()))
+        time.sleep(8)  # delivered, found waiting, put back (uncounted) with a backoff
+        status = json.loads(asiarch(env, "status", "--json").stdout)
+        assert "asiarch data prepare" in status["components"]["engineer"]["detail"]
+        queued = status["consumers"]["engineer"]
+        assert queued["pending"] + queued["ack_pending"] == 1
+        assert not [e for e in asyncio.run(stream_events(state.nats_url)) if isinstance(e, (TrainStarted,
+                                                                                           TrainFailed))]
+        prepared = asiarch(env, "data", "prepare", "--sources", "shakespeare", "--tokenizer", "bpe1k", timeout=600)
+        assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+        runs = data_dir / "runs" / proposal.experiment_id
+        wait_until(lambda: bool(candidate_pids(runs)), timeout_s=120)
+        sandboxed = candidate_pids(runs)
+        os.kill(state.services["engineer"].pid, signal.SIGKILL)
+        wait_until(lambda: not [pid for pid in sandboxed if pid_alive(pid)], timeout_s=15)
+
+        def trained() -> bool:
+            return any(isinstance(e, TrainSucceeded) for e in asyncio.run(stream_events(state.nats_url)))
+
+        wait_until(trained, timeout_s=300)
+        events = asyncio.run(stream_events(state.nats_url))
+        assert not [e for e in events if isinstance(e, (TrainFailed, DebugPatched, DebugGaveUp, DeadLettered))]
+    finally:
+        asiarch(env, "down")

@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from pymongo.database import Database
 
 from shared import bus, metrics
+from shared.errors import NotReady
 from shared.events import (
     DeadLettered,
     Event,
@@ -139,6 +140,32 @@ async def test_poison_event_is_dead_lettered_after_max_deliver(js: JetStreamCont
     assert isinstance(letter, DeadLettered)
     assert letter.deliveries == FAST.max_deliver and "always breaks" in letter.error
     assert decode(letter.original_payload) == proposal(2)
+
+
+async def test_work_that_waits_for_the_environment_is_never_dead_lettered(js: JetStreamContext, db: Database) -> None:
+    """A handler that is NotReady more often than max_deliver allows, then ready: the event is handled once, even
+    across a restart of the consumer (the waits are counted in the store, not in memory)."""
+    waits = FAST.max_deliver + 2
+    handled: list[int] = []
+
+    async def handler(event: Event, delivery: bus.Delivery) -> Sequence[Event]:
+        if len(handled) < waits:
+            handled.append(delivery.deliveries)
+            raise NotReady("no prepared corpus; run: asiarch data prepare")
+        handled.append(-1)
+        return ()
+
+    def consumer() -> bus.Consumer:
+        return bus.Consumer(js, "engineer", {ProposalCreated: handler}, MongoLedger(db, "engineer"), FAST)
+
+    first = consumer()
+    async with consuming([first]):
+        await bus.publish(js, proposal(5))
+        await wait_for(lambda: len(handled) >= 3)
+        assert first.waiting_for is not None and "data prepare" in first.waiting_for
+    async with consuming([consumer()]):  # a restarted instance
+        await wait_for(lambda: handled[-1:] == [-1], timeout_s=30)
+    assert set(handled[:-1]) == {1} and not [m for m in await stored(js) if m.subject.startswith("asiarch.dlq.")]
 
 
 async def test_malformed_bytes_are_dead_lettered_with_the_decode_error(js: JetStreamContext, db: Database) -> None:
