@@ -137,7 +137,8 @@ def train_command(
     profile: Annotated[str, typer.Option(help="smoke, cpu, explore or verify.")] = "smoke",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     run_dir: Annotated[Path | None, typer.Option(help="Where the run's files go (default var/runs/<name>).")] = None,
-    threads: Annotated[int, typer.Option(min=0, help="Torch threads (0: all cores).")] = 0,
+    threads: Annotated[int | None, typer.Option(min=1, help="Torch threads (default: ASIARCH_TRAIN_THREADS, one "
+                                                            "fewer than the cores).")] = None,
 ) -> None:
     """Check and train one mixer file in the sandbox; exit 0 if it trained, 3 if it failed a check or training."""
     if not file.is_file():
@@ -147,7 +148,7 @@ def train_command(
     require_data(profile)
     run_dir = (run_dir or CommonSettings().data_dir / "runs" / f"{file.stem}-{int(time.time())}").resolve()
     spec = ExperimentSpec(code=file.read_text(), profile=profile, data_dir=corpus_dir(), run_dir=run_dir,
-                          threads=threads)
+                          threads=threads or EngineerSettings().train_threads)
     outcome = train_with_progress(spec, f"{file.name} ({profile})")
     if as_json:
         print(json.dumps(outcome_json(outcome)))
@@ -242,8 +243,12 @@ async def require_bus(stack: Endpoints) -> None:
 
 def baseline_spec(name: str, seed: int, profile: str, root: Path, max_tokens: int, eval_samples: int) -> ExperimentSpec:
     quadratic = ["--allow-quadratic"] if name in QUADRATIC else []
+    # As many torch threads as the engineer would use: all cores beside a busy one oversubscribe, and OpenMP's
+    # spinning threads then make a step many times slower (measured: 235 tok/s at smoke with 2 threads beside a
+    # one-core load, against thousands with one).
     return ExperimentSpec(code=BASELINES[name].read_text(), profile=profile, data_dir=corpus_dir(),
-                          run_dir=(root / f"{name}-seed{seed}").resolve(), max_tokens=max_tokens,
+                          run_dir=(root / f"{name}-seed{seed}").resolve(), threads=EngineerSettings().train_threads,
+                          max_tokens=max_tokens,
                           eval_samples=eval_samples, extra_args=["--seed", str(seed), *quadratic])
 
 
