@@ -34,6 +34,7 @@ from shared.store import mongo_client
 from shared.supervisor import StackState, pid_alive
 from tests.engineer.variants import gla_variant
 from tests.memory.history import STARTER_EVENTS
+from tests.processes import pids_working_in
 
 ASIARCH = [sys.executable, "-m", "shared.cli.main"]
 # The engineer fails this at once (a syntax error, no corpus needed) and the debugger, allowed no patch, gives up:
@@ -170,18 +171,6 @@ def test_killed_service_is_restarted_and_its_events_handled_once(
 
 
 
-def candidate_pids(runs: Path) -> set[int]:
-    """Processes working in a run folder under ``runs``: the sandboxed children, by PID."""
-    found = set()
-    for cwd in Path("/proc").glob("[0-9]*/cwd"):
-        try:
-            if Path(os.readlink(cwd)).is_relative_to(runs):
-                found.add(int(cwd.parent.name))
-        except OSError:
-            continue
-    return found
-
-
 @pytest.mark.slow
 def test_a_missing_corpus_waits_for_the_operator_and_a_killed_engineer_leaves_no_sandbox(
     tmp_path: Path,
@@ -209,8 +198,8 @@ def test_a_missing_corpus_waits_for_the_operator_and_a_killed_engineer_leaves_no
         prepared = asiarch(env, "data", "prepare", "--sources", "shakespeare", "--tokenizer", "bpe1k", timeout=600)
         assert prepared.returncode == 0, prepared.stdout + prepared.stderr
         runs = data_dir / "runs" / proposal.experiment_id
-        wait_until(lambda: bool(candidate_pids(runs)), timeout_s=120)
-        sandboxed = candidate_pids(runs)
+        wait_until(lambda: bool(pids_working_in(runs)), timeout_s=120)
+        sandboxed = pids_working_in(runs)
         os.kill(state.services["engineer"].pid, signal.SIGKILL)
         wait_until(lambda: not [pid for pid in sandboxed if pid_alive(pid)], timeout_s=15)
 

@@ -240,11 +240,15 @@ def test_env_allowlist_and_deny_list() -> None:
         assert dropped not in env
 
 
-@pytest.mark.parametrize("mode", ["bwrap", "unshare", "none"])
-def test_every_isolation_mode_kills_the_group_on_timeout(tmp_path: Path, isolation: Isolation, mode: str) -> None:
+def skip_unless_it_works_here(mode: str, isolation: Isolation) -> None:
     order = ["none", "unshare", "bwrap"]
     if order.index(mode) > order.index(isolation):
         pytest.skip(f"{mode} does not work on this machine (detected: {isolation})")
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "unshare", "none"])
+def test_every_isolation_mode_kills_the_group_on_timeout(tmp_path: Path, isolation: Isolation, mode: str) -> None:
+    skip_unless_it_works_here(mode, isolation)
     token = f"sleeper-{mode}-{os.getpid()}"
     script = f"exec -a {token} sleep 300 & exec -a {token} sleep 300 & wait"
     with ThreadPoolExecutor(1) as pool:
@@ -270,9 +274,7 @@ run_sandboxed(["bash", "-c", script], Path(sys.argv[1]), SandboxLimits(wall_s=60
 
 @pytest.mark.parametrize("mode", ["bwrap", "unshare", "none"])
 def test_a_sandboxed_child_never_outlives_a_killed_parent(tmp_path: Path, isolation: Isolation, mode: str) -> None:
-    order = ["none", "unshare", "bwrap"]
-    if order.index(mode) > order.index(isolation):
-        pytest.skip(f"{mode} does not work on this machine (detected: {isolation})")
+    skip_unless_it_works_here(mode, isolation)
     token = f"orphan-{mode}-{os.getpid()}"
     parent = subprocess.Popen([sys.executable, "-c", PARENT.replace("{token}", token), str(tmp_path / "run"), mode],
                               cwd=Path(__file__).parents[2])

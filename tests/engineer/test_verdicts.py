@@ -22,6 +22,7 @@ from shared.events import ProposalCreated, TrainFailed, new_event_id, utc_now
 from shared.mixer.baselines import BASELINES, EFFICIENCY_REFERENCE
 from shared.mixer.profiles import get_profile
 from shared.mixer.sandbox import GIB
+from tests.processes import pids_working_in
 
 BAD_MIXERS = Path(__file__).parent / "fixtures" / "bad_mixers"
 SMOKE = get_profile("smoke")
@@ -116,18 +117,6 @@ def test_every_failure_reaches_the_debugger_with_the_candidates_file_and_line(
     assert 'mixer.py", line ' in failed.traceback, failed.traceback
 
 
-def candidate_pids(run_dir: Path) -> set[int]:
-    """Processes working in the run directory: the sandboxed child (and anything it started), by PID."""
-    found = set()
-    for cwd in Path("/proc").glob("[0-9]*/cwd"):
-        try:
-            if Path(os.readlink(cwd)).resolve() == run_dir.resolve():
-                found.add(int(cwd.parent.name))
-        except OSError:
-            continue  # gone meanwhile, or not ours to read
-    return found
-
-
 def wait_for(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -142,8 +131,8 @@ def test_kill_9_of_asiarch_train_leaves_no_sandboxed_process(corpus_dir: Path, t
                               "--profile", "smoke", "--run-dir", str(run_dir), "--threads", "1"],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_for(lambda: candidate_pids(run_dir), 60, "sandboxed")
-        sandboxed = candidate_pids(run_dir)
+        wait_for(lambda: pids_working_in(run_dir), 60, "sandboxed")
+        sandboxed = pids_working_in(run_dir)
         os.kill(train.pid, signal.SIGKILL)
         train.wait()
         wait_for(lambda: not {pid for pid in sandboxed if Path(f"/proc/{pid}").exists()}, 10, "gone")
