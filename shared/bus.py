@@ -224,9 +224,11 @@ class Consumer:
             await self.dead_letter(msg, delivery, f"undecodable event: {exc}", event_name="undecodable")
             return
         name = type(event).event_name()
-        # Deliveries that only waited for the environment (NotReady) do not count toward max_deliver.
-        delivery = dataclasses.replace(delivery, deliveries=delivery.deliveries - await self.ledger.waits(
-            event.event_id))
+        # Deliveries that only waited for the environment (NotReady) do not count toward max_deliver. A first
+        # delivery cannot have waited: the store is asked only for a redelivery, off the common path.
+        if delivery.deliveries > 1:
+            waited = await self.ledger.waits(event.event_id)
+            delivery = dataclasses.replace(delivery, deliveries=delivery.deliveries - waited)
         if delivery.deliveries > self.policy.max_deliver:
             await self.dead_letter(msg, delivery, "delivered more times than max_deliver", event_name=name)
             return

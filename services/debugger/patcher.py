@@ -156,12 +156,8 @@ class LlmPatcher:
             else:
                 problem = rejection(code, failure.code)
             if code is not None and problem is None:
-                return PatchAttempt(DebugPatched(
-                    **caused_by(failure, PRODUCER), attempt=failure.attempt + 1,
-                    diagnosis=str(diagnosis.data["diagnosis"]), code=code,
-                    diff=unified_diff(failure.code, code, "failed.py", "patched.py"), profile=failure.profile,
-                    llm=add_usage(*usages),
-                ), add_usage(*usages))
+                usage = add_usage(*usages)
+                return PatchAttempt(patch_event(failure, str(diagnosis.data["diagnosis"]), code, usage), usage)
             log.info("%s: patch refused: %s", failure.experiment_id, problem)
             messages += [{"role": "assistant", "content": text[:6000]},
                          {"role": "user", "content": RETRY.format(problem=problem)}]
@@ -176,12 +172,17 @@ def mechanical_repair(failure: TrainFailed) -> DebugPatched | None:
     code = repair(failure.code, donors=[path.read_text() for path in BASELINES.values()])
     if rejection(code, failure.code) is not None:
         return None
-    added = [line for line in code.splitlines() if line not in set(failure.code.splitlines())]
-    return DebugPatched(**caused_by(failure, PRODUCER), attempt=failure.attempt + 1,
-                        diagnosis=f"{failure.error_kind}: {failure.message}; repaired without the LLM, adding: "
-                                  f"{'; '.join(line.strip() for line in added[:5] if line.strip())}",
-                        code=code, diff=unified_diff(failure.code, code, "failed.py", "patched.py"),
-                        profile=failure.profile)
+    before = set(failure.code.splitlines())
+    added = [line.strip() for line in code.splitlines() if line not in before and line.strip()]
+    diagnosis = f"{failure.error_kind}: {failure.message}; repaired without the LLM, adding: {'; '.join(added[:5])}"
+    return patch_event(failure, diagnosis, code)
+
+
+def patch_event(failure: TrainFailed, diagnosis: str, code: str, llm: LlmUsage | None = None) -> DebugPatched:
+    """The next attempt of the failed experiment, with ``code`` and its diff against the failed code."""
+    return DebugPatched(**caused_by(failure, PRODUCER), attempt=failure.attempt + 1, diagnosis=diagnosis, code=code,
+                        diff=unified_diff(failure.code, code, "failed.py", "patched.py"), profile=failure.profile,
+                        llm=llm)
 
 
 def patch_seed(failure: TrainFailed) -> int:

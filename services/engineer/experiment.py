@@ -132,14 +132,15 @@ def run_experiment(spec: ExperimentSpec, on_progress: ProgressCallback | None = 
         watcher = threading.Thread(target=follow_progress, args=(spec.run_dir / PROGRESS_FILE, done, on_progress),
                                    daemon=True)
         watcher.start()
+    limits = spec.limits()
     started = time.monotonic()
     try:
-        sandbox = run_python_sandboxed("services.engineer.runner", spec.run_dir, spec.limits(), spec.args(source),
+        sandbox = run_python_sandboxed("services.engineer.runner", spec.run_dir, limits, spec.args(source),
                                        module=True, read_only=[spec.data_dir],
                                        heartbeat=spec.run_dir / HEARTBEAT_FILE)
     finally:
         done.set()
         if watcher is not None:
             watcher.join(timeout=2)
-    outcome = read_outcome(spec.run_dir, sandbox, spec.limits().stall_s)
+    outcome = read_outcome(spec.run_dir, sandbox, limits.stall_s)
     return msgspec.structs.replace(outcome, wall_s=time.monotonic() - started)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo.database import Database
 
 from services.memory import queries
+from services.memory.fitness import get_baseline
 from services.memory.projection import FAILURES
 from services.memory.vectors import COGNITION_INDEX, INDEX_NAMES, VectorStore
 
@@ -55,6 +56,7 @@ class BaselineOut(BaseModel):
 class BaselinesOut(BaseModel):
     profile: str
     reference: BaselineOut | None = Field(description="the fitness reference; null until measured")
+    fitness_ready: bool = Field(description="the reference has the seeds fitness needs: experiments get a fitness")
     mixers: list[BaselineOut]
 
 
@@ -324,6 +326,7 @@ def _experiment_routes(router: APIRouter, get_deps: Callable[[], MemoryApiDeps])
                   deps: MemoryApiDeps = Depends(get_deps)) -> BaselinesOut:
         reference, mixers = queries.baselines(deps.db, profile)
         return BaselinesOut(profile=profile, reference=BaselineOut.model_validate(reference) if reference else None,
+                            fitness_ready=get_baseline(deps.db, profile) is not None,
                             mixers=[BaselineOut.model_validate(doc) for doc in mixers])
 
     @router.get("/stats", response_model=StatsOut, response_model_by_alias=True, summary="Campaign statistics")

@@ -130,13 +130,18 @@ def known_cognition_ids(runtime: Runtime, source: str) -> list[str]:
     return [d["_id"] for d in runtime.db[COGNITION].find({"source": source}, {"_id": 1})]
 
 
-async def publish_cognition(runtime: Runtime, memory: Memory, updates: list[SourceUpdate], timeout_s: float) -> None:
-    """Publish each source's events, then wait until this service's own consumer has projected the last one."""
+async def publish_updates(runtime: Runtime, updates: list[SourceUpdate]) -> int:
+    """Publish each source's ``cognition.added`` events; the stream sequence of the last (0 when none)."""
     last = 0
     for update in updates:
         for event in cognition_events(update, PRODUCER):
             last = (await bus.publish(runtime.js, event)).seq
-    await memory.projected(last, timeout_s)
+    return last
+
+
+async def publish_cognition(runtime: Runtime, memory: Memory, updates: list[SourceUpdate], timeout_s: float) -> None:
+    """Publish each source's events, then wait until this service's own consumer has projected the last one."""
+    await memory.projected(await publish_updates(runtime, updates), timeout_s)
 
 
 async def seed_starter(runtime: Runtime, memory: Memory) -> None:
@@ -144,8 +149,7 @@ async def seed_starter(runtime: Runtime, memory: Memory) -> None:
     seeded = await asyncio.to_thread(runtime.db[COGNITION].find_one, {"kind": "starter", "_seq": {"$gt": 0}})
     if seeded is None:
         update = await asyncio.to_thread(starter_update)
-        for event in cognition_events(update, PRODUCER):
-            await bus.publish(runtime.js, event)
+        await publish_updates(runtime, [update])
         log.info("cognition base: %d starter entries published", len(update.docs))
 
 

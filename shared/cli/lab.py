@@ -179,7 +179,7 @@ def missing_steps(stack: Endpoints, profile: str) -> list[str]:
 
 def print_outcome(outcome: RunResult, run_dir: Path) -> None:
     if not outcome.succeeded:
-        err.print(f"[red]{outcome.error_kind}[/]: {outcome.message}")
+        err.print(f"[red]{outcome.error_kind or 'not ready'}[/]: {outcome.message}")
         return
     m = outcome.metrics
     out.print(f"[green]trained[/] {m.params:,} params on {m.tokens:,} tokens in {outcome.wall_s:.0f} s: "

@@ -56,12 +56,11 @@ def add_cognition(stack: Endpoints, path: Path) -> dict[str, Any]:
 
 
 def reference_baseline(stack: Endpoints, profile: str) -> dict[str, Any] | None:
-    """The profile's fitness reference as memory holds it, or None until one is measured on two seeds."""
+    """The profile's fitness reference as memory holds it, or None until it has the seeds fitness needs."""
     with memory_client(stack, timeout_s=10) as http:
         try:
             body = checked(http.get(f"/baselines/{profile}"))
         except httpx.HTTPError as exc:
             raise MemoryRequestError(f"memory at {stack.memory_url} does not answer: start the stack "
                                      f"(`asiarch up`) ({exc})") from exc
-    reference = body.get("reference")
-    return reference if reference and reference["seeds"] >= 2 else None
+    return body["reference"] if body["fitness_ready"] else None

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 Isolation = Literal["bwrap", "unshare", "none"]
 KilledReason = Literal["timeout", "stalled", "cpu", "memory", "file_size", "signal"]
+_Stop = Literal["timeout", "stalled"]  # why we stopped a child ourselves
 ErrorKind = Literal["timeout", "memory", "runtime"]
 
 GIB = 1 << 30
@@ -110,8 +111,8 @@ class SandboxResult:
     cpu_s: float
     peak_rss_bytes: int | None
     # Why it stopped abnormally: we killed it on time ("timeout") or on a silent heartbeat ("stalled"), RLIMIT_CPU
-    # ("cpu"), an allocation was refused or
-    # the kernel OOM-killed it ("memory"), RLIMIT_FSIZE ("file_size"), another signal ("signal"); None otherwise.
+    # ("cpu"), an allocation was refused or the kernel OOM-killed it ("memory"), RLIMIT_FSIZE ("file_size"),
+    # another signal ("signal"); None otherwise.
     killed_reason: KilledReason | None
     signal: int | None
     isolation: Isolation
@@ -140,7 +141,7 @@ class SandboxResult:
 class _Exit:
     cpu_s: float
     peak_rss_bytes: int
-    stopped: Literal["timeout", "stalled"] | None  # why we killed it, if we did
+    stopped: _Stop | None  # why we killed it, if we did
     wall_s: float
 
 
@@ -321,14 +322,20 @@ def _exited(pid: int) -> bool:
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
-def _wait_until(pid: int, deadline: float) -> bool:
+def _poll_exit(pid: int, stop_reason: Callable[[], _Stop | None]) -> _Stop | None:
+    """Wait until the child exits (None) or ``stop_reason`` names a reason to stop waiting (that reason)."""
     pause = 0.01
-    while time.monotonic() < deadline:
-        if _exited(pid):
-            return True
+    while not _exited(pid):
+        reason = stop_reason()
+        if reason is not None:
+            return reason
         time.sleep(pause)
         pause = min(pause * 1.5, 0.1)
-    return _exited(pid)
+    return None
+
+
+def _wait_until(pid: int, deadline: float) -> bool:
+    return _poll_exit(pid, lambda: "timeout" if time.monotonic() >= deadline else None) is None
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:
@@ -366,18 +373,18 @@ def _group_usage(pgid: int) -> tuple[float, int]:
 
 
 def _wait_for_end(pid: int, limits: SandboxLimits, started: float,
-                  heartbeat: Path | None) -> Literal["timeout", "stalled"] | None:
+                  heartbeat: Path | None) -> _Stop | None:
     """Wait until the child exits (None), runs past its wall limit, or its heartbeat stays silent too long."""
     born = time.time()
-    pause = 0.01
-    while not _exited(pid):
+
+    def stop_reason() -> _Stop | None:
         if time.monotonic() - started > limits.wall_s:
             return "timeout"
         if heartbeat is not None and limits.stall_s is not None and silent_for(heartbeat, born) > limits.stall_s:
             return "stalled"
-        time.sleep(pause)
-        pause = min(pause * 1.5, 0.1)
-    return None
+        return None
+
+    return _poll_exit(pid, stop_reason)
 
 
 def _wait_and_reap(proc: subprocess.Popen[bytes], limits: SandboxLimits, started: float,
@@ -413,7 +420,7 @@ def _signal_of(returncode: int, isolation: Isolation) -> int | None:
 
 
 def classify(
-    returncode: int, sig: int | None, stopped: Literal["timeout", "stalled"] | None, stderr_tail: str, cpu_s: float,
+    returncode: int, sig: int | None, stopped: _Stop | None, stderr_tail: str, cpu_s: float,
     limits: SandboxLimits,
 ) -> KilledReason | None:
     """Why the child stopped abnormally (see ``SandboxResult.killed_reason``)."""

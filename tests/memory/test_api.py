@@ -221,7 +221,9 @@ def test_the_baselines_of_a_profile(client: TestClient) -> None:
     assert body["reference"]["val_loss_mean"] == pytest.approx(4.0)
     assert [m["mixer"] for m in body["mixers"]] == ["deltanet", "gla"]
     assert body["mixers"][1]["val_loss_std"] is None  # one seed: no noise floor yet
-    assert client.get("/baselines/verify").json() == {"profile": "verify", "reference": None, "mixers": []}
+    assert body["fitness_ready"] is True
+    assert client.get("/baselines/verify").json() == {"profile": "verify", "reference": None, "fitness_ready": False,
+                                                      "mixers": []}
 
 
 def test_openapi_documents_every_endpoint(client: TestClient) -> None:
