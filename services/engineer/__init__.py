@@ -1,10 +1,10 @@
 """Engineer: checks and trains proposed mixers in a sandbox, reports the outcome.
 
 Its public face, for the command line (which trains and prepares data the same way the service does):
-``ExperimentSpec``, ``run_experiment``, ``RunResult``, ``ProgressLine``, ``EngineerSettings``, and the corpus's
-``SOURCES``, ``install_commands``, ``prepare`` and ``data_problem``. Nothing outside the engineer imports its
-modules directly. Names load on first use, so the sandboxed runner (``python -m services.engineer.runner``) does
-not pay for them.
+``ExperimentSpec``, ``run_experiment``, ``RunResult``, ``ProgressLine``, ``EngineerSettings``, the corpus's
+``SOURCES``, ``install_commands``, ``prepare`` and ``data_problem``, and a benchmark's ``chance_level``. Nothing
+outside the engineer imports its modules directly. Names load on first use, so the sandboxed runner
+(``python -m services.engineer.runner``) does not pay for them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from services.engineer.data import SOURCES, data_problem, install_commands, prepare
+    from services.engineer.evaluation import chance_level
     from services.engineer.experiment import ExperimentSpec, run_experiment
     from services.engineer.result import ProgressLine, RunResult
     from services.engineer.service import EngineerSettings
@@ -28,9 +29,10 @@ _EXPORTS = {
     "install_commands": "services.engineer.data",
     "prepare": "services.engineer.data",
     "data_problem": "services.engineer.data",
+    "chance_level": "services.engineer.evaluation",
 }
-__all__ = ["SOURCES", "EngineerSettings", "ExperimentSpec", "ProgressLine", "RunResult", "data_problem",
-           "install_commands", "prepare", "run_experiment"]
+__all__ = ["SOURCES", "EngineerSettings", "ExperimentSpec", "ProgressLine", "RunResult", "chance_level",
+           "data_problem", "install_commands", "prepare", "run_experiment"]
 
 
 def __getattr__(name: str) -> Any:

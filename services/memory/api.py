@@ -53,11 +53,31 @@ class BaselineOut(BaseModel):
     runs: dict[str, dict[str, Any]] = Field(description="seed -> what that run measured")
 
 
+class MeasuredOut(BaseModel):
+    mixer: str
+    mean: float
+    sd: float | None
+    seeds: int
+
+
+class TaskSignalOut(BaseModel):
+    task: str
+    between_sd: float | None = Field(description="spread of the baselines' mean scores")
+    within_sd: float | None = Field(description="seed-to-seed spread of one baseline's score, pooled")
+    mixers: int
+    counts: bool = Field(description="the task separates mixers beyond seed noise: it counts in the fitness")
+    reason: str
+
+
 class BaselinesOut(BaseModel):
     profile: str
     reference: BaselineOut | None = Field(description="the fitness reference; null until measured")
     fitness_ready: bool = Field(description="the reference has the seeds fitness needs: experiments get a fitness")
     mixers: list[BaselineOut]
+    noise_sd: float | None = Field(None, description="the val loss's seed spread, pooled over the baselines")
+    best: MeasuredOut | None = Field(None, description="the baseline with the lowest mean val loss")
+    signal: dict[str, TaskSignalOut] = Field({}, description="per task: does it separate the baselines?")
+    signal_tasks: list[str] = Field([], description="the tasks that count in the benchmark term")
 
 
 class _Model(BaseModel):
@@ -324,10 +344,14 @@ def _experiment_routes(router: APIRouter, get_deps: Callable[[], MemoryApiDeps])
     @router.get("/baselines/{profile}", response_model=BaselinesOut, summary="A profile's measured baselines")
     def baselines(profile: str = Path(min_length=1, max_length=40),
                   deps: MemoryApiDeps = Depends(get_deps)) -> BaselinesOut:
-        reference, mixers = queries.baselines(deps.db, profile)
-        return BaselinesOut(profile=profile, reference=BaselineOut.model_validate(reference) if reference else None,
-                            fitness_ready=get_baseline(deps.db, profile) is not None,
-                            mixers=[BaselineOut.model_validate(doc) for doc in mixers])
+        summary, mixers = queries.baselines(deps.db, profile)
+        summary = summary or {}
+        reference = BaselineOut.model_validate(summary) if summary.get("mixer") else None
+        ready = get_baseline(deps.db, profile) is not None
+        return BaselinesOut(profile=profile, reference=reference, fitness_ready=ready,
+                            mixers=[BaselineOut.model_validate(doc) for doc in mixers],
+                            noise_sd=summary.get("noise_sd"), best=summary.get("best"),
+                            signal=summary.get("signal") or {}, signal_tasks=summary.get("signal_tasks") or [])
 
     @router.get("/stats", response_model=StatsOut, response_model_by_alias=True, summary="Campaign statistics")
     def stats(

@@ -1,16 +1,21 @@
 """docs/architecture.md §7 in code: ASI-Arch's composite fitness against locally measured baselines.
 
 ``total = σ(6·clip((L_base − L)/(0.1·L_base), −1, 1)) + σ(6·clip((B − B_base)/(0.1·B_base), −1, 1)) + (w − 1)/9``
-with ``w`` the weighted score the judge published. The baseline is the mean over ≥ 2 seeds of the profile's
-fitness reference, projected into the ``baselines`` collection from the ``baseline.measured`` events that
-``asiarch baselines`` publishes. Until a baseline for the experiment's profile exists no fitness is emitted: a
-number against a made-up reference would be ranked next to real ones and could never be told apart later.
+with ``w`` the weighted score the judge published, ``L`` the experiment's val loss (its mean over the seeds it was
+trained on), and ``B`` its mean score over the benchmark tasks that carry signal at the profile (shared/noise.py):
+where ASI-Arch averages every benchmark, a task on which the baselines do not differ beyond seed noise adds only
+chance here, so it is reported but not counted, and where no task carries signal the term is neutral (σ(0)). The
+baseline is the mean over ≥ 2 seeds of the profile's fitness reference, projected into the ``baselines``
+collection from the ``baseline.measured`` events that ``asiarch baselines`` publishes. Until a baseline for the
+experiment's profile exists no fitness is emitted: a number against a made-up reference would be ranked next to
+real ones and could never be told apart later.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import statistics
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -19,6 +24,7 @@ from pymongo.database import Database
 
 from services.memory.projection import BASELINES, EXPERIMENTS
 from shared.events import Event, FitnessComputed, caused_by
+from shared.noise import signal_mean
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +40,10 @@ class Baseline:
     profile: str
     val_loss_mean: float
     val_loss_std: float
-    bench_mean: float | None
-    bench_std: float | None
     seeds: int
+    signal_tasks: tuple[str, ...]
+    # The reference's mean score over the signal tasks (None when no task carries signal).
+    signal_bench: float | None
 
 
 @dataclass(frozen=True)
@@ -102,8 +109,12 @@ def get_baseline(db: Database, profile: str) -> Baseline | None:
     doc = db[BASELINES].find_one({"_id": profile})
     if doc is None or doc.get("seeds", 0) < MIN_BASELINE_SEEDS or doc.get("val_loss_mean") is None:
         return None
-    fields = {name: doc[name] for name in Baseline.__dataclass_fields__}
-    return Baseline(**fields)
+    tasks = tuple(doc.get("signal_tasks") or ())
+    per_seed = [signal_mean(run.get("benchmarks") or {}, tasks) for run in doc["runs"].values()]
+    measured = [b for b in per_seed if b is not None]
+    return Baseline(profile=profile, val_loss_mean=doc["val_loss_mean"], val_loss_std=doc["val_loss_std"],
+                    seeds=doc["seeds"], signal_tasks=tasks,
+                    signal_bench=statistics.fmean(measured) if measured and tasks else None)
 
 
 # --- the event ----------------------------------------------------------------------------------------------------
@@ -116,8 +127,8 @@ def terms_for(experiment: Mapping[str, Any], baseline: Baseline) -> FitnessTerms
         return None
     return fitness_terms(
         val_loss=float("nan") if val_loss is None else float(val_loss),
-        bench=experiment.get("bench_mean"), baseline_loss=baseline.val_loss_mean,
-        baseline_bench=baseline.bench_mean, judge_weighted=judge["weighted"],
+        bench=signal_mean(experiment.get("benchmarks") or {}, baseline.signal_tasks),
+        baseline_loss=baseline.val_loss_mean, baseline_bench=baseline.signal_bench, judge_weighted=judge["weighted"],
     )
 
 

@@ -26,6 +26,7 @@ import logging
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict
 from typing import Any
 
 from pymongo import ReplaceOne
@@ -52,6 +53,7 @@ from shared.events import (
     TrainSucceeded,
 )
 from shared.mixer.edit import unified_diff
+from shared.noise import Measured, pooled_sd, task_signal
 
 log = logging.getLogger(__name__)
 
@@ -432,13 +434,17 @@ class Projector:
         runs = {**(self._get(BASELINE_MIXERS, key) or {}).get("runs", {}), str(event.seed): run}
         self._put(BASELINE_MIXERS, key, seq, {"profile": event.profile, "mixer": event.mixer, "runs": runs,
                                               **seed_stats(runs)})
+        profile = self._get(BASELINES, event.profile) or {}
+        scores = dict(profile.get("mixer_scores", {}))
+        scores[event.mixer] = {**scores.get(event.mixer, {}),
+                               str(event.seed): {"val_loss": run["val_loss"], "benchmarks": run["benchmarks"]}}
+        fields: Doc = {"profile": event.profile, "mixer_scores": scores, **profile_signal(scores)}
         if event.fitness_reference:
-            reference = self._get(BASELINES, event.profile) or {}
             # A new reference mixer starts over: its seeds are not to be averaged with another mixer's.
-            seeds = reference.get("runs", {}) if reference.get("mixer") == event.mixer else {}
+            seeds = profile.get("runs", {}) if profile.get("mixer") == event.mixer else {}
             seeds = {**seeds, str(event.seed): run}
-            self._put(BASELINES, event.profile, seq, {"profile": event.profile, "mixer": event.mixer, "runs": seeds,
-                                                      **seed_stats(seeds)})
+            fields |= {"mixer": event.mixer, "runs": seeds, **seed_stats(seeds)}
+        self._put(BASELINES, event.profile, seq, fields)
 
     def _cognition_added(self, event: CognitionAdded, seq: int) -> None:
         for removed in event.removed_ids:
@@ -457,6 +463,24 @@ def seed_stats(runs: Mapping[str, Doc]) -> Doc:
         "val_loss_std": statistics.stdev(losses) if len(losses) > 1 else None,
         "bench_mean": statistics.fmean(benches) if benches else None,
         "bench_std": statistics.stdev(benches) if len(benches) > 1 else None,
+    }
+
+
+def profile_signal(scores: Mapping[str, Mapping[str, Doc]]) -> Doc:
+    """What the baselines measured at a profile tell apart (shared/noise.py): the seed noise of the val loss, the
+    best baseline, and the benchmark tasks that carry signal, with the numbers that decided each."""
+    losses = {mixer: [r["val_loss"] for r in seeds.values() if r.get("val_loss") is not None]
+              for mixer, seeds in scores.items()}
+    measured = {mixer: m for mixer, values in losses.items() if (m := Measured.of(values)) is not None}
+    on_two_seeds = {mixer: m for mixer, m in measured.items() if m.seeds > 1} or measured
+    best = min(sorted(on_two_seeds), key=lambda mixer: on_two_seeds[mixer].mean) if on_two_seeds else None
+    signal = task_signal({mixer: {seed: r.get("benchmarks", {}) for seed, r in seeds.items()}
+                          for mixer, seeds in scores.items()})
+    return {
+        "noise_sd": pooled_sd(losses.values()),
+        "best": None if best is None else {"mixer": best, **asdict(on_two_seeds[best])},
+        "signal": {task: {**asdict(s), "reason": s.reason()} for task, s in signal.items()},
+        "signal_tasks": [task for task, s in signal.items() if s.counts],
     }
 
 

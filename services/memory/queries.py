@@ -75,7 +75,8 @@ class Lineage:
 
 
 def baselines(db: Database, profile: str) -> tuple[Doc | None, list[Doc]]:
-    """The profile's fitness reference (None until measured) and every baseline measured at it, by name."""
+    """The profile's summary (its fitness reference once measured, its noise floor, best baseline and signal
+    tasks; None before any baseline) and every baseline measured at it, by name."""
     mixers = list(db[BASELINE_MIXERS].find({"profile": profile}).sort("mixer", 1))
     return db[BASELINES].find_one({"_id": profile}), mixers
 

@@ -25,13 +25,14 @@ from services.engineer import (
     ExperimentSpec,
     ProgressLine,
     RunResult,
+    chance_level,
     data_problem,
     install_commands,
     prepare,
     run_experiment,
 )
 from shared.cli.campaign import publish_events
-from shared.cli.memory import reference_baseline
+from shared.cli.memory import profile_baselines, reference_baseline
 from shared.cli.stack import Endpoints, connect_nats, endpoints
 from shared.errors import ConfigError
 from shared.events import BaselineMeasured, new_event_id, utc_now
@@ -199,14 +200,19 @@ def baselines_command(
     max_tokens: Annotated[int, typer.Option(min=0, help="Cap the profile's token budget (0: none); candidates must "
                                                        "then be capped the same way (ASIARCH_MAX_TOKENS).")] = 0,
     eval_samples: Annotated[int, typer.Option(min=-1, help="Samples per benchmark (-1: the profile's).")] = -1,
+    show: Annotated[bool, typer.Option(help="Train nothing: show what memory holds for the profile.")] = False,
 ) -> None:
     """Train the built-in baselines and record each trained seed as a ``baseline.measured`` event.
 
-    Memory projects them into each profile's baselines (mean and spread) and, from the reference's seeds, the
-    fitness reference. The stack must be running: its bus is where the measurements are recorded.
+    Memory projects them into each profile's baselines (mean and spread), its noise floor, the benchmark tasks
+    that separate the baselines beyond seed noise (the ones that count in the fitness) and, from the reference's
+    seeds, the fitness reference. The stack must be running: its bus is where the measurements are recorded.
     """
     if profile not in PROFILES:
         raise typer.BadParameter(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}", param_hint="--profile")
+    if show:
+        print_signal(profile_baselines(endpoints(CommonSettings().data_dir), profile))
+        return
     names = [n.strip() for n in only.split(",")] if only else list(BASELINES)
     unknown = [n for n in [*names, reference] if n not in BASELINES]
     if unknown:
@@ -219,6 +225,7 @@ def baselines_command(
         return
     results: dict[str, list[RunResult]] = {}
     root = CommonSettings().data_dir / "baselines" / profile
+    published: set[tuple[str, int]] = set()
     for name in names:
         for seed in range(seeds):
             spec = baseline_spec(name, seed, profile, root, max_tokens, eval_samples)
@@ -230,7 +237,9 @@ def baselines_command(
             if result.succeeded:  # published at once: a later seed's crash loses nothing measured before it
                 asyncio.run(publish_events(stack.nats_url, measured_event(result, profile, name, seed,
                                                                           name == reference)))
+                published.add((name, seed))
     print_baselines(summarise(results), profile)
+    print_signal(projected_baselines(stack, profile, published))
     if reference in names and not report_reference(results[reference], profile, reference):
         raise typer.Exit(1)
 
@@ -287,6 +296,46 @@ def summarise(results: dict[str, list[RunResult]]) -> dict[str, dict[str, Any]]:
             "failures": [f"{o.error_kind}: {o.message}" for o in outcomes if not o.succeeded],
         }
     return summary
+
+
+def projected_baselines(stack: Endpoints, profile: str, published: set[tuple[str, int]],
+                        timeout_s: float = 30.0) -> dict[str, Any]:
+    """Memory's view of the profile once it has projected every seed just published (or after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body = profile_baselines(stack, profile)
+        projected = {(m["mixer"], int(seed)) for m in body["mixers"] for seed in m["runs"]}
+        if published <= projected or time.monotonic() > deadline:
+            return body
+        time.sleep(0.5)
+
+
+def print_signal(body: dict[str, Any]) -> None:
+    """The noise floor, the best baseline, and per task whether it separates the baselines beyond seed noise."""
+    profile, noise, best = body["profile"], body.get("noise_sd"), body.get("best")
+    mixers = Table("baseline", "val loss (mean ± sd, seeds)", title=f"measured at {profile}")
+    for mixer in body["mixers"]:
+        spread = f" ± {mixer['val_loss_std']:.4f}" if mixer["val_loss_std"] is not None else ""
+        loss = "-" if mixer["val_loss_mean"] is None else f"{mixer['val_loss_mean']:.4f}{spread}"
+        mixers.add_row(mixer["mixer"], f"{loss} ({mixer['seeds']})")
+    out.print(mixers)
+    best_text = "-" if best is None else f"{best['mixer']} {best['mean']:.4f}"
+    out.print(f"seed noise of the val loss (pooled sd): {_number(noise)}; best baseline: {best_text}")
+    tasks = Table("task", "chance", "sd across baselines", "sd across seeds", "counts",
+                  title=f"benchmark tasks at {profile}: a task counts in the fitness when the baselines differ on "
+                        "it by more than their seeds do")
+    for task, signal in sorted(body.get("signal", {}).items()):
+        counts = "[green]yes[/]" if signal["counts"] else "no"
+        tasks.add_row(task, f"{chance_level(task):.3f}", _number(signal["between_sd"]), _number(signal["within_sd"]),
+                      counts)
+    out.print(tasks)
+    if body.get("signal") and not body.get("signal_tasks"):
+        out.print(f"[yellow]no task carries signal at {profile}: the benchmark term is neutral (0.5) for every "
+                  "experiment; measure more baselines (or seeds) to find the tasks that do[/]")
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def print_baselines(summary: dict[str, dict[str, Any]], profile: str) -> None:

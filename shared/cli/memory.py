@@ -55,12 +55,18 @@ def add_cognition(stack: Endpoints, path: Path) -> dict[str, Any]:
         return checked(http.post("/admin/cognition", json={"path": str(path)}))
 
 
-def reference_baseline(stack: Endpoints, profile: str) -> dict[str, Any] | None:
-    """The profile's fitness reference as memory holds it, or None until it has the seeds fitness needs."""
+def profile_baselines(stack: Endpoints, profile: str) -> dict[str, Any]:
+    """What memory holds on the profile's baselines: the fitness reference, each mixer, the noise floor, the
+    best baseline and the benchmark tasks that carry signal."""
     with memory_client(stack, timeout_s=10) as http:
         try:
-            body = checked(http.get(f"/baselines/{profile}"))
+            return checked(http.get(f"/baselines/{profile}"))
         except httpx.HTTPError as exc:
             raise MemoryRequestError(f"memory at {stack.memory_url} does not answer: start the stack "
                                      f"(`asiarch up`) ({exc})") from exc
+
+
+def reference_baseline(stack: Endpoints, profile: str) -> dict[str, Any] | None:
+    """The profile's fitness reference as memory holds it, or None until it has the seeds fitness needs."""
+    body = profile_baselines(stack, profile)
     return body["reference"] if body["fitness_ready"] else None

@@ -190,8 +190,8 @@ def _results(sim: _Sim, exp: str, attempt: int, cause: str) -> Iterator[Event]:
                          complexity=c, weighted=round(0.3 * p + 0.25 * i + 0.45 * c, 3), rationale="anchored",
                          llm=_llm(rng))
     yield judged
-    terms = fitness_terms(val, sum(bench.values()) / len(bench), sum(BASELINE_VAL_LOSSES) / 2,
-                          sum(BASELINE_BENCH_MEANS) / 2, judged.weighted)
+    # Only the reference is measured at the profile: no task is shown to carry signal, the benchmark term is neutral.
+    terms = fitness_terms(val, None, sum(BASELINE_VAL_LOSSES) / 2, None, judged.weighted)
     yield FitnessComputed(**clock.envelope(sim.campaign, exp, judged.event_id), loss_term=terms.loss_term,
                           benchmark_term=terms.benchmark_term, judge_term=terms.judge_term, total=terms.total)
     sim.ranked.append((terms.total, exp))

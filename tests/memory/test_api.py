@@ -222,8 +222,13 @@ def test_the_baselines_of_a_profile(client: TestClient) -> None:
     assert [m["mixer"] for m in body["mixers"]] == ["deltanet", "gla"]
     assert body["mixers"][1]["val_loss_std"] is None  # one seed: no noise floor yet
     assert body["fitness_ready"] is True
+    # gla on one seed: the noise floor is deltanet's spread, and the best baseline is the best one measured on two
+    # seeds (one lucky seed does not make a baseline best).
+    assert body["best"]["mixer"] == "deltanet" and body["noise_sd"] == pytest.approx(body["reference"]["val_loss_std"])
+    assert set(body["signal"]) == {"mqar", "piqa"} and body["signal_tasks"] == ["mqar", "piqa"]
     assert client.get("/baselines/verify").json() == {"profile": "verify", "reference": None, "fitness_ready": False,
-                                                      "mixers": []}
+                                                      "mixers": [], "noise_sd": None, "best": None, "signal": {},
+                                                      "signal_tasks": []}
 
 
 def test_openapi_documents_every_endpoint(client: TestClient) -> None:

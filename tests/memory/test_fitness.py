@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import statistics
+from dataclasses import asdict
 
 import pytest
 from pymongo.database import Database
 
 from services.memory.fitness import (
+    Baseline,
     benchmark_term,
     fitness_event,
     fitness_terms,
@@ -15,9 +18,11 @@ from services.memory.fitness import (
     judge_term,
     loss_term,
     sigmoid,
+    terms_for,
 )
 from services.memory.projection import Projector
 from shared.events import FitnessComputed, JudgeScored, TrainSucceeded
+from shared.noise import task_signal
 from tests.memory.history import baseline_events, build_history, numbered
 
 LOW, HIGH = sigmoid(-6), sigmoid(6)
@@ -77,12 +82,15 @@ def test_the_reference_is_projected_from_two_seeds_of_its_events(db: Database) -
     projector.apply(second, 2)
     baseline = get_baseline(db, "smoke")
     assert baseline is not None and baseline.seeds == 2 and baseline.val_loss_mean == pytest.approx(4.1)
-    assert baseline.val_loss_std == pytest.approx(math.sqrt(0.02)) and baseline.bench_mean == pytest.approx(0.31)
+    assert baseline.val_loss_std == pytest.approx(math.sqrt(0.02))
+    assert baseline.signal_tasks == () and baseline.signal_bench is None  # one baseline separates nothing
     assert get_baseline(db, "cpu") is None
-    # Another baseline measured beside it is projected too, but is not the fitness reference.
+    # Another baseline measured beside it is projected too, but is not the fitness reference. Its scores differ
+    # from the reference's by more than either's seeds do: now the tasks carry signal.
     for seq, event in enumerate(baseline_events("smoke", "gla", (3.0, 3.1), (0.4, 0.4), reference=False), 3):
         projector.apply(event, seq)
-    assert get_baseline(db, "smoke") == baseline
+    assert get_baseline(db, "smoke") == Baseline(**{**asdict(baseline), "signal_tasks": ("mqar", "piqa"),
+                                                    "signal_bench": pytest.approx(0.31)})
     assert db["baseline_mixers"].find_one({"_id": "smoke/gla"})["val_loss_mean"] == pytest.approx(3.05)
     # A new reference mixer starts over rather than averaging with the old one's seeds.
     projector.apply(baseline_events("smoke", "gated_deltanet", (3.5,), (0.3,))[0], 5)
@@ -113,3 +121,43 @@ def test_no_fitness_before_both_results(db: Database) -> None:
     trained = next(i for i, (_, e) in enumerate(history) if isinstance(e, TrainSucceeded))
     Projector(db).apply_all(history[: trained + 1])
     assert fitness_event(db, history[trained][1]) is None
+
+
+def scores(*per_seed: float, task: str = "mqar") -> dict[str, dict[str, float]]:
+    return {str(seed): {task: score} for seed, score in enumerate(per_seed)}
+
+
+def test_a_task_counts_when_the_baselines_differ_beyond_their_seeds() -> None:
+    separating = task_signal({"deltanet": scores(0.30, 0.32), "gla": scores(0.40, 0.41)})["mqar"]
+    assert separating.counts and separating.between_sd == pytest.approx(statistics.stdev([0.31, 0.405]))
+    noisy = task_signal({"deltanet": scores(0.50, 0.56), "gla": scores(0.55, 0.52)})["mqar"]
+    assert not noisy.counts and noisy.within_sd > noisy.between_sd
+    # At chance everywhere (LAMBADA at 0 on every seed) there is no spread at all: no signal either.
+    assert not task_signal({"deltanet": scores(0.0, 0.0), "gla": scores(0.0, 0.0)})["mqar"].counts
+    # One baseline, or none on two seeds, cannot show signal.
+    assert not task_signal({"deltanet": scores(0.3, 0.5)})["mqar"].counts
+    assert not task_signal({"deltanet": scores(0.3), "gla": scores(0.5)})["mqar"].counts
+
+
+def test_the_profile_keeps_its_noise_floor_best_baseline_and_signal(db: Database) -> None:
+    projector = Projector(db)
+    events = [*baseline_events("smoke", "deltanet", (4.0, 4.2), (0.3, 0.32)),
+              *baseline_events("smoke", "gla", (3.0, 3.1), (0.4, 0.4), reference=False)]
+    projector.apply_all(numbered(events))
+    doc = db["baselines"].find_one({"_id": "smoke"})
+    assert doc["best"]["mixer"] == "gla" and doc["best"]["mean"] == pytest.approx(3.05)
+    assert doc["noise_sd"] == pytest.approx(math.sqrt((0.02 + 0.005) / 2))
+    assert doc["signal_tasks"] == ["mqar", "piqa"] and "across baselines" in doc["signal"]["mqar"]["reason"]
+
+
+def test_the_benchmark_term_counts_only_the_tasks_with_signal(db: Database) -> None:
+    history = numbered([*baseline_events("smoke", "deltanet", (4.0, 4.2), (0.3, 0.32)),
+                        *baseline_events("smoke", "gla", (3.0, 3.1), (0.4, 0.4), reference=False)])
+    Projector(db).apply_all(history)
+    baseline = get_baseline(db, "smoke")
+    assert baseline is not None
+    judged = {"weighted": 5.5}
+    chance_only = {"val_loss": 4.1, "train": {}, "judge": judged, "benchmarks": {"lambada": 0.9}}
+    assert terms_for(chance_only, baseline).benchmark_term == 0.5  # lambada carries no signal: ignored
+    better = {**chance_only, "benchmarks": {"mqar": 0.341, "piqa": 0.341, "lambada": 0.0}}
+    assert terms_for(better, baseline).benchmark_term == pytest.approx(sigmoid(6 * 1.0), rel=1e-3)
