@@ -12,6 +12,7 @@ import httpx
 import msgspec
 
 from shared.errors import AsiarchError, TransientError
+from shared.noise import Measured
 
 
 class MemoryUnavailable(TransientError):
@@ -41,8 +42,16 @@ class ExperimentBrief(_Doc):
     status: str = ""
     parent_ids: list[str] = []
     fitness: float | None = None
-    val_loss: float | None = None
+    val_loss: float | None = None  # the mean over the seeds it was trained on
+    val_loss_sd: float | None = None  # None below two seeds
+    seeds: int = 0
     bench_mean: float | None = None
+    profile: str = ""
+
+    def measured(self) -> Measured | None:
+        if self.val_loss is None:
+            return None
+        return Measured(self.val_loss, self.val_loss_sd, max(1, self.seeds))
 
 
 class Section(_Doc):
@@ -117,6 +126,53 @@ class FailureSearch(_Doc):
     hits: list[FailureHit] = []
 
 
+class BaselineRun(_Doc):
+    val_loss: float | None = None
+    benchmarks: dict[str, float] = {}
+    curve: list[tuple[int, int, float | None]] = []
+
+
+class BaselineMixer(_Doc):
+    mixer: str
+    seeds: int = 0
+    val_loss_mean: float | None = None
+    val_loss_std: float | None = None
+    runs: dict[str, BaselineRun] = {}
+
+    def measured(self) -> Measured | None:
+        return None if self.val_loss_mean is None else Measured(self.val_loss_mean, self.val_loss_std, self.seeds)
+
+    def task_means(self, tasks: list[str]) -> dict[str, float]:
+        """Each task's mean score over this baseline's seeds."""
+        means = {}
+        for task in tasks:
+            scores = [run.benchmarks[task] for run in self.runs.values() if task in run.benchmarks]
+            if scores:
+                means[task] = sum(scores) / len(scores)
+        return means
+
+
+class ProfileBaselines(_Doc):
+    """What memory holds on a profile's baselines (its /baselines/{profile})."""
+
+    profile: str
+    mixers: list[BaselineMixer] = []
+    noise_sd: float | None = None
+    signal_tasks: list[str] = []
+
+    def measured(self) -> dict[str, Measured]:
+        return {m.mixer: measured for m in self.mixers if (measured := m.measured()) is not None}
+
+    def mixer(self, name: str) -> BaselineMixer | None:
+        return next((m for m in self.mixers if m.mixer == name), None)
+
+    def best(self) -> BaselineMixer | None:
+        """The lowest mean val loss among the baselines measured on two seeds (any, if none is)."""
+        measured = [m for m in self.mixers if m.val_loss_mean is not None]
+        pool = [m for m in measured if m.seeds > 1] or measured
+        return min(pool, key=lambda m: m.val_loss_mean or 0.0) if pool else None
+
+
 class Behaviour(_Doc, kw_only=True):
     experiment_id: str
     name: str = ""
@@ -168,6 +224,10 @@ class MemoryClient:
         result = await self._get("/failures/search", {"q": query[:4000], "k": k, "only_fixed": only_fixed},
                                  FailureSearch)
         return result.hits if result else []
+
+    async def baselines(self, profile: str) -> ProfileBaselines:
+        found = await self._get(f"/baselines/{profile}", {}, ProfileBaselines)
+        return found if found is not None else ProfileBaselines(profile=profile)
 
     async def behaviours(self, profile: str) -> list[Behaviour]:
         """Trained mixers' behaviour signatures at the profile."""

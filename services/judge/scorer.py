@@ -1,16 +1,21 @@
-"""The LLM judge: three 1–10 scores anchored on the baselines, with a rationale. Weights are applied in code."""
+"""The judge: performance from the measurements (performance.py), innovation and complexity from the LLM against
+anchors that show each baseline's measured numbers beside its scores. Weights are applied in code."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from string import Template
 from typing import Any
 
 from services.judge.handlers import Scores
+from services.judge.performance import performance, score_of
 from shared.events import TrainSucceeded
 from shared.llm import LlmClient, MalformedOutput
-from shared.memory_client import ExperimentWithLineage, MemoryClient, UnknownExperiment
+from shared.memory_client import ExperimentWithLineage, MemoryClient, ProfileBaselines, UnknownExperiment
 from shared.mixer.baselines import BASELINES, baseline_of_ref
 from shared.mixer.edit import unified_diff
+from shared.noise import Measured
 
 # Bounds the grammar can enforce: llama.cpp's schema grammar ignores minimum/maximum but honours an enum, and a
 # string without maxLength lets a small model ramble until max_tokens cuts the JSON off (then every retry fails too).
@@ -18,35 +23,35 @@ SCORES = list(range(1, 11))
 SCORE_SCHEMA = {
     "type": "object",
     "properties": {
-        "performance": {"type": "integer", "enum": SCORES},
         "innovation": {"type": "integer", "enum": SCORES},
         "complexity": {"type": "integer", "enum": SCORES,
                        "description": "10 = simple and efficient, 1 = convoluted or costly"},
         "rationale": {"type": "string", "maxLength": 600},
     },
-    "required": ["performance", "innovation", "complexity", "rationale"],
+    "required": ["innovation", "complexity", "rationale"],
 }
 
-# How the built-in designs score, so the scale means the same thing from one judgement to the next.
-ANCHORS = """\
-| design | performance | innovation | complexity |
-|---|---|---|---|
-| linear attention (elu+1, no decay) | 3 | 2 | 9 |
-| RetNet retention (fixed per-head decay) | 5 | 4 | 8 |
-| GLA (data-dependent gates) | 6 | 6 | 6 |
-| DeltaNet (delta rule) | 6 | 7 | 6 |
-| Gated DeltaNet (gated delta rule) | 7 | 8 | 5 |
-| Mamba2-like SSD | 7 | 7 | 6 |"""
+# How the built-in designs score on the two scales the LLM judges, so they mean the same from one judgement to the
+# next. Their performance is not a fixed opinion: it is where their measured loss falls (performance.py).
+ANCHORS: dict[str, tuple[str, int, int]] = {  # baseline -> (description, innovation, complexity)
+    "linear_attention": ("linear attention (elu+1, no decay)", 2, 9),
+    "retnet": ("RetNet retention (fixed per-head decay)", 4, 8),
+    "gla": ("GLA (data-dependent gates)", 6, 6),
+    "deltanet": ("DeltaNet (delta rule)", 7, 6),
+    "gated_deltanet": ("Gated DeltaNet (gated delta rule)", 8, 5),
+    "mamba2": ("Mamba2-like SSD", 7, 6),
+    "softmax_attention": ("softmax attention (quadratic, the upper reference)", 3, 4),
+}
 
 SYSTEM = "You judge token-mixer designs fairly and consistently against fixed anchors. You answer with JSON only."
 
 JUDGE = Template("""\
-Score the new mixer "$name" on three 1–10 scales, using the anchors below for what each number means.
+Score the new mixer "$name" on two 1–10 scales, innovation and complexity, using the anchors below for what each
+number means. Its performance is already scored from the measurements: $performance/10 ($why).
 
-Anchors (built-in baselines):
+Anchors, measured at this profile (val loss: mean ± sd over seeds, lower is better$task_note):
 $anchors
 
-Measured: val loss $val_loss (parent: $parent_loss; lower is better), benchmark mean $bench.
 Motivation: $motivation
 
 Code changes against the parent:
@@ -54,16 +59,47 @@ Code changes against the parent:
 $diff
 ```
 
-performance: how good the measured results are relative to the parent and the anchors.
-innovation: how new the idea is compared with the anchors. complexity: 10 = simple and efficient.
-Reply with JSON: {"performance": n, "innovation": n, "complexity": n, "rationale": "..."}.
+innovation: how new the idea is compared with the anchors (a renamed or re-tuned anchor is not new).
+complexity: 10 = simple and efficient, 1 = convoluted or costly.
+Reply with JSON: {"innovation": n, "complexity": n, "rationale": "..."}.
 """)
 
 
 def in_range(data: dict[str, Any]) -> None:
-    for key in ("performance", "innovation", "complexity"):
+    for key in ("innovation", "complexity"):
         if not 1 <= int(data[key]) <= 10:
             raise MalformedOutput(f"{key} must be an integer from 1 to 10")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the judgement is measured against: the profile's baselines and the run's parent."""
+
+    baselines: ProfileBaselines
+    parent_name: str
+    parent_code: str
+    parent: Measured | None
+
+
+def anchors_table(context: Context, run: Measured, name: str, run_tasks: dict[str, float]) -> str:
+    tasks = context.baselines.signal_tasks
+    measured = context.baselines.measured()
+    floor = context.baselines.noise_sd
+    header = ["design", "val loss", *tasks, "performance", "innovation", "complexity"]
+    rows = [header, ["---"] * len(header)]
+    for mixer in sorted(context.baselines.mixers, key=lambda m: m.val_loss_mean or math.inf):
+        described, innovation, complexity = ANCHORS.get(mixer.mixer, (mixer.mixer, 5, 5))
+        loss = mixer.measured()
+        means = mixer.task_means(tasks)
+        rows.append([described, loss.text() if loss else "-", *(f"{means[t]:.3f}" if t in means else "-"
+                                                                 for t in tasks),
+                     str(score_of(loss.mean, measured, floor)) if loss else "-", str(innovation), str(complexity)])
+    if context.parent is not None and context.parent_name not in {m.mixer for m in context.baselines.mixers}:
+        rows.append([f"parent: {context.parent_name}", context.parent.text(), *["-"] * len(tasks),
+                     str(score_of(context.parent.mean, measured, floor)), "?", "?"])
+    rows.append([f"this run: {name}", run.text(), *(f"{run_tasks[t]:.3f}" if t in run_tasks else "-" for t in tasks),
+                 "?", "?", "?"])
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
 class LlmScorer:
@@ -71,14 +107,21 @@ class LlmScorer:
         self.llm = llm
         self.memory = memory
 
-    async def parent_of(self, found: ExperimentWithLineage) -> tuple[str, float | None]:
-        """The parent's code and val loss: an experiment's from memory, a built-in baseline's from its file."""
+    async def context(self, found: ExperimentWithLineage, profile: str) -> Context:
+        """The profile's baselines and the parent: an experiment's from memory, a built-in baseline's from its
+        file and its measured seeds."""
+        baselines = await self.memory.baselines(profile)
         if found.lineage.parents:
             parent = found.lineage.parents[0]
             parent_found = await self.memory.experiment(parent.id)
-            return (parent_found.experiment.code if parent_found else ""), parent.val_loss
-        baselines = [name for ref in found.lineage.missing_parents if (name := baseline_of_ref(ref))]
-        return (BASELINES[baselines[0]].read_text() if baselines else ""), None
+            return Context(baselines, parent.name or parent.id, parent_found.experiment.code if parent_found else "",
+                           parent.measured())
+        names = [name for ref in found.lineage.missing_parents if (name := baseline_of_ref(ref))]
+        if not names:
+            return Context(baselines, "", "", None)
+        mixer = baselines.mixer(names[0])
+        return Context(baselines, names[0], BASELINES[names[0]].read_text() if names[0] in BASELINES else "",
+                       mixer.measured() if mixer else None)
 
     async def score(self, run: TrainSucceeded, as_of: int) -> Scores:
         found = await self.memory.experiment(run.experiment_id, as_of=as_of)
@@ -86,19 +129,24 @@ class LlmScorer:
             raise UnknownExperiment(f"memory has projected {run.experiment_id}'s training but knows no such "
                                        "experiment: nothing to judge")
         experiment = found.experiment
-        parent_code, parent_loss = await self.parent_of(found)
-        diff = unified_diff(parent_code, experiment.code)[:5000]
-        bench = sum(run.benchmarks.values()) / len(run.benchmarks) if run.benchmarks else None
+        context = await self.context(found, run.profile)
+        measured = experiment.measured() or Measured(run.val_loss, None, 1)
+        standing = performance(measured, context.parent, context.baselines.measured(), context.baselines.noise_sd,
+                               parent_name=context.parent_name or "the parent")
+        tasks = context.baselines.signal_tasks
         prompt = JUDGE.substitute(
-            name=experiment.name, anchors=ANCHORS,
-            val_loss=f"{run.val_loss:.4f}",
-            parent_loss=f"{parent_loss:.4f}" if parent_loss is not None else "unknown",
-            bench=f"{bench:.4f}" if bench is not None else "not measured",
-            motivation=experiment.motivation[:1500], diff=diff or "(no parent code)",
+            name=experiment.name, performance=standing.score, why=standing.reason,
+            anchors=anchors_table(context, measured, experiment.name or run.experiment_id, run.benchmarks),
+            task_note="; then the benchmark tasks that separate the baselines at this profile, accuracy"
+            if tasks else "; no benchmark task separates the baselines at this profile beyond seed noise",
+            motivation=experiment.motivation[:1500],
+            diff=unified_diff(context.parent_code, experiment.code)[:5000] or "(no parent code)",
         )
         reply = await self.llm.complete_json([{"role": "system", "content": SYSTEM},
                                               {"role": "user", "content": prompt}],
                                              SCORE_SCHEMA, max_tokens=400, temperature=0.2, validate=in_range)
         data = reply.data
-        return Scores(performance=int(data["performance"]), innovation=int(data["innovation"]),
-                      complexity=int(data["complexity"]), rationale=str(data["rationale"]), llm=reply.usage)
+        return Scores(performance=standing.score, innovation=int(data["innovation"]),
+                      complexity=int(data["complexity"]),
+                      rationale=f"performance {standing.score}: {standing.reason}. {data['rationale']}",
+                      llm=reply.usage)

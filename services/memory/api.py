@@ -107,7 +107,10 @@ class ExperimentSummary(_Model):
     status: Status
     parent_ids: list[str]
     fitness: float | None = Field(None, validation_alias="fitness_total")
-    val_loss: float | None = None
+    profile: str = ""
+    val_loss: float | None = Field(None, description="the mean over the seeds it was trained on")
+    val_loss_sd: float | None = Field(None, description="the spread over its seeds; null below two seeds")
+    seeds: int = Field(0, description="seeds trained")
     bench_mean: float | None = None
     attempts: int = 0
     created_at: dt.datetime | None = None

@@ -17,7 +17,6 @@ from shared.events import (
     AnalysisCreated,
     DebugGaveUp,
     DebugPatched,
-    JudgeScored,
     ProposalCreated,
     TrainFailed,
     TrainSucceeded,
@@ -169,21 +168,8 @@ async def test_the_judge_diffs_a_child_of_a_baseline_against_the_baselines_code(
     run = next(e for e in events if isinstance(e, TrainSucceeded) and e.experiment_id in from_baseline)
     parent = next(e.parent_ids[0] for e in events if isinstance(e, ProposalCreated)
                   and e.experiment_id == run.experiment_id).removeprefix("baseline:")
-    llm, backend = scripted({"performance": 5, "innovation": 5, "complexity": 5, "rationale": "fine"})
+    llm, backend = scripted({"innovation": 5, "complexity": 5, "rationale": "fine"})
     await judge(LlmScorer(llm, world.client), run, DELIVERY)
     prompt = backend.seen[0][-1]["content"]
     removed = [line for line in BASELINES[parent].read_text().splitlines() if line.strip()][-1]
     assert "(no parent code)" not in prompt and f"-{removed}" in prompt
-
-
-async def test_the_judge_weights_in_code_and_retries_out_of_range_scores(world: MemoryWorld) -> None:
-    run = trained(world)
-    llm, backend = scripted({"performance": 11, "innovation": 5, "complexity": 5, "rationale": "x"},
-                            {"performance": 7, "innovation": 5, "complexity": 4, "rationale": "solid"})
-    outputs = await judge(LlmScorer(llm, world.client), run, DELIVERY)
-    assert len(outputs) == 1 and isinstance(outputs[0], JudgeScored)
-    scored = outputs[0]
-    assert (scored.performance, scored.innovation, scored.complexity) == (7, 5, 4)
-    assert abs(scored.weighted - (0.3 * 7 + 0.25 * 5 + 0.45 * 4)) < 1e-9
-    assert "Anchors" in backend.seen[0][-1]["content"] and "must be an integer from 1 to 10" in \
-        backend.seen[1][-1]["content"]
