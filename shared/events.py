@@ -263,6 +263,36 @@ class BaselineMeasured(Event, frozen=True, kw_only=True, tag="baseline.measured.
     fitness_reference: bool = False
 
 
+class ReplicateRequested(Event, frozen=True, kw_only=True, tag="replicate.requested.v1"):
+    """Memory asks for another seed of a run that entered the leaderboard's top k: one seed ranks chance as much as
+    the mixer. Until it is trained the run is not drawn as a parent."""
+
+    profile: str
+    code: str
+    seed: int
+    reason: str
+
+
+class ReplicateTrained(Event, frozen=True, kw_only=True, tag="replicate.trained.v1", omit_defaults=True):
+    """The engineer's report on a replicate: the same code on another seed. Not a new attempt: a failure here is
+    the mixer's instability on that seed, recorded, never sent to the debugger."""
+
+    seed: int
+    profile: str
+    succeeded: bool
+    val_loss: float | None = None
+    train_loss: float | None = None
+    benchmarks: dict[str, float] = {}
+    curve: tuple[CurvePoint, ...] = ()
+    tokens: int = 0
+    device: str = ""
+    gpu_seconds: float = 0.0
+    cpu_core_seconds: float = 0.0
+    error_kind: str = ""
+    message: str = ""
+    worker_host: str = ""
+
+
 class CognitionDoc(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One piece of the cognition base: a chunk of a paper or note, or a curated starter entry."""
 
@@ -321,6 +351,8 @@ AnyEvent = Union[
     FitnessComputed,
     BaselineMeasured,
     CognitionAdded,
+    ReplicateRequested,
+    ReplicateTrained,
     DeadLettered,
 ]
 

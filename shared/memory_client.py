@@ -68,12 +68,20 @@ class TrainInfo(_Doc):
     curve: list[tuple[int, int, float | None]] = []
 
 
+class Judgement(_Doc):
+    performance: int
+    innovation: int
+    complexity: int
+    rationale: str = ""
+
+
 class Experiment(ExperimentBrief):
     motivation: str = ""
     code: str = ""
     analysis: Analysis | None = None
-    benchmarks: dict[str, float] = {}
+    benchmarks: dict[str, float] = {}  # each task's mean over the seeds
     train: TrainInfo | None = None
+    judge: Judgement | None = None
 
 
 class Lineage(_Doc):

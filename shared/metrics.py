@@ -41,7 +41,8 @@ PROPOSALS_REJECTED = Counter(
     "asiarch_proposals_rejected_total", "Proposals rejected before training, by reason.", ["service", "reason"]
 )
 TRAIN_RUNS = Counter(
-    "asiarch_train_runs_total", "Training attempts by outcome (succeeded, failed) and error kind.",
+    "asiarch_train_runs_total",
+    "Training runs by outcome (succeeded, failed; replicate: a trained run's code on another seed) and error kind.",
     ["service", "outcome", "kind"],
 )
 EXPERIMENTS_FINISHED = Counter(
@@ -80,7 +81,7 @@ LLM_FAILURES = Counter("asiarch_llm_failures_total", "LLM requests that failed o
 # A labelled series exists only once it is touched; touching the bounded label sets at start-up makes a dashboard
 # read 0 ("nothing happened") instead of "no data" ("is it even running?").
 
-TRAIN_OUTCOMES = ("succeeded", "failed")
+TRAIN_OUTCOMES = ("succeeded", "failed", "replicate")
 FINISH_OUTCOMES = ("trained", "gave_up", "rejected")
 
 
@@ -96,6 +97,7 @@ def init_engineer(service: str, error_kinds: tuple[str, ...], reasons: tuple[str
         GPU_SECONDS.labels(service, outcome)
         CPU_CORE_SECONDS.labels(service, outcome)
     TRAIN_RUNS.labels(service, "succeeded", "")
+    TRAIN_RUNS.labels(service, "replicate", "")
     for kind in error_kinds:
         TRAIN_RUNS.labels(service, "failed", kind)
     for reason in reasons:

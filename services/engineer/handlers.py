@@ -12,6 +12,7 @@ corpus, disk space) is ``NotReady``: the candidate waits, queued, and the health
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shutil
 import socket
@@ -31,6 +32,8 @@ from shared.events import (
     Event,
     ProposalCreated,
     ProposalRejected,
+    ReplicateRequested,
+    ReplicateTrained,
     TrainFailed,
     TrainStarted,
     TrainSucceeded,
@@ -90,7 +93,7 @@ class Engineer:
         return {f"experiment {b.experiment_id} ({b.name})": b.behaviour for b in known
                 if b.experiment_id != experiment_id}
 
-    def spec(self, event: ProposalCreated | DebugPatched, profile: str, attempt: int,
+    def spec(self, event: ProposalCreated | DebugPatched | ReplicateRequested, profile: str, attempt: int,
              distinct_from: dict[str, list[float]]) -> ExperimentSpec:
         return ExperimentSpec(
             code=event.code, profile=profile, data_dir=self.corpus_dir,
@@ -131,6 +134,33 @@ async def on_candidate(engineer: Engineer, event: Event, delivery: Delivery) -> 
         return (ProposalRejected(**caused_by(event, PRODUCER, 1), reason="duplicate", detail=outcome.message),)
     count(outcome, attempt)
     return (report(engineer, event, outcome, profile, attempt),)
+
+
+async def on_replicate(engineer: Engineer, event: Event, delivery: Delivery) -> Sequence[Event]:
+    """Train a run's code again on another seed. No checks are skipped and none is new to this code, so what fails
+    is the mixer on that seed: reported as such, never as a candidate for the debugger."""
+    assert isinstance(event, ReplicateRequested)
+    waiting_for = await asyncio.to_thread(engineer.environment_problem, event.profile)
+    if waiting_for is not None:
+        raise NotReady(waiting_for)
+    spec = engineer.spec(event, event.profile, 1, distinct_from={})
+    spec = dataclasses.replace(spec, run_dir=spec.run_dir.parent / f"seed-{event.seed}", distinct_from=None,
+                               extra_args=["--seed", str(event.seed)])
+    outcome = await asyncio.to_thread(run_experiment, spec)
+    if outcome.status == "error":
+        raise NotReady(outcome.message)
+    m = outcome.metrics
+    metrics.TRAIN_RUNS.labels(PRODUCER, "replicate", outcome.error_kind or "").inc()
+    metrics.CPU_CORE_SECONDS.labels(PRODUCER, "replicate").inc(m.cpu_core_seconds)
+    metrics.GPU_SECONDS.labels(PRODUCER, "replicate").inc(m.gpu_seconds)
+    common = {"seed": event.seed, "profile": event.profile, "tokens": m.tokens, "device": m.device,
+              "gpu_seconds": m.gpu_seconds, "cpu_core_seconds": m.cpu_core_seconds, "worker_host": engineer.host}
+    if not outcome.succeeded:
+        return (ReplicateTrained(**caused_by(event, PRODUCER), **common, succeeded=False,
+                                 error_kind=outcome.error_kind or "runtime", message=outcome.message[:2000]),)
+    return (ReplicateTrained(**caused_by(event, PRODUCER), **common, succeeded=True, val_loss=m.final_val_loss,
+                             train_loss=m.final_train_loss, benchmarks=outcome.benchmarks(),
+                             curve=tuple(CurvePoint(step=p.step, tokens=p.tokens, loss=p.loss) for p in m.curve)),)
 
 
 def cuda_available() -> bool:

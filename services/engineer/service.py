@@ -9,9 +9,9 @@ from pathlib import Path
 
 from pydantic import Field
 
-from services.engineer.handlers import Engineer, on_candidate
+from services.engineer.handlers import Engineer, on_candidate, on_replicate
 from shared import metrics
-from shared.events import ERROR_KINDS, REJECTION_REASONS, DebugPatched, ProposalCreated
+from shared.events import ERROR_KINDS, REJECTION_REASONS, DebugPatched, ProposalCreated, ReplicateRequested
 from shared.memory_client import MemoryClient
 from shared.mixer.sandbox import GIB
 from shared.service import Runtime, ServiceSpec, Wiring
@@ -52,7 +52,8 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     )
     metrics.init_engineer(settings.service_name, tuple(sorted(ERROR_KINDS)), REJECTION_REASONS)
     candidate = partial(on_candidate, engineer)
-    return Wiring(handlers={ProposalCreated: candidate, DebugPatched: candidate},
+    return Wiring(handlers={ProposalCreated: candidate, DebugPatched: candidate,
+                            ReplicateRequested: partial(on_replicate, engineer)},
                   # A full disk stops all work here; a profile's missing corpus holds only that profile's (NotReady).
                   ready=partial(asyncio.to_thread, engineer.disk_problem))
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shared.bus import Delivery
-from shared.events import Event, JudgeScored, LlmUsage, TrainSucceeded, caused_by
+from shared.events import Event, JudgeScored, LlmUsage, ReplicateTrained, TrainSucceeded, caused_by
 
 PRODUCER = "judge"
 WEIGHTS = {"performance": 0.3, "innovation": 0.25, "complexity": 0.45}
@@ -40,8 +40,29 @@ class Scorer(Protocol):
 async def on_train_succeeded(scorer: Scorer, event: Event, delivery: Delivery) -> Sequence[Event]:
     assert isinstance(event, TrainSucceeded)
     scores = await scorer.score(event, as_of=delivery.stream_seq)
-    scored = JudgeScored(
-        **caused_by(event, PRODUCER), performance=scores.performance, innovation=scores.innovation,
+    return (scored_event(event, scores),)
+
+
+def scored_event(cause: Event, scores: Scores) -> JudgeScored:
+    return JudgeScored(
+        **caused_by(cause, PRODUCER), performance=scores.performance, innovation=scores.innovation,
         complexity=scores.complexity, weighted=scores.weighted(), rationale=scores.rationale, llm=scores.llm,
     )
-    return (scored,)
+
+
+class Rescorer(Protocol):
+    async def rescore(self, replicate: ReplicateTrained, as_of: int) -> Scores | None:
+        """The run's scores with its performance re-derived from its results over seeds; None when it has no
+        judgement to revise."""
+        ...
+
+
+async def on_replicate_trained(scorer: Rescorer, event: Event, delivery: Delivery) -> Sequence[Event]:
+    """A second seed moves the run's mean: its performance is derived again, the LLM's scores kept (no LLM call)."""
+    assert isinstance(event, ReplicateTrained)
+    if not event.succeeded:
+        return ()
+    scores = await scorer.rescore(event, as_of=delivery.stream_seq)
+    if scores is None:
+        return ()
+    return (scored_event(event, scores),)

@@ -9,8 +9,8 @@ from string import Template
 from typing import Any
 
 from services.judge.handlers import Scores
-from services.judge.performance import performance, score_of
-from shared.events import TrainSucceeded
+from services.judge.performance import Standing, performance, score_of
+from shared.events import ReplicateTrained, TrainSucceeded
 from shared.llm import LlmClient, MalformedOutput
 from shared.memory_client import ExperimentWithLineage, MemoryClient, ProfileBaselines, UnknownExperiment
 from shared.mixer.baselines import BASELINES, baseline_of_ref
@@ -102,6 +102,16 @@ def anchors_table(context: Context, run: Measured, name: str, run_tasks: dict[st
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
+def rationale(standing: Standing, llm_part: str) -> str:
+    """The performance's reason in numbers on the first line, the LLM's reasons for the other two below it."""
+    return f"performance {standing.score}: {standing.reason}\n{llm_part}"
+
+
+def llm_rationale(text: str) -> str:
+    first, _, rest = text.partition("\n")
+    return rest if first.startswith("performance ") else text
+
+
 class LlmScorer:
     def __init__(self, llm: LlmClient, memory: MemoryClient) -> None:
         self.llm = llm
@@ -123,16 +133,33 @@ class LlmScorer:
         return Context(baselines, names[0], BASELINES[names[0]].read_text() if names[0] in BASELINES else "",
                        mixer.measured() if mixer else None)
 
-    async def score(self, run: TrainSucceeded, as_of: int) -> Scores:
-        found = await self.memory.experiment(run.experiment_id, as_of=as_of)
+    async def found(self, experiment_id: str, as_of: int) -> ExperimentWithLineage:
+        found = await self.memory.experiment(experiment_id, as_of=as_of)
         if found is None:
-            raise UnknownExperiment(f"memory has projected {run.experiment_id}'s training but knows no such "
+            raise UnknownExperiment(f"memory has projected {experiment_id}'s training but knows no such "
                                        "experiment: nothing to judge")
+        return found
+
+    @staticmethod
+    def standing(context: Context, measured: Measured) -> Standing:
+        return performance(measured, context.parent, context.baselines.measured(), context.baselines.noise_sd,
+                           parent_name=context.parent_name or "the parent")
+
+    async def rescore(self, replicate: ReplicateTrained, as_of: int) -> Scores | None:
+        found = await self.found(replicate.experiment_id, as_of)
+        judged, measured = found.experiment.judge, found.experiment.measured()
+        if judged is None or measured is None:
+            return None
+        standing = self.standing(await self.context(found, replicate.profile), measured)
+        return Scores(performance=standing.score, innovation=judged.innovation, complexity=judged.complexity,
+                      rationale=rationale(standing, llm_rationale(judged.rationale)))
+
+    async def score(self, run: TrainSucceeded, as_of: int) -> Scores:
+        found = await self.found(run.experiment_id, as_of)
         experiment = found.experiment
         context = await self.context(found, run.profile)
         measured = experiment.measured() or Measured(run.val_loss, None, 1)
-        standing = performance(measured, context.parent, context.baselines.measured(), context.baselines.noise_sd,
-                               parent_name=context.parent_name or "the parent")
+        standing = self.standing(context, measured)
         tasks = context.baselines.signal_tasks
         prompt = JUDGE.substitute(
             name=experiment.name, performance=standing.score, why=standing.reason,
@@ -148,5 +175,5 @@ class LlmScorer:
         data = reply.data
         return Scores(performance=standing.score, innovation=int(data["innovation"]),
                       complexity=int(data["complexity"]),
-                      rationale=f"performance {standing.score}: {standing.reason}. {data['rationale']}",
+                      rationale=rationale(standing, str(data["rationale"])),
                       llm=reply.usage)

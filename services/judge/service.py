@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import partial
 
-from services.judge.handlers import on_train_succeeded
+from services.judge.handlers import on_replicate_trained, on_train_succeeded
 from services.judge.scorer import LlmScorer
 from shared.agent import AgentSettings, agent_clients, follow_campaign_model
-from shared.events import CampaignStarted, TrainSucceeded
+from shared.events import CampaignStarted, ReplicateTrained, TrainSucceeded
 from shared.service import Runtime, ServiceSpec, Wiring
 
 
@@ -17,7 +17,9 @@ class JudgeSettings(AgentSettings):
 
 async def bootstrap(runtime: Runtime) -> Wiring:
     llm, memory = await agent_clients(runtime)
-    return Wiring(handlers={TrainSucceeded: partial(on_train_succeeded, LlmScorer(llm, memory)),
+    scorer = LlmScorer(llm, memory)
+    return Wiring(handlers={TrainSucceeded: partial(on_train_succeeded, scorer),
+                            ReplicateTrained: partial(on_replicate_trained, scorer),
                             CampaignStarted: partial(follow_campaign_model, llm)})
 
 

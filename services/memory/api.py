@@ -111,6 +111,8 @@ class ExperimentSummary(_Model):
     val_loss: float | None = Field(None, description="the mean over the seeds it was trained on")
     val_loss_sd: float | None = Field(None, description="the spread over its seeds; null below two seeds")
     seeds: int = Field(0, description="seeds trained")
+    awaiting_replicate: bool = Field(False, description="in the top k on one seed: a second seed is training, "
+                                                        "and it is not drawn as a parent until then")
     bench_mean: float | None = None
     attempts: int = 0
     created_at: dt.datetime | None = None
@@ -159,8 +161,10 @@ class ExperimentDetail(ExperimentSummary):
     code_versions: list[CodeVersionOut]
     cognition_ids: list[str]
     train: TrainOut | None = None
-    benchmarks: dict[str, float] = {}
+    benchmarks: dict[str, float] = Field({}, description="each task's mean score over the seeds")
     analysis: AnalysisOut | None = None
+    seed_runs: dict[str, dict[str, Any]] = Field({}, description="seed -> that run's val loss and scores")
+    replicate: dict[str, Any] | None = Field(None, description="the replicate asked for it, and how it went")
     judge: JudgeOut | None = None
     fitness_terms: FitnessOut | None = Field(None, validation_alias="fitness")
     last_error: dict[str, Any] | None = None

@@ -16,6 +16,7 @@ from nats.js.errors import NotFoundError
 
 from services.memory.fitness import fitness_event
 from services.memory.projection import Projector
+from services.memory.replicates import DEFAULT_TOP_K, replicate_request
 from services.memory.vectors import VectorStore
 from shared import bus, metrics
 from shared.bus import Delivery
@@ -31,6 +32,8 @@ class Memory:
     vectors: VectorStore
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     best_fitness: float | None = None
+    # A run entering its profile's top k on one seed is trained on another before it is drawn as a parent (0: off).
+    replicate_top_k: int = DEFAULT_TOP_K
 
     async def projected(self, seq: int, timeout_s: float, poll_s: float = 0.1) -> None:
         """Return once the store projection has applied ``seq``; TimeoutError if it has not within ``timeout_s``."""
@@ -40,13 +43,15 @@ class Memory:
 
         await asyncio.wait_for(reached(), timeout_s)
 
-    def apply(self, event: Event, seq: int) -> FitnessComputed | None:
-        """Project one event; the fitness event it makes due, if any (published by the caller)."""
+    def apply(self, event: Event, seq: int) -> Event | None:
+        """Project one event; the event it makes due, if any (published by the caller): a fitness once a run has
+        both its training and its judgement, a replicate once its fitness puts it in the top k."""
         self.projector.apply(event, seq)
         self.vectors.apply(event, seq)
         if isinstance(event, FitnessComputed):
             self.best_fitness = max(self.best_fitness or event.total, event.total)
             metrics.BEST_FITNESS.labels("memory").set(self.best_fitness)
+            return replicate_request(self.projector.db, event, self.replicate_top_k)
         if isinstance(event, (TrainSucceeded, JudgeScored)):
             return fitness_event(self.projector.db, event)
         return None
@@ -54,8 +59,8 @@ class Memory:
 
 async def project(memory: Memory, event: Event, delivery: Delivery) -> Sequence[Event]:
     async with memory.lock:
-        fitness = await asyncio.to_thread(memory.apply, event, delivery.stream_seq)
-    return (fitness,) if fitness is not None else ()
+        owed = await asyncio.to_thread(memory.apply, event, delivery.stream_seq)
+    return (owed,) if owed is not None else ()
 
 
 async def stored_events(js: JetStreamContext, start_seq: int, until_seq: int | None) -> list[tuple[int, Event]]:
@@ -75,7 +80,7 @@ async def catch_up(js: JetStreamContext, memory: Memory, consumer: str) -> int:
     The FAISS files are saved on a timer, so after a crash they can lag the store; after a restore into a new data
     dir they are missing altogether while the store (and the ledger that makes the consumer skip what it handled)
     came back. The missing stretch is read from the stream directly. Fitness events are not re-published: they
-    are already in the log.
+    are already in the log (so are replicate requests).
     """
     try:
         info = await js.consumer_info(bus.STREAM_NAME, consumer)

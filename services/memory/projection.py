@@ -48,11 +48,14 @@ from shared.events import (
     JudgeScored,
     ProposalCreated,
     ProposalRejected,
+    ReplicateRequested,
+    ReplicateTrained,
     TrainFailed,
     TrainStarted,
     TrainSucceeded,
 )
 from shared.mixer.edit import unified_diff
+from shared.mixer.profiles import PROFILES
 from shared.noise import Measured, pooled_sd, task_signal
 
 log = logging.getLogger(__name__)
@@ -111,6 +114,8 @@ class Projector:
             AnalysisCreated: self._analysis_created,
             JudgeScored: self._judge_scored,
             FitnessComputed: self._fitness_computed,
+            ReplicateRequested: self._replicate_requested,
+            ReplicateTrained: self._replicate_trained,
             BaselineMeasured: self._baseline_measured,
             CognitionAdded: self._cognition_added,
         }
@@ -387,17 +392,38 @@ class Projector:
             "curve": [[p.step, p.tokens, _finite(p.loss)] for p in event.curve],
         }
         benchmarks = {k: float(v) for k, v in sorted(event.benchmarks.items())}
+        first_seed = {str(profile_seed(event.profile)): {"val_loss": train["val_loss"], "benchmarks": benchmarks}}
 
         def change(doc: Doc) -> Doc:
             fields: Doc = {
-                "status": "trained", "profile": event.profile, "train": train, "val_loss": train["val_loss"],
-                "benchmarks": benchmarks, "bench_mean": bench_mean(benchmarks),
-                "attempts": max(doc.get("attempts", 0), event.attempt), "finished_at": event.occurred_at,
+                "status": "trained", "profile": event.profile, "train": train, "seed_runs": first_seed,
+                **over_seeds(first_seed), "attempts": max(doc.get("attempts", 0), event.attempt),
+                "finished_at": event.occurred_at,
                 "spend": _add_spend(doc.get("spend"), gpu=event.gpu_seconds, cpu=event.cpu_core_seconds),
             }
             if event.behaviour:
                 fields["behaviour"] = list(event.behaviour)
             return fields
+
+        self._update_experiment(event, seq, change)
+
+    # --- replicates: the same code on more seeds ------------------------------------------------------------
+
+    def _replicate_requested(self, event: ReplicateRequested, seq: int) -> None:
+        replicate = {"seed": event.seed, "status": "requested", "reason": event.reason, "at": event.occurred_at}
+        self._update_experiment(event, seq, lambda doc: {"replicate": replicate, "awaiting_replicate": True})
+
+    def _replicate_trained(self, event: ReplicateTrained, seq: int) -> None:
+        def change(doc: Doc) -> Doc:
+            run: Doc = {"val_loss": _finite(event.val_loss) if event.val_loss is not None else None,
+                        "benchmarks": {k: float(v) for k, v in sorted(event.benchmarks.items())}}
+            if not event.succeeded:
+                run = {"val_loss": None, "benchmarks": {}, "error": f"{event.error_kind}: {event.message}"}
+            runs = {**(doc.get("seed_runs") or {}), str(event.seed): run}
+            replicate = {**(doc.get("replicate") or {}), "seed": event.seed,
+                         "status": "trained" if event.succeeded else "failed", "at": event.occurred_at}
+            return {"seed_runs": runs, **over_seeds(runs), "replicate": replicate, "awaiting_replicate": False,
+                    "spend": _add_spend(doc.get("spend"), gpu=event.gpu_seconds, cpu=event.cpu_core_seconds)}
 
         self._update_experiment(event, seq, change)
 
@@ -466,6 +492,24 @@ def seed_stats(runs: Mapping[str, Doc]) -> Doc:
     }
 
 
+def profile_seed(profile: str) -> int:
+    """The seed a profile trains on unless told otherwise (a replicate is told another)."""
+    return PROFILES[profile].seed if profile in PROFILES else 0
+
+
+def over_seeds(runs: Mapping[str, Doc]) -> Doc:
+    """An experiment's results over the seeds it was trained on: the mean val loss and its spread, and each task's
+    mean score. A seed that failed (diverged, crashed) has no val loss and is counted in ``failed_seeds``."""
+    trained = [r for r in runs.values() if r.get("val_loss") is not None]
+    loss = Measured.of(r["val_loss"] for r in trained)
+    tasks = sorted({task for r in trained for task in r.get("benchmarks", {})})
+    benchmarks = {task: statistics.fmean(r["benchmarks"][task] for r in trained if task in r["benchmarks"])
+                  for task in tasks}
+    return {"val_loss": loss.mean if loss else None, "val_loss_sd": loss.sd if loss else None,
+            "seeds": loss.seeds if loss else 0, "failed_seeds": len(runs) - len(trained),
+            "benchmarks": benchmarks, "bench_mean": bench_mean(benchmarks)}
+
+
 def profile_signal(scores: Mapping[str, Mapping[str, Doc]]) -> Doc:
     """What the baselines measured at a profile tell apart (shared/noise.py): the seed noise of the val loss, the
     best baseline, and the benchmark tasks that carry signal, with the numbers that decided each."""
@@ -494,7 +538,8 @@ def _new_experiment(event: Event) -> Doc:
         "parent_ids": [], "cognition_ids": [], "status": "proposed", "code": "", "code_versions": [],
         "attempts": 0, "n_failures": 0, "n_patches": 0, "n_children": 0, "profile": "", "last_error": None,
         "rejection": None,
-        "gave_up": None, "train": None, "val_loss": None, "benchmarks": {}, "bench_mean": None, "analysis": None,
+        "gave_up": None, "train": None, "val_loss": None, "val_loss_sd": None, "seeds": 0, "seed_runs": {},
+        "replicate": None, "awaiting_replicate": False, "benchmarks": {}, "bench_mean": None, "analysis": None,
         "judge": None, "fitness": None, "fitness_total": None, "has_fitness": False,
         "spend": {"gpu_seconds": 0.0, "cpu_core_seconds": 0.0}, "llm": _llm(None),
         "created_at": event.occurred_at, "started_at": None, "finished_at": None,

@@ -138,13 +138,16 @@ def sample_parents(
     db: Database, *, strategy: Strategy = "two_tier", references: int = 4, seed: int | None = None,
     campaign_id: str | None = None, exploration: float = 1.0,
 ) -> ParentSample:
-    """Two-tier sampling (parent uniformly from the top 10, references from ranks 11–50) or UCB over the top 50.
+    """Two-tier sampling (parent uniformly from the top 10, references from ranks 11–50) or UCB over the top 50,
+    of the ranked runs not waiting for a replicate.
 
     With fewer than 11 ranked experiments the references come from the rest of the top tier. No ranked
     experiment at all gives ``parent=None``: the caller starts from a baseline.
     """
     rng = random.Random(seed)
-    ranked = ranked_experiments(db, campaign_id)
+    # A run waiting for its second seed is not drawn yet: its rank may be one lucky seed (filtered here, as the
+    # embedded store's and MongoDB's $ne disagree on missing fields).
+    ranked = [d for d in ranked_experiments(db, campaign_id) if not d.get("awaiting_replicate")]
     if not ranked:
         return ParentSample(strategy, None, [], 0)
     scores: dict[str, float] = {}

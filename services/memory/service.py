@@ -18,6 +18,7 @@ from services.memory.cognition import COGNITION, SourceUpdate, cognition_events,
 from services.memory.handlers import Memory, ReplayJob, catch_up, project, replay
 from services.memory.projection import Projector, digest
 from services.memory.queries import ranked_experiments
+from services.memory.replicates import DEFAULT_TOP_K
 from services.memory.vectors import (
     CachingEmbedder,
     HashingEmbedder,
@@ -43,6 +44,8 @@ class MemorySettings(ServiceSettings):
     save_every_s: float = Field(default=30.0, gt=0)
     # How long ``cognition add`` waits for its events to be projected before it answers.
     project_timeout_s: float = Field(default=600.0, gt=0)
+    # Runs that enter their profile's top k on one seed are trained on a second seed (0: never).
+    replicate_top_k: int = Field(default=DEFAULT_TOP_K, ge=0)
 
     def vectors_dir(self, name: str = "vectors") -> Path:
         return self.data_dir / "memory" / name
@@ -167,7 +170,7 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     vectors_dir.mkdir(parents=True, exist_ok=True)
     embedder = CachingEmbedder(embedder_for(settings), vectors_dir / f"embeddings-{settings.embedder}.npz")
     vectors = VectorStore(embedder, vectors_dir)
-    memory = Memory(Projector(runtime.db), vectors)
+    memory = Memory(Projector(runtime.db), vectors, replicate_top_k=settings.replicate_top_k)
 
     async def save_on_exit() -> None:
         async with memory.lock:

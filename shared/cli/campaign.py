@@ -11,6 +11,7 @@ import httpx
 from shared import bus
 from shared.cli.stack import Endpoints, connect_nats
 from shared.errors import AsiarchError
+from shared.noise import Measured
 from shared.events import Budget, CampaignStarted, CampaignStopped, Event, campaign_stopped_id, new_event_id, utc_now
 
 
@@ -80,3 +81,13 @@ def latest_campaign(stack: Endpoints) -> str | None:
     running = [c for c in campaigns if c.get("status") == "running"]
     chosen = running or campaigns
     return str(sorted(chosen, key=lambda c: str(c.get("started_at", "")))[-1]["_id"]) if chosen else None
+
+
+def loss_over_seeds(row: dict[str, Any]) -> str:
+    """An experiment's val loss as the leaderboard shows it: mean ± sd over its seeds, and whether a second seed
+    is on its way."""
+    loss = row.get("val_loss")
+    if loss is None:
+        return "-"
+    measured = Measured(loss, row.get("val_loss_sd"), max(1, int(row.get("seeds") or 1)))
+    return measured.text() + (" +1 training" if row.get("awaiting_replicate") else "")

@@ -258,11 +258,11 @@ def chosen_campaign(target: stack.Endpoints, campaign_id: str | None) -> str:
 
 def print_campaign(report: campaign.CampaignReport, gallery: Path) -> None:
     stats = report.stats
-    board = Table("#", "experiment", "name", "status", "val loss", "fitness", title="leaderboard")
+    board = Table("#", "experiment", "name", "status", "val loss (mean ± sd, seeds)", "fitness", title="leaderboard")
     for rank, row in enumerate(report.leaderboard, start=1):
-        fitness, loss = row.get("fitness"), row.get("val_loss")
-        board.add_row(str(rank), row["id"], row.get("name", ""), row.get("status", ""),
-                      f"{loss:.4f}" if loss is not None else "-", f"{fitness:.3f}" if fitness is not None else "-")
+        fitness = row.get("fitness")
+        board.add_row(str(rank), row["id"], row.get("name", ""), row.get("status", ""), campaign.loss_over_seeds(row),
+                      f"{fitness:.3f}" if fitness is not None else "-")
     out.print(board)
     counts = ", ".join(f"{k} {v}" for k, v in stats["by_status"].items() if v)
     spend = stats["spend"]

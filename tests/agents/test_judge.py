@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from services.judge.handlers import on_replicate_trained
 from services.judge.handlers import on_train_succeeded as judge
 from services.judge.performance import performance, position
 from services.judge.scorer import LlmScorer
 from shared.bus import Delivery
-from shared.events import JudgeScored
+from shared.events import JudgeScored, ReplicateTrained
 from shared.noise import Measured
 from tests.agents.conftest import MemoryWorld, scripted
-from tests.agents.lineage import baselines, child
+from tests.agents.lineage import baselines, child, envelope
 
 DELIVERY = Delivery(stream_seq=1, deliveries=1, subject="test")
 # What a fresh campaign at cpu measured (the numbers), with the noise of two seeds each.
@@ -96,3 +97,19 @@ def test_without_a_noise_estimate_the_parent_comparison_says_so() -> None:
     one_seed = Measured(4.9, None, 1)
     standing = performance(Measured(5.0, None, 1), one_seed, {}, None, parent_name="deltanet")
     assert "not comparable" in standing.reason and 1 <= standing.score <= 10
+
+
+async def test_a_second_seed_moves_the_performance_without_asking_the_llm(measured_world: MemoryWorld) -> None:
+    first, _ = await judged(measured_world, "baseline:deltanet", 4.93, experiment="exp-lucky")
+    measured_world.apply(first)
+    # The second seed lands within noise of the parent: the mean (4.946 ± 0.023) no longer beats it.
+    replicate = ReplicateTrained(**envelope("exp-lucky"), seed=1, profile="smoke", succeeded=True, val_loss=4.962)
+    measured_world.apply(replicate)
+    llm, backend = scripted()
+    (rescored,) = await on_replicate_trained(LlmScorer(llm, measured_world.client), replicate, DELIVERY)
+    assert isinstance(rescored, JudgeScored) and not backend.seen and rescored.llm is None
+    assert rescored.performance < first.performance and "2 seeds" in rescored.rationale
+    assert (rescored.innovation, rescored.complexity) == (first.innovation, first.complexity)
+    assert rescored.rationale.endswith(REPLY["rationale"])
+    failed = ReplicateTrained(**envelope("exp-lucky"), seed=2, profile="smoke", succeeded=False, error_kind="nan")
+    assert await on_replicate_trained(LlmScorer(llm, measured_world.client), failed, DELIVERY) == ()

@@ -12,7 +12,7 @@ import pytest
 from nats.js import JetStreamContext
 from pymongo.database import Database
 
-from services.engineer.handlers import Engineer, on_candidate
+from services.engineer.handlers import Engineer, on_candidate, on_replicate
 from shared import bus
 from shared.events import (
     Budget,
@@ -20,6 +20,8 @@ from shared.events import (
     Event,
     ProposalCreated,
     ProposalRejected,
+    ReplicateRequested,
+    ReplicateTrained,
     TrainFailed,
     TrainStarted,
     TrainSucceeded,
@@ -52,7 +54,8 @@ def envelope(experiment: str) -> dict[str, object]:
 async def run_engineer(js: JetStreamContext, db: Database, engineer: Engineer, events: Sequence[Event],
                        expected_outputs: int) -> list[Event]:
     candidate = partial(on_candidate, engineer)
-    consumer = bus.Consumer(js, "engineer", {ProposalCreated: candidate}, MongoLedger(db, "engineer"), POLICY)
+    handlers = {ProposalCreated: candidate, ReplicateRequested: partial(on_replicate, engineer)}
+    consumer = bus.Consumer(js, "engineer", handlers, MongoLedger(db, "engineer"), POLICY)
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     for event in events:
@@ -83,14 +86,20 @@ async def test_proposals_train_fail_or_get_rejected(
         ProposalCreated(**envelope("peeks"), profile="smoke", name="peek", motivation="m",
                         code=(FIXTURES / "peek_future.py").read_text()),
         ProposalCreated(**envelope("broken"), profile="smoke", name="broken", motivation="m", code="class Mixer(:\n"),
+        # The same code as "good" on another seed, as memory asks for a run that enters the top k.
+        ReplicateRequested(**envelope("good"), profile="smoke", code=gla_variant(), seed=1, reason="top 3"),
     ]
-    outputs = await run_engineer(js, db, engineer, events, expected_outputs=7)
+    outputs = await run_engineer(js, db, engineer, events, expected_outputs=8)
     by_experiment: dict[str, list[Event]] = {}
     for event in outputs:
         by_experiment.setdefault(event.experiment_id, []).append(event)
-    assert [type(e) for e in by_experiment["good"]] == [TrainStarted, TrainSucceeded]
-    succeeded = by_experiment["good"][1]
-    assert isinstance(succeeded, TrainSucceeded)
+    assert [type(e) for e in by_experiment["good"]] == [TrainStarted, TrainSucceeded, ReplicateTrained]
+    succeeded, replicate = by_experiment["good"][1:]
+    assert isinstance(succeeded, TrainSucceeded) and isinstance(replicate, ReplicateTrained)
+    # Another seed, another run: no status change (no train.started), a val loss of its own.
+    assert replicate.succeeded and replicate.seed == 1 and replicate.val_loss != succeeded.val_loss
+    assert replicate.val_loss is not None and abs(replicate.val_loss - succeeded.val_loss) < 0.5
+    assert set(replicate.benchmarks) == set(succeeded.benchmarks) and replicate.cpu_core_seconds > 0
     assert succeeded.profile == "smoke" and succeeded.tokens > 0 and succeeded.val_loss < 7.0
     assert succeeded.cpu_core_seconds > 0 and Path(succeeded.checkpoint_path).is_file()
     assert set(succeeded.benchmarks) >= {"lambada", "piqa", "hellaswag"}

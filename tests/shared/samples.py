@@ -23,6 +23,8 @@ from shared.events import (
     ProposalCreated,
     ProposalCreatedV1,
     ProposalRejected,
+    ReplicateRequested,
+    ReplicateTrained,
     ReportSection,
     TrainFailed,
     TrainStarted,
@@ -80,6 +82,11 @@ SAMPLES: list[Event] = [
                      symptoms="Memory overwrites.", background="Fast weights.", idea="Delta rule.",
                      implementation="Chunked WY form.", tags=("recall",)),
     ), removed_ids=("doc:0123456789abcdef:1",)),
+    ReplicateRequested(**envelope(16), profile="smoke", code=CODE, seed=1,
+                       reason="entered the top 3 (rank 1) on one seed"),
+    ReplicateTrained(**envelope(17), seed=1, profile="smoke", succeeded=True, val_loss=3.52, train_loss=3.3,
+                     benchmarks={"mqar": 0.48}, curve=(CurvePoint(step=10, tokens=20480, loss=3.3),), tokens=204_800,
+                     device="cpu", cpu_core_seconds=33.0, worker_host="ws-1"),
 ]
 
 # Each legacy version, as a stream written before its successor holds it; they decode to current types.
