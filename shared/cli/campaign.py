@@ -11,8 +11,8 @@ import httpx
 from shared import bus
 from shared.cli.stack import Endpoints, connect_nats
 from shared.errors import AsiarchError
-from shared.noise import Measured
 from shared.events import Budget, CampaignStarted, CampaignStopped, Event, campaign_stopped_id, new_event_id, utc_now
+from shared.noise import Measured
 
 
 class CampaignError(AsiarchError):
