@@ -12,7 +12,7 @@ import httpx
 import msgspec
 
 from shared.errors import AsiarchError, TransientError
-from shared.noise import Measured
+from shared.noise import Measured, best_of
 
 
 class MemoryUnavailable(TransientError):
@@ -175,10 +175,9 @@ class ProfileBaselines(_Doc):
         return next((m for m in self.mixers if m.mixer == name), None)
 
     def best(self) -> BaselineMixer | None:
-        """The lowest mean val loss among the baselines measured on two seeds (any, if none is)."""
-        measured = [m for m in self.mixers if m.val_loss_mean is not None]
-        pool = [m for m in measured if m.seeds > 1] or measured
-        return min(pool, key=lambda m: m.val_loss_mean or 0.0) if pool else None
+        """The best baseline (``shared.noise.best_of``)."""
+        best = best_of(self.measured())
+        return self.mixer(best) if best else None
 
 
 class Behaviour(_Doc, kw_only=True):

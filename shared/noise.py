@@ -47,6 +47,13 @@ class Measured:
         return f"{self.mean:.{digits}f}{spread} ({self.seeds} seed{'s' if self.seeds != 1 else ''})"
 
 
+def best_of(measured: Mapping[str, Measured]) -> str | None:
+    """The lowest mean among those measured on two seeds or more (any, if none is): one lucky seed does not make
+    a baseline the best."""
+    pool = {name: m for name, m in measured.items() if m.seeds > 1} or dict(measured)
+    return min(sorted(pool), key=lambda name: pool[name].mean) if pool else None
+
+
 def combined_noise(a: Measured, b: Measured, floor: float | None) -> float | None:
     noise_a, noise_b = a.noise(floor), b.noise(floor)
     if noise_a is None or noise_b is None:

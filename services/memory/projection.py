@@ -55,8 +55,8 @@ from shared.events import (
     TrainSucceeded,
 )
 from shared.mixer.edit import unified_diff
-from shared.mixer.profiles import PROFILES
-from shared.noise import Measured, pooled_sd, task_signal
+from shared.mixer.profiles import profile_seed
+from shared.noise import Measured, best_of, pooled_sd, task_signal
 
 log = logging.getLogger(__name__)
 
@@ -492,11 +492,6 @@ def seed_stats(runs: Mapping[str, Doc]) -> Doc:
     }
 
 
-def profile_seed(profile: str) -> int:
-    """The seed a profile trains on unless told otherwise (a replicate is told another)."""
-    return PROFILES[profile].seed if profile in PROFILES else 0
-
-
 def over_seeds(runs: Mapping[str, Doc]) -> Doc:
     """An experiment's results over the seeds it was trained on: the mean val loss and its spread, and each task's
     mean score. A seed that failed (diverged, crashed) has no val loss and is counted in ``failed_seeds``."""
@@ -516,13 +511,12 @@ def profile_signal(scores: Mapping[str, Mapping[str, Doc]]) -> Doc:
     losses = {mixer: [r["val_loss"] for r in seeds.values() if r.get("val_loss") is not None]
               for mixer, seeds in scores.items()}
     measured = {mixer: m for mixer, values in losses.items() if (m := Measured.of(values)) is not None}
-    on_two_seeds = {mixer: m for mixer, m in measured.items() if m.seeds > 1} or measured
-    best = min(sorted(on_two_seeds), key=lambda mixer: on_two_seeds[mixer].mean) if on_two_seeds else None
+    best = best_of(measured)
     signal = task_signal({mixer: {seed: r.get("benchmarks", {}) for seed, r in seeds.items()}
                           for mixer, seeds in scores.items()})
     return {
         "noise_sd": pooled_sd(losses.values()),
-        "best": None if best is None else {"mixer": best, **asdict(on_two_seeds[best])},
+        "best": None if best is None else {"mixer": best, **asdict(measured[best])},
         "signal": {task: {**asdict(s), "reason": s.reason()} for task, s in signal.items()},
         "signal_tasks": [task for task, s in signal.items() if s.counts],
     }

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pymongo.database import Database
 
-from services.memory.projection import EXPERIMENTS, profile_seed
+from services.memory.projection import EXPERIMENTS
 from services.memory.queries import count
 from shared.events import FitnessComputed, ReplicateRequested, derived_event_id, utc_now
+from shared.mixer.profiles import profile_seed
 
 PRODUCER = "memory"
 DEFAULT_TOP_K = 3

@@ -2,7 +2,9 @@
 
 The stream is the source of truth, so the table is a fold over one campaign's events: proposals, rejections by
 reason, first-try successes, debugger fixes by the number of patches they took, give-ups, trained models, and how
-many of those beat a reference baseline by more than its noise floor. Time is split into LLM time (the latency
+many of those beat a reference baseline by more than its noise floor, their parent beyond noise, and the best
+baseline of the profile beyond noise (shared/noise.py: means apart by more than 2 combined sd; a run on one seed
+has the profile's seed noise). Time is split into LLM time (the latency
 every agent reports with its output) and training time (``train.started`` to its result); the two overlap when
 agents work in parallel, so each is a share of the campaign's wall time, not of a whole.
 """
@@ -30,11 +32,15 @@ from shared.events import (
     LlmUsage,
     ProposalCreated,
     ProposalRejected,
+    ReplicateTrained,
     TrainFailed,
     TrainStarted,
     TrainSucceeded,
     decode,
 )
+from shared.mixer.baselines import baseline_of_ref
+from shared.mixer.profiles import profile_seed
+from shared.noise import Measured, best_of, compare, pooled_sd
 
 # Beating a baseline "beyond its noise floor": below its mean by more than this many seed standard deviations.
 NOISE_SIGMAS = 2.0
@@ -51,6 +57,44 @@ class Reference:
     @property
     def threshold(self) -> float:
         return self.mean - NOISE_SIGMAS * self.std
+
+
+@dataclass
+class Measurements:
+    """Every val loss in the log, whichever campaign measured it: a run's parent may be another campaign's."""
+
+    runs: dict[str, dict[int, float]] = field(default_factory=dict)  # experiment -> seed -> val loss
+    parents: dict[str, str] = field(default_factory=dict)  # experiment -> the parent it was derived from
+    baselines: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)  # profile -> mixer -> seed
+
+    def add(self, event: Event) -> None:
+        if isinstance(event, ProposalCreated) and event.parent_ids:
+            self.parents[event.experiment_id] = event.parent_ids[0]
+        elif isinstance(event, TrainSucceeded):
+            self.runs.setdefault(event.experiment_id, {})[profile_seed(event.profile)] = event.val_loss
+        elif isinstance(event, ReplicateTrained) and event.succeeded and event.val_loss is not None:
+            self.runs.setdefault(event.experiment_id, {})[event.seed] = event.val_loss
+        elif isinstance(event, BaselineMeasured):
+            self.baselines.setdefault(event.profile, {}).setdefault(event.mixer, {})[event.seed] = event.val_loss
+
+    def of(self, ref: str, profile: str) -> Measured | None:
+        """An experiment's val loss over its seeds, or a baseline's (``baseline:<name>``) at the profile."""
+        name = baseline_of_ref(ref)
+        seeds = self.baselines.get(profile, {}).get(name, {}) if name else self.runs.get(ref, {})
+        return Measured.of(seeds.values())
+
+    def noise_floor(self, profile: str) -> float | None:
+        return pooled_sd(list(seeds.values()) for seeds in self.baselines.get(profile, {}).values())
+
+    def best_baseline(self, profile: str) -> str | None:
+        measured = {mixer: m for mixer, seeds in self.baselines.get(profile, {}).items()
+                    if (m := Measured.of(seeds.values())) is not None}
+        return best_of(measured)
+
+    def beats(self, experiment: str, other: str | None, profile: str) -> bool:
+        run, against = self.of(experiment, profile), self.of(other, profile) if other else None
+        return run is not None and against is not None and \
+            compare(run, against, self.noise_floor(profile)) == "better"
 
 
 @dataclass
@@ -86,6 +130,10 @@ class YieldTable:
     val_losses: list[float] = field(default_factory=list)
     beat_reference: int | None = None
     reference: Reference | None = None
+    trained_ids: list[str] = field(default_factory=list)
+    beat_parent_beyond_noise: int | None = None  # None: no parent could be compared (no noise known)
+    beat_best_baseline_beyond_noise: int | None = None  # None: no baseline measured at the profile
+    best_baseline: str | None = None
     llm: LlmTime = field(default_factory=LlmTime)
     llm_by_agent: dict[str, LlmTime] = field(default_factory=dict)
     training_seconds: float = 0.0
@@ -103,6 +151,9 @@ class YieldTable:
             "gave_up": self.gave_up, "trained": self.trained,
             "best_val_loss": min(self.val_losses) if self.val_losses else None,
             "beat_reference": self.beat_reference,
+            "beat_parent_beyond_noise": self.beat_parent_beyond_noise,
+            "beat_best_baseline_beyond_noise": self.beat_best_baseline_beyond_noise,
+            "best_baseline": self.best_baseline,
             "reference": None if self.reference is None else {
                 "name": self.reference.name, "mean": self.reference.mean, "std": self.reference.std,
                 "threshold": self.reference.threshold},
@@ -120,8 +171,10 @@ def tally(events: Iterable[Event], campaign_id: str, reference: Reference | None
     """Fold one campaign's events (in stream order) into its yield table; other campaigns' events are skipped."""
     table = YieldTable(campaign_id, reference=reference)
     started: dict[tuple[str, int], Event] = {}
+    measurements = Measurements()
     first_at = last_at = None
     for event in events:
+        measurements.add(event)
         if event.campaign_id != campaign_id:
             continue
         first_at = first_at or event.occurred_at
@@ -131,7 +184,23 @@ def tally(events: Iterable[Event], campaign_id: str, reference: Reference | None
         table.wall_seconds = (last_at - first_at).total_seconds()
     if reference is not None:
         table.beat_reference = sum(1 for loss in table.val_losses if loss < reference.threshold)
+    count_beyond_noise(table, measurements)
     return table
+
+
+def count_beyond_noise(table: YieldTable, measurements: Measurements) -> None:
+    """How many trained runs (over all their seeds) beat their parent, and the profile's best baseline, beyond
+    noise."""
+    trained = dict.fromkeys(table.trained_ids)
+    profile = table.profile
+    if measurements.noise_floor(profile) is not None or any(
+            (m := measurements.of(e, profile)) is not None and m.seeds > 1 for e in trained):
+        table.beat_parent_beyond_noise = sum(measurements.beats(e, measurements.parents.get(e), profile)
+                                             for e in trained)
+    table.best_baseline = measurements.best_baseline(profile)
+    if table.best_baseline is not None:
+        best = f"baseline:{table.best_baseline}"
+        table.beat_best_baseline_beyond_noise = sum(measurements.beats(e, best, profile) for e in trained)
 
 
 def _count(table: YieldTable, event: Event, started: dict[tuple[str, int], Event]) -> None:
@@ -154,6 +223,9 @@ def _count(table: YieldTable, event: Event, started: dict[tuple[str, int], Event
             table.training_seconds += (event.occurred_at - begin.occurred_at).total_seconds()
         if isinstance(event, TrainSucceeded):
             _count_success(table, event)
+    elif isinstance(event, ReplicateTrained):
+        # No train.started before a replicate: its own report carries what it cost.
+        table.training_seconds += event.cpu_core_seconds if event.device == "cpu" else event.gpu_seconds
     elif isinstance(event, DebugGaveUp):
         table.gave_up += 1
     _count_llm(table, event)
@@ -168,6 +240,7 @@ def rejection_label(event: ProposalRejected) -> str:
 
 def _count_success(table: YieldTable, event: TrainSucceeded) -> None:
     table.trained += 1
+    table.trained_ids.append(event.experiment_id)
     table.val_losses.append(event.val_loss)
     if event.attempt == 1:
         table.passed_first_try += 1
@@ -229,6 +302,10 @@ def rows(table: YieldTable) -> list[tuple[str, str]]:
         ("trained", str(table.trained)),
         ("best val loss", f"{min(table.val_losses):.4f}" if table.val_losses else "-"),
         ("beat the reference beyond noise", beat),
+        ("beat their parent beyond noise", _counted(table.beat_parent_beyond_noise, "no seed noise measured")),
+        ("beat the best baseline beyond noise",
+         _counted(table.beat_best_baseline_beyond_noise, "no baseline measured") +
+         (f" (best baseline: {table.best_baseline})" if table.best_baseline else "")),
         ("LLM", f"{llm.tasks} agent tasks, {llm.prompt_tokens:,} prompt + {llm.completion_tokens:,} completion tokens, "
                 f"{llm.completion_tokens_per_s:.1f} completion tok/s end to end"),
         ("wall time", f"{table.wall_seconds / 60:.1f} min" + ("" if table.finished else " (still running)")),
@@ -237,3 +314,7 @@ def rows(table: YieldTable) -> list[tuple[str, str]]:
         ("training time", f"{table.training_seconds / 60:.1f} min = {table.share(table.training_seconds):.0%} of "
                         "wall time"),
     ]
+
+
+def _counted(value: int | None, unknown: str) -> str:
+    return f"- ({unknown})" if value is None else str(value)

@@ -102,3 +102,9 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise KeyError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}") from None
+
+
+def profile_seed(name: str) -> int:
+    """The seed a profile trains on unless told otherwise (a replicate is told another); 0 for a name not known
+    here (a profile of a newer version)."""
+    return PROFILES[name].seed if name in PROFILES else 0

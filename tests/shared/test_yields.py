@@ -20,6 +20,7 @@ from shared.events import (
     LlmUsage,
     ProposalCreated,
     ProposalRejected,
+    ReplicateTrained,
     TrainFailed,
     TrainStarted,
     TrainSucceeded,
@@ -133,3 +134,31 @@ def test_the_reference_is_read_from_the_baseline_events() -> None:
     remeasured = baseline_events("smoke", "linear_attention", (5.4,), (0.3,))  # seed 0 again: its latest counts
     ref = reference_from_events([*events, *remeasured], "smoke", "linear_attention")
     assert ref is not None and ref.mean == pytest.approx(5.3)
+
+
+def test_runs_that_beat_their_parent_and_the_best_baseline_beyond_noise() -> None:
+    """deltanet 5.00/5.02 and gla 4.90/4.91 at smoke: the seed noise is 0.011, so two runs on one seed must
+    differ by more than 2·√2·0.011 ≈ 0.032."""
+    h = History()
+    h.add(CampaignStarted(**h.env("", "cli"), profile="smoke", budget=Budget(experiments=3), llm_model="m"))
+    parents = {"a": "baseline:deltanet", "b": "a", "c": "a"}
+    for exp, loss in (("a", 4.95), ("b", 4.85), ("c", 4.94)):
+        h.add(ProposalCreated(**h.env(exp, "researcher", 10), name=exp, motivation="m", code="c", profile="smoke",
+                              parent_ids=(parents[exp],)))
+        h.train(exp, 1, loss)
+    h.add(ReplicateTrained(**h.env("b", "engineer", 30), seed=1, profile="smoke", succeeded=True, val_loss=4.87,
+                           device="cpu", cpu_core_seconds=25.0))
+    events = [*baseline_events("smoke", "deltanet", (5.0, 5.02), (0.3, 0.3)),
+              *baseline_events("smoke", "gla", (4.90, 4.91), (0.3, 0.3), reference=False), *h.events]
+    table = tally(events, "c-1")
+    # a beats deltanet (0.06), b beats a and gla (over its two seeds, 4.86 ± 0.014); c is within noise of a.
+    assert table.beat_parent_beyond_noise == 2 and table.beat_best_baseline_beyond_noise == 1
+    assert table.best_baseline == "gla" and table.training_seconds == pytest.approx(3 * 30 + 25)
+    keys = json.loads(json.dumps(table.as_dict()))
+    assert (keys["beat_parent_beyond_noise"], keys["beat_best_baseline_beyond_noise"]) == (2, 1)
+    assert dict(rows(table))["beat the best baseline beyond noise"] == "1 (best baseline: gla)"
+    # Without any baseline measured there is no noise to compare with and no best baseline: not claimed.
+    bare = tally(h.events, "c-1")
+    assert bare.beat_best_baseline_beyond_noise is None and bare.as_dict()["beat_best_baseline_beyond_noise"] is None
+    # b's two seeds have a spread of their own, but its parent a's one seed has none: nothing is claimed.
+    assert bare.beat_parent_beyond_noise == 0
