@@ -224,11 +224,40 @@ class DebugGaveUp(Event, frozen=True, kw_only=True, tag="debug.gave_up.v1", omit
     llm: LlmUsage | None = None  # added compatibly, like ProposalRejected.llm: the patches the LLM got wrong
 
 
-class AnalysisCreated(Event, frozen=True, kw_only=True, tag="analysis.created.v1"):
+class AnalysisCreatedV1(Event, frozen=True, kw_only=True, tag="analysis.created.v1"):
+    """Legacy: before an analysis carried its comparison table as data."""
+
     sections: tuple[ReportSection, ...]
     compared_with: tuple[str, ...]
     gallery_path: str
     llm: LlmUsage | None = None
+
+
+class ComparisonRow(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One line of an analysis's comparison table, built in code from the measurements."""
+
+    role: str  # this run, parent, grandparent, sibling, best baseline
+    id: str  # an experiment id, or baseline:<name>
+    name: str
+    val_loss: float | None  # mean over seeds
+    val_loss_sd: float | None = None
+    seeds: int = 1
+    tasks: dict[str, float] = {}  # the tasks that carry signal at the profile
+    # How the run compares with this row beyond seed noise: better, worse, within noise; "" for the run itself
+    # or where no noise is known.
+    run_is: str = ""
+
+
+class AnalysisCreated(Event, frozen=True, kw_only=True, tag="analysis.created.v2", omit_defaults=True):
+    sections: tuple[ReportSection, ...]
+    compared_with: tuple[str, ...]
+    gallery_path: str
+    llm: LlmUsage | None = None
+    comparison: tuple[ComparisonRow, ...] = ()
+    signal_tasks: tuple[str, ...] = ()
+    # Statements of the LLM's report that contradicted the table or the diff even after it was asked once to
+    # correct them: removed from the sections, kept here to be read.
+    removed_statements: tuple[str, ...] = ()
 
 
 class JudgeScored(Event, frozen=True, kw_only=True, tag="judge.scored.v1"):
@@ -247,9 +276,8 @@ class FitnessComputed(Event, frozen=True, kw_only=True, tag="fitness.computed.v1
     total: float
 
 
-class BaselineMeasured(Event, frozen=True, kw_only=True, tag="baseline.measured.v1"):
-    """One trained seed of a built-in baseline (``asiarch baselines``). Memory projects these into the baselines
-    of each profile and, from the fitness reference's seeds, the reference fitness is measured against."""
+class BaselineMeasuredV1(Event, frozen=True, kw_only=True, tag="baseline.measured.v1"):
+    """Legacy: before a baseline's measurement carried its loss curve."""
 
     profile: str
     mixer: str
@@ -261,6 +289,24 @@ class BaselineMeasured(Event, frozen=True, kw_only=True, tag="baseline.measured.
     params: int = 0
     train_loss: float = 0.0
     fitness_reference: bool = False
+
+
+class BaselineMeasured(Event, frozen=True, kw_only=True, tag="baseline.measured.v2", omit_defaults=True):
+    """One trained seed of a built-in baseline (``asiarch baselines``). Memory projects these into the baselines
+    of each profile and, from the fitness reference's seeds, the reference fitness is measured against. The
+    curve is what a run's loss plot is drawn against."""
+
+    profile: str
+    mixer: str
+    seed: int
+    val_loss: float
+    benchmarks: dict[str, float]
+    tokens: int
+    device: str
+    params: int = 0
+    train_loss: float = 0.0
+    fitness_reference: bool = False
+    curve: tuple[CurvePoint, ...] = ()
 
 
 class ReplicateRequested(Event, frozen=True, kw_only=True, tag="replicate.requested.v1"):
@@ -373,12 +419,22 @@ def upcast_proposal_created_v1(event: Event) -> Event:
     return _with_fields(event, ProposalCreated, profile="")
 
 
+def upcast_analysis_created_v1(event: Event) -> Event:
+    return _with_fields(event, AnalysisCreated)  # no comparison table: it was not kept as data then
+
+
+def upcast_baseline_measured_v1(event: Event) -> Event:
+    return _with_fields(event, BaselineMeasured)  # no curve
+
+
 # Each legacy type and the pure function that turns it into the next version (chained until a current type).
 UPCASTERS: dict[type[Event], Callable[[Event], Event]] = {
     ProposalCreatedV1: upcast_proposal_created_v1,
+    AnalysisCreatedV1: upcast_analysis_created_v1,
+    BaselineMeasuredV1: upcast_baseline_measured_v1,
 }
 LEGACY: tuple[type[Event], ...] = tuple(UPCASTERS)
-WireEvent = Union[AnyEvent, ProposalCreatedV1]  # every version a stream may hold
+WireEvent = Union[AnyEvent, ProposalCreatedV1, AnalysisCreatedV1, BaselineMeasuredV1]  # every version a stream holds
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(WireEvent)

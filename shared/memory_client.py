@@ -46,6 +46,7 @@ class ExperimentBrief(_Doc):
     val_loss_sd: float | None = None  # None below two seeds
     seeds: int = 0
     bench_mean: float | None = None
+    benchmarks: dict[str, float] = {}  # each task's mean over the seeds
     profile: str = ""
 
     def measured(self) -> Measured | None:
@@ -61,11 +62,19 @@ class Section(_Doc):
 
 class Analysis(_Doc):
     sections: list[Section] = []
+    removed_statements: list[str] = []
 
 
 class TrainInfo(_Doc):
+    """The first seed's training, as train.succeeded reported it."""
+
     val_loss: float | None = None
     curve: list[tuple[int, int, float | None]] = []
+    params: int = 0
+    tokens: int = 0
+    tokens_per_s: float = 0.0
+    device: str = ""
+    checkpoint_path: str = ""
 
 
 class Judgement(_Doc):
@@ -76,10 +85,10 @@ class Judgement(_Doc):
 
 
 class Experiment(ExperimentBrief):
+    campaign_id: str = ""
     motivation: str = ""
     code: str = ""
     analysis: Analysis | None = None
-    benchmarks: dict[str, float] = {}  # each task's mean over the seeds
     train: TrainInfo | None = None
     judge: Judgement | None = None
 

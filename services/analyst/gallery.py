@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from shared.events import CurvePoint, ReportSection, TrainSucceeded
+from services.analyst.comparison import markdown
+from shared.events import ComparisonRow, CurvePoint, ReportSection, TrainSucceeded
+from shared.memory_client import Experiment, TrainInfo
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -22,23 +25,80 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     tmp.replace(path)
 
 
-def model_card(run: TrainSucceeded, name: str, motivation: str, sections: Sequence[ReportSection]) -> str:
-    lines = [f"# {name or run.experiment_id}", "", f"Experiment `{run.experiment_id}`, campaign `{run.campaign_id}`.",
-             "", "## Motivation", "", motivation or "(none recorded)", "",
-             "## Measurements", "", "| metric | value |", "|---|---|",
-             f"| profile | {run.profile} |", f"| parameters | {run.params:,} |", f"| tokens | {run.tokens:,} |",
-             f"| train loss | {run.train_loss:.4f} |", f"| val loss | {run.val_loss:.4f} |",
-             f"| throughput | {run.tokens_per_s:,.0f} tok/s on {run.device} |"]
-    lines += [f"| {task} | {score:.4f} |" for task, score in sorted(run.benchmarks.items())]
-    lines.append("")
-    for section in sections:
-        lines += [f"## {section.title}", "", section.body, ""]
-    lines += ["## Files", "", "- `mixer.py`: the code that trained", "- `checkpoint.pt`: weights, model config "
-              "and run flags", "- `loss.png`: training loss against its parent", ""]
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class RunFacts:
+    """The first seed's run, as its train.succeeded reported it (or memory keeps it)."""
+
+    experiment_id: str
+    campaign_id: str
+    profile: str
+    params: int
+    tokens: int
+    tokens_per_s: float
+    device: str
+    benchmarks: dict[str, float]
+    checkpoint_path: str
+
+    @classmethod
+    def of(cls, run: TrainSucceeded) -> RunFacts:
+        return cls(run.experiment_id, run.campaign_id, run.profile, run.params, run.tokens, run.tokens_per_s,
+                   run.device, dict(run.benchmarks), run.checkpoint_path)
+
+    @classmethod
+    def of_memory(cls, experiment: Experiment, campaign_id: str) -> RunFacts:
+        train = experiment.train or TrainInfo()
+        return cls(experiment.id, campaign_id, experiment.profile, train.params, train.tokens, train.tokens_per_s,
+                   train.device, dict(experiment.benchmarks), train.checkpoint_path)
 
 
-def plot_curves(path: Path, curves: dict[str, Sequence[CurvePoint]], baseline_losses: dict[str, float]) -> None:
+@dataclass(frozen=True)
+class Card:
+    """What a model card says, each part once: the run's facts, the comparison table, the LLM's reading of it."""
+
+    run: RunFacts
+    name: str
+    motivation: str
+    rows: Sequence[ComparisonRow]
+    signal_tasks: Sequence[str]
+    sections: Sequence[ReportSection]
+    removed: Sequence[str] = ()
+
+    def markdown(self) -> str:
+        run = self.run
+        measured = self.rows[0] if self.rows else None
+        lines = [f"# {self.name or run.experiment_id}", "",
+                 f"Experiment `{run.experiment_id}`, campaign `{run.campaign_id}`, profile {run.profile}: "
+                 f"{run.params:,} parameters, {run.tokens:,} tokens, {run.tokens_per_s:,.0f} tok/s on {run.device}.",
+                 "", "## Motivation", "", self.motivation or "(none recorded)", "",
+                 "## Measurements", "", markdown(self.rows, self.signal_tasks), ""]
+        if measured is not None and measured.seeds > 1:
+            lines += [f"Val loss and scores are means over {measured.seeds} seeds.", ""]
+        lines += [self.benchmark_note(), ""]
+        for section in self.sections:
+            lines += [f"## {section.title}", "", section.body, ""]
+        if self.removed:
+            lines += ["## Removed from the analysis", "", "These statements of the LLM's report contradicted the "
+                      "measurements or the diff, even after it was asked to correct them:", ""]
+            lines += [f"- {statement}" for statement in self.removed] + [""]
+        lines += ["## Files", "", "- `mixer.py`: the code that trained", "- `checkpoint.pt`: weights, model config "
+                  "and run flags", "- `loss.png`: training loss against its parent and the profile's baselines", ""]
+        return "\n".join(lines)
+
+    def benchmark_note(self) -> str:
+        """Every benchmark the run measured, with which of them count at this profile."""
+        scores = ", ".join(f"{task} {score:.3f}" for task, score in sorted(self.run.benchmarks.items()))
+        if not self.signal_tasks:
+            return (f"Benchmarks: {scores or 'none'}. No task separates the baselines at this profile "
+                    "beyond seed noise: the benchmark term of the fitness is neutral.")
+        ignored = sorted(set(self.run.benchmarks) - set(self.signal_tasks))
+        note = f" The others ({', '.join(ignored)}) do not separate the baselines here and carry no weight." \
+            if ignored else ""
+        return f"Benchmarks: {scores}. Counted in the fitness: {', '.join(self.signal_tasks)}.{note}"
+
+
+def plot_curves(path: Path, curves: dict[str, Sequence[CurvePoint]],
+                baseline_curves: dict[str, Sequence[CurvePoint]]) -> None:
+    """The run and its parent in full lines, each baseline of the profile dashed."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a server
@@ -48,8 +108,10 @@ def plot_curves(path: Path, curves: dict[str, Sequence[CurvePoint]], baseline_lo
     for label, curve in curves.items():
         if curve:
             ax.plot([p.tokens for p in curve], [p.loss for p in curve], label=label)
-    for label, loss in baseline_losses.items():
-        ax.axhline(loss, linestyle="--", linewidth=0.8, label=f"{label} (val)")
+    for label, curve in baseline_curves.items():
+        if curve:
+            ax.plot([p.tokens for p in curve], [p.loss for p in curve], linestyle="--", linewidth=0.9, alpha=0.8,
+                    label=f"{label} (baseline)")
     ax.set_xlabel("tokens")
     ax.set_ylabel("training loss")
     ax.legend(fontsize=8)
@@ -61,9 +123,9 @@ def plot_curves(path: Path, curves: dict[str, Sequence[CurvePoint]], baseline_lo
     tmp.replace(path)
 
 
-def write_entry(gallery: Path, run: TrainSucceeded, *, name: str, motivation: str, code: str,
-                sections: Sequence[ReportSection], curves: dict[str, Sequence[CurvePoint]],
-                baseline_losses: dict[str, float]) -> Path:
+def write_entry(gallery: Path, card: Card, *, code: str, curves: dict[str, Sequence[CurvePoint]],
+                baseline_curves: dict[str, Sequence[CurvePoint]]) -> Path:
+    run = card.run
     folder = gallery / run.experiment_id
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = Path(run.checkpoint_path)
@@ -72,6 +134,6 @@ def write_entry(gallery: Path, run: TrainSucceeded, *, name: str, motivation: st
         shutil.copyfile(checkpoint, tmp)
         tmp.replace(folder / "checkpoint.pt")
     atomic_write(folder / "mixer.py", code)
-    atomic_write(folder / "MODEL_CARD.md", model_card(run, name, motivation, sections))
-    plot_curves(folder / "loss.png", curves, baseline_losses)
+    atomic_write(folder / "MODEL_CARD.md", card.markdown())
+    plot_curves(folder / "loss.png", curves, baseline_curves)
     return folder

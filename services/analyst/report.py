@@ -1,17 +1,20 @@
-"""The analyst's report: a quasi-ablation against parent, grandparent and siblings, written by the LLM.
+"""The analyst's report: the LLM interprets a comparison table built in code (comparison.py).
 
-The context is a table of measured numbers and the code diff against the parent; the LLM writes four sections.
-Numbers are never asked of the LLM: the measurements section is built in code.
+Numbers are never asked of the LLM. Its four sections are checked against the table and the diff; a report that
+contradicts them is sent back once with the contradictions named, and what still contradicts them is removed (and
+kept aside in the event) rather than handed to the researcher as a finding.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from string import Template
 
-from shared.events import LlmUsage, ReportSection, TrainSucceeded
-from shared.llm import LlmClient
-from shared.memory_client import Experiment, ExperimentBrief
+from services.analyst.comparison import contradictions, facts, markdown
+from shared.events import ComparisonRow, LlmUsage, ReportSection
+from shared.llm import LlmClient, Message
 from shared.mixer.edit import unified_diff
 
 REPORT_SCHEMA = {
@@ -34,8 +37,11 @@ SYSTEM = ("You analyse experiments on token mixers for small language models. Yo
 ANALYSE = Template("""\
 A new mixer "$name" finished training. Its motivation: $motivation
 
-Measurements (lower loss is better; benchmark scores are accuracies):
+Measurements (val loss: lower is better, mean ± sd over seeds; task scores are accuracies$task_note):
 $table
+
+Established by the numbers and the diff (do not contradict these):
+$facts
 
 Code changes against its parent ($parent_name):
 ```diff
@@ -46,41 +52,68 @@ Compare it with its relatives. Say what worked, what failed, why (tie each claim
 and what to try next. Reply with JSON: {"what_worked": "...", "what_failed": "...", "why": "...", "next": "..."}.
 """)
 
+RETRY = Template("""\
+Your report contradicts the measurements:
+$items
+Write the report again, keeping to the numbers and the diff. Same JSON keys.""")
+
 
 @dataclass(frozen=True)
-class Relative:
-    role: str  # parent, grandparent, sibling
-    brief: ExperimentBrief
-
-
-def fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
-def comparison_table(run: TrainSucceeded, relatives: list[Relative]) -> str:
-    bench_mean = sum(run.benchmarks.values()) / len(run.benchmarks) if run.benchmarks else None
-    rows = ["| experiment | role | val loss | benchmark mean | fitness |", "|---|---|---|---|---|",
-            f"| {run.experiment_id} | this run | {fmt(run.val_loss)} | {fmt(bench_mean)} | - |"]
-    rows += [f"| {r.brief.name or r.brief.id} | {r.role} | {fmt(r.brief.val_loss)} | {fmt(r.brief.bench_mean)} "
-             f"| {fmt(r.brief.fitness)} |" for r in relatives]
-    return "\n".join(rows)
+class Report:
+    sections: tuple[ReportSection, ...]
+    usage: LlmUsage | None
+    removed: tuple[str, ...]  # statements that still contradicted the table after one retry
 
 
 def code_diff(parent_code: str, code: str, max_chars: int = 5000) -> str:
-    diff = unified_diff(parent_code, code, "parent.py", "this.py")
-    return diff[:max_chars] or "(no parent code to compare with)"
+    return unified_diff(parent_code, code, "parent.py", "this.py")[:max_chars]
 
 
-async def write_report(
-    llm: LlmClient, run: TrainSucceeded, experiment: Experiment, parent: Experiment | None, relatives: list[Relative]
-) -> tuple[tuple[ReportSection, ...], LlmUsage]:
-    prompt = ANALYSE.substitute(
-        name=experiment.name or run.experiment_id, motivation=experiment.motivation[:1500],
-        table=comparison_table(run, relatives), parent_name=parent.name if parent else "a baseline",
-        diff=code_diff(parent.code if parent else "", experiment.code),
-    )
-    reply = await llm.complete_json([{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
-                                    REPORT_SCHEMA, max_tokens=900, temperature=0.4)
-    sections = tuple(ReportSection(title=title, body=str(reply.data[key]).strip())
-                     for key, title in SECTION_TITLES.items())
-    return sections, reply.usage
+def _sections(data: dict[str, object]) -> tuple[ReportSection, ...]:
+    return tuple(ReportSection(title=title, body=str(data[key]).strip()) for key, title in SECTION_TITLES.items())
+
+
+def _all_contradictions(sections: Sequence[ReportSection], rows: Sequence[ComparisonRow],
+                        diff: str) -> list[tuple[str, str]]:
+    return [found for section in sections for found in contradictions(section.body, rows, diff)]
+
+
+def _without(sections: Sequence[ReportSection], statements: set[str]) -> tuple[ReportSection, ...]:
+    cleaned = []
+    for section in sections:
+        body = section.body
+        for statement in statements:
+            body = body.replace(statement, "")
+        cleaned.append(ReportSection(title=section.title, body=" ".join(body.split()) or "(nothing that the "
+                                     "measurements support)"))
+    return tuple(cleaned)
+
+
+def _add(total: LlmUsage | None, usage: LlmUsage | None) -> LlmUsage | None:
+    if total is None or usage is None:
+        return usage or total
+    return LlmUsage(model=total.model, prompt_tokens=total.prompt_tokens + usage.prompt_tokens,
+                    completion_tokens=total.completion_tokens + usage.completion_tokens,
+                    latency_s=total.latency_s + usage.latency_s)
+
+
+async def write_report(llm: LlmClient, *, name: str, motivation: str, rows: Sequence[ComparisonRow],
+                       tasks: Sequence[str], parent_name: str, diff: str) -> Report:
+    task_note = "; only the tasks that separate the baselines at this profile" if tasks else \
+        "; no benchmark task separates the baselines at this profile beyond seed noise, so none is shown"
+    prompt = ANALYSE.substitute(name=name, motivation=motivation[:1500], task_note=task_note,
+                                table=markdown(rows, tasks), facts="\n".join(f"- {f}" for f in facts(rows, diff)),
+                                parent_name=parent_name, diff=diff or "(no change from the parent's code)")
+    messages: list[Message] = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+    reply = await llm.complete_json(messages, REPORT_SCHEMA, max_tokens=900, temperature=0.4)
+    sections, usage = _sections(reply.data), reply.usage
+    found = _all_contradictions(sections, rows, diff)
+    if found:
+        items = "\n".join(f'- you wrote "{statement}", but {truth}' for statement, truth in found)
+        messages += [{"role": "assistant", "content": json.dumps(reply.data)},
+                     {"role": "user", "content": RETRY.substitute(items=items)}]
+        reply = await llm.complete_json(messages, REPORT_SCHEMA, max_tokens=900, temperature=0.2)
+        sections, usage = _sections(reply.data), _add(usage, reply.usage)
+        found = _all_contradictions(sections, rows, diff)
+    removed = tuple(dict.fromkeys(statement for statement, _ in found))
+    return Report(sections=_without(sections, set(removed)), usage=usage, removed=removed)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from services.analyst.handlers import Analyst, on_train_succeeded
+from services.analyst.handlers import Analyst, on_replicate_trained, on_train_succeeded
 from shared.agent import AgentSettings, agent_clients, follow_campaign_model
-from shared.events import CampaignStarted, TrainSucceeded
+from shared.events import CampaignStarted, ReplicateTrained, TrainSucceeded
 from shared.service import Runtime, ServiceSpec, Wiring
 
 
@@ -25,6 +25,7 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     llm, memory = await agent_clients(runtime)
     analyst = Analyst(llm=llm, memory=memory, gallery=settings.gallery())
     return Wiring(handlers={TrainSucceeded: partial(on_train_succeeded, analyst),
+                            ReplicateTrained: partial(on_replicate_trained, analyst),
                             CampaignStarted: partial(follow_campaign_model, llm)})
 
 

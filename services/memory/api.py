@@ -111,6 +111,7 @@ class ExperimentSummary(_Model):
     val_loss: float | None = Field(None, description="the mean over the seeds it was trained on")
     val_loss_sd: float | None = Field(None, description="the spread over its seeds; null below two seeds")
     seeds: int = Field(0, description="seeds trained")
+    benchmarks: dict[str, float] = Field({}, description="each task's mean score over the seeds")
     awaiting_replicate: bool = Field(False, description="in the top k on one seed: a second seed is training, "
                                                         "and it is not drawn as a parent until then")
     bench_mean: float | None = None
@@ -153,6 +154,9 @@ class AnalysisOut(_Model):
     sections: list[SectionOut]
     compared_with: list[str]
     gallery_path: str
+    comparison: list[dict[str, Any]] = Field([], description="the comparison table, built from the measurements")
+    signal_tasks: list[str] = []
+    removed_statements: list[str] = Field([], description="report statements that contradicted the table")
 
 
 class ExperimentDetail(ExperimentSummary):
@@ -161,7 +165,6 @@ class ExperimentDetail(ExperimentSummary):
     code_versions: list[CodeVersionOut]
     cognition_ids: list[str]
     train: TrainOut | None = None
-    benchmarks: dict[str, float] = Field({}, description="each task's mean score over the seeds")
     analysis: AnalysisOut | None = None
     seed_runs: dict[str, dict[str, Any]] = Field({}, description="seed -> that run's val loss and scores")
     replicate: dict[str, Any] | None = Field(None, description="the replicate asked for it, and how it went")

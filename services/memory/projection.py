@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
+import msgspec
 from pymongo import ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -432,6 +433,8 @@ class Projector:
     def _analysis_created(self, event: AnalysisCreated, seq: int) -> None:
         analysis = {"sections": [{"title": s.title, "body": s.body} for s in event.sections],
                     "compared_with": list(event.compared_with), "gallery_path": event.gallery_path,
+                    "comparison": [msgspec.to_builtins(row) for row in event.comparison],
+                    "signal_tasks": list(event.signal_tasks), "removed_statements": list(event.removed_statements),
                     "at": event.occurred_at}
         self._update_experiment(
             event, seq, lambda doc: {"analysis": analysis, "llm": _add_llm(doc.get("llm"), event.llm)}
@@ -455,7 +458,7 @@ class Projector:
         run = {"val_loss": _finite(event.val_loss), "train_loss": _finite(event.train_loss),
                "benchmarks": dict(event.benchmarks), "bench_mean": bench_mean(event.benchmarks),
                "tokens": event.tokens, "params": event.params, "device": event.device,
-               "measured_at": event.occurred_at}
+               "measured_at": event.occurred_at, "curve": [[p.step, p.tokens, _finite(p.loss)] for p in event.curve]}
         key = f"{event.profile}/{event.mixer}"
         runs = {**(self._get(BASELINE_MIXERS, key) or {}).get("runs", {}), str(event.seed): run}
         self._put(BASELINE_MIXERS, key, seq, {"profile": event.profile, "mixer": event.mixer, "runs": runs,

@@ -35,7 +35,7 @@ from shared.cli.campaign import publish_events
 from shared.cli.memory import profile_baselines, reference_baseline
 from shared.cli.stack import Endpoints, connect_nats, endpoints
 from shared.errors import ConfigError
-from shared.events import BaselineMeasured, new_event_id, utc_now
+from shared.events import BaselineMeasured, CurvePoint, new_event_id, utc_now
 from shared.mixer.baselines import BASELINES, QUADRATIC
 from shared.mixer.profiles import PROFILES
 from shared.settings import CommonSettings
@@ -267,6 +267,7 @@ def measured_event(result: RunResult, profile: str, mixer: str, seed: int, refer
         event_id=new_event_id(), occurred_at=utc_now(), producer="cli", campaign_id="", profile=profile,
         mixer=mixer, seed=seed, val_loss=m.final_val_loss, benchmarks=result.benchmarks(), tokens=m.tokens,
         device=m.device, params=m.params, train_loss=m.final_train_loss, fitness_reference=reference,
+        curve=tuple(CurvePoint(step=p.step, tokens=p.tokens, loss=p.loss) for p in m.curve),
     )
 
 

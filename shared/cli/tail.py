@@ -26,6 +26,8 @@ from shared.events import (
     JudgeScored,
     ProposalCreated,
     ProposalRejected,
+    ReplicateRequested,
+    ReplicateTrained,
     TrainFailed,
     TrainStarted,
     TrainSucceeded,
@@ -107,6 +109,18 @@ def _(event: JudgeScored) -> str:
 @describe.register
 def _(event: FitnessComputed) -> str:
     return f"total={event.total:.3f}"
+
+
+@describe.register
+def _(event: ReplicateRequested) -> str:
+    return f"seed {event.seed}: {event.reason}"
+
+
+@describe.register
+def _(event: ReplicateTrained) -> str:
+    if not event.succeeded:
+        return f"seed {event.seed} {event.error_kind}: {event.message[:80]}"
+    return f"seed {event.seed} val_loss={event.val_loss:.4f}" if event.val_loss is not None else f"seed {event.seed}"
 
 
 @describe.register

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import msgspec
 
-from services.analyst.handlers import Analyst
-from services.analyst.handlers import on_train_succeeded as analyse
 from services.debugger.handlers import on_train_failed
 from services.debugger.patcher import LlmPatcher
 from services.judge.handlers import on_train_succeeded as judge
 from services.judge.scorer import LlmScorer
 from shared.bus import Delivery
 from shared.events import (
-    AnalysisCreated,
     DebugGaveUp,
     DebugPatched,
     ProposalCreated,
@@ -144,21 +139,6 @@ def trained(world: MemoryWorld) -> TrainSucceeded:
     events = history_world(world)
     with_parent = [e for e in events if isinstance(e, TrainSucceeded)]
     return with_parent[-1]
-
-
-async def test_the_analyst_writes_a_report_and_a_gallery_entry(world: MemoryWorld, tmp_path: Path) -> None:
-    run = trained(world)
-    llm, backend = scripted({"what_worked": "the gate", "what_failed": "nothing", "why": "bounded state",
-                             "next": "try a second gate"})
-    outputs = await analyse(Analyst(llm=llm, memory=world.client, gallery=tmp_path), run, DELIVERY)
-    assert len(outputs) == 1 and isinstance(outputs[0], AnalysisCreated)
-    analysis = outputs[0]
-    assert [s.title for s in analysis.sections] == ["Measurements", "What worked", "What failed", "Why",
-                                                   "What to try next"]
-    folder = Path(analysis.gallery_path)
-    assert {p.name for p in folder.iterdir()} >= {"MODEL_CARD.md", "mixer.py", "loss.png"}
-    assert (folder / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    assert "val loss" in backend.seen[0][-1]["content"] and "| parent |" in backend.seen[0][-1]["content"]
 
 
 async def test_the_judge_diffs_a_child_of_a_baseline_against_the_baselines_code(world: MemoryWorld) -> None:

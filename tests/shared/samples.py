@@ -6,12 +6,15 @@ import datetime as dt
 
 from shared.events import (
     AnalysisCreated,
+    AnalysisCreatedV1,
     BaselineMeasured,
+    BaselineMeasuredV1,
     Budget,
     CampaignStarted,
     CampaignStopped,
     CognitionAdded,
     CognitionDoc,
+    ComparisonRow,
     CurvePoint,
     DeadLettered,
     DebugGaveUp,
@@ -63,7 +66,12 @@ SAMPLES: list[Event] = [
                    checkpoint_path="runs/exp-1/ckpt.pt", worker_host="ws-1"),
     DebugGaveUp(**envelope(8, "exp-2"), attempts=3, last_error_kind="timeout", last_error="ran past 600 s"),
     AnalysisCreated(**envelope(9), sections=(ReportSection(title="What worked", body="The gate."),),
-                    compared_with=("exp-0",), gallery_path="gallery/exp-1", llm=LLM),
+                    compared_with=("exp-0",), gallery_path="gallery/exp-1", llm=LLM,
+                    comparison=(ComparisonRow(role="this run", id="exp-1", name="gated", val_loss=3.5,
+                                              tasks={"mqar": 0.5}),
+                                ComparisonRow(role="parent", id="baseline:deltanet", name="deltanet", val_loss=3.6,
+                                              val_loss_sd=0.01, seeds=2, tasks={"mqar": 0.4}, run_is="better")),
+                    signal_tasks=("mqar",), removed_statements=("It did not introduce any new features.",)),
     JudgeScored(**envelope(10), performance=6, innovation=7, complexity=5, weighted=5.8, rationale="Solid.",
                 llm=LLM),
     FitnessComputed(**envelope(11), loss_term=0.6, benchmark_term=0.55, judge_term=0.53, total=1.68),
@@ -72,7 +80,8 @@ SAMPLES: list[Event] = [
                  consumer="debugger", deliveries=5, error="undecodable event"),
     BaselineMeasured(**envelope(14, ""), profile="smoke", mixer="deltanet", seed=1, val_loss=4.9581,
                      benchmarks={"mqar": 0.31, "piqa": 0.525}, tokens=204_800, device="cpu", params=1_048_576,
-                     train_loss=5.01, fitness_reference=True),
+                     train_loss=5.01, fitness_reference=True,
+                     curve=(CurvePoint(step=0, tokens=0, loss=5.5), CurvePoint(step=10, tokens=20480, loss=5.0))),
     CognitionAdded(**envelope(15, ""), source="notes/delta.md", docs=(
         CognitionDoc(id="doc:0123456789abcdef:0", kind="document", source="notes/delta.md", title="Delta rule",
                      text="The delta rule writes the error.",
@@ -91,6 +100,11 @@ SAMPLES: list[Event] = [
 
 # Each legacy version, as a stream written before its successor holds it; they decode to current types.
 LEGACY_SAMPLES: list[Event] = [
+    AnalysisCreatedV1(**envelope(9), sections=(ReportSection(title="What worked", body="The gate."),),
+                      compared_with=("exp-0",), gallery_path="gallery/exp-1", llm=LLM),
+    BaselineMeasuredV1(**envelope(14, ""), profile="smoke", mixer="deltanet", seed=1, val_loss=4.9581,
+                       benchmarks={"mqar": 0.31, "piqa": 0.525}, tokens=204_800, device="cpu", params=1_048_576,
+                       train_loss=5.01, fitness_reference=True),
     ProposalCreatedV1(**envelope(2), name="gated-delta-mix", motivation="Gate the delta rule per head.", code=CODE,
                       parent_ids=("exp-0",), cognition_ids=("cog-deltanet",), llm=LLM),
 ]
