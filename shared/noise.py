@@ -7,8 +7,9 @@ comparison of single numbers ranks chance. Everything here reads the spread meas
   than ``NOISE_SIGMAS`` combined standard deviations. A single-seed run has no spread of its own; the profile's
   seed noise (pooled over every baseline measured on two seeds or more) stands in for it.
 - ``task_signal``: which benchmark tasks separate mixers at a profile. A task counts when the spread of the
-  baselines' mean scores exceeds the pooled spread of one baseline's scores over seeds. At the small profiles the
-  zero-shot tasks sit at chance and fail this test; they are reported but carry no weight.
+  baselines' mean scores exceeds what the pooled spread of one baseline's scores over seeds explains (a one-way
+  analysis of variance, p < 0.05). At the small profiles the zero-shot tasks sit at chance and fail this test;
+  they are reported but carry no weight.
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ def pooled_sd(groups: Iterable[Sequence[float]]) -> float | None:
 # --- benchmark tasks that carry signal ------------------------------------------------------------------------------
 
 
+# A task counts when the chance that seed noise alone spreads the baselines' means this far is below this.
+SIGNAL_P = 0.05
+
+
 @dataclass(frozen=True)
 class TaskSignal:
     task: str
@@ -102,12 +107,17 @@ class TaskSignal:
     within_sd: float | None  # seed-to-seed spread of one baseline's score, pooled
     mixers: int  # baselines that measured the task
     counts: bool
+    f: float | None = None  # one-way analysis of variance: between-baseline over within-baseline variance
+    p: float | None = None  # the chance of an F this large from seed noise alone
 
     def reason(self) -> str:
-        if self.between_sd is None or self.within_sd is None:
-            return "needs two baselines, one of them on two seeds"
-        sign = ">" if self.counts else "<="
-        return f"across baselines {self.between_sd:.4f} {sign} across seeds {self.within_sd:.4f}"
+        if self.p is None:
+            return "needs two baselines, one of them on two seeds, and some spread"
+        if self.f is None:
+            return f"every seed of a baseline scores the same, and the baselines differ (sd {self.between_sd:.4f})"
+        relation = "beyond" if self.counts else "within"
+        return (f"across baselines sd {self.between_sd:.4f}, across seeds sd {self.within_sd:.4f}: F {self.f:.2f}, "
+                f"p {self.p:.3f}, {relation} seed noise (counts at p < {SIGNAL_P:g})")
 
 
 SeedScores = Mapping[str, Mapping[str, float]]  # seed -> task -> score
@@ -120,15 +130,62 @@ def task_signal(baselines: Mapping[str, SeedScores]) -> dict[str, TaskSignal]:
 
 
 def _signal(task: str, baselines: Mapping[str, SeedScores]) -> TaskSignal:
-    per_mixer = [[float(s[task]) for s in seeds.values() if task in s and math.isfinite(float(s[task]))]
-                 for seeds in baselines.values()]
-    per_mixer = [values for values in per_mixer if values]
-    means = [statistics.fmean(values) for values in per_mixer]
+    """The baselines' spread on a task against their seeds' (a one-way analysis of variance).
+
+    The means of k baselines differ by chance too: seed noise alone spreads them by about the seed sd over √seeds.
+    So the test is not "more spread than one seed's", but the F statistic of their variances against the F
+    distribution with (k − 1, N − k) degrees of freedom.
+    """
+    groups = [[float(s[task]) for s in seeds.values() if task in s and math.isfinite(float(s[task]))]
+              for seeds in baselines.values()]
+    groups = [values for values in groups if values]
+    means = [statistics.fmean(values) for values in groups]
     between = statistics.stdev(means) if len(means) > 1 else None
-    within = pooled_sd(per_mixer)
-    # A task every seed of every baseline scores the same on (0 everywhere, say) has no spread at all: no signal.
-    counts = between is not None and within is not None and between > within and between > 0
-    return TaskSignal(task=task, between_sd=between, within_sd=within, mixers=len(per_mixer), counts=counts)
+    within = pooled_sd(groups)
+    n = sum(len(values) for values in groups)
+    k = len(groups)
+    if between is None or within is None or n - k < 1:
+        return TaskSignal(task, between, within, k, counts=False)
+    grand = statistics.fmean(v for values in groups for v in values)
+    between_var = sum(len(values) * (mean - grand) ** 2 for values, mean in zip(groups, means, strict=True)) / (k - 1)
+    if within == 0:  # seeds agree exactly (a task at 0 everywhere, say): any spread at all is signal, none is not
+        return TaskSignal(task, between, within, k, counts=between_var > 0, p=0.0 if between_var else None)
+    f = between_var / within**2
+    p = f_survival(f, k - 1, n - k)
+    return TaskSignal(task, between, within, k, counts=p < SIGNAL_P, f=f, p=p)
+
+
+def f_survival(f: float, d1: int, d2: int) -> float:
+    """P(F ≥ f) for an F distribution with (d1, d2) degrees of freedom: I_x(d2/2, d1/2), x = d2 / (d2 + d1·f)."""
+    if f <= 0:
+        return 1.0
+    return regularized_beta(d2 / (d2 + d1 * f), d2 / 2, d1 / 2)
+
+
+def regularized_beta(x: float, a: float, b: float) -> float:
+    """The regularized incomplete beta function I_x(a, b), by its continued fraction (Lentz's method)."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point: use the symmetry
+        return 1.0 - regularized_beta(1 - x, b, a)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 300):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1.0) < 1e-12:
+            break
+    return math.exp(log_front) * fraction / a
 
 
 def signal_mean(benchmarks: Mapping[str, float], tasks: Iterable[str]) -> float | None:

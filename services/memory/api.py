@@ -66,6 +66,8 @@ class TaskSignalOut(BaseModel):
     within_sd: float | None = Field(description="seed-to-seed spread of one baseline's score, pooled")
     mixers: int
     counts: bool = Field(description="the task separates mixers beyond seed noise: it counts in the fitness")
+    f: float | None = Field(None, description="one-way analysis of variance: between over within baselines")
+    p: float | None = Field(None, description="the chance of an F this large from seed noise alone")
     reason: str
 
 

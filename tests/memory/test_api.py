@@ -225,7 +225,9 @@ def test_the_baselines_of_a_profile(client: TestClient) -> None:
     # gla on one seed: the noise floor is deltanet's spread, and the best baseline is the best one measured on two
     # seeds (one lucky seed does not make a baseline best).
     assert body["best"]["mixer"] == "deltanet" and body["noise_sd"] == pytest.approx(body["reference"]["val_loss_std"])
-    assert set(body["signal"]) == {"mqar", "piqa"} and body["signal_tasks"] == ["mqar", "piqa"]
+    # Three seeds in all leave one degree of freedom for the seed noise: no task is shown to carry signal yet.
+    assert set(body["signal"]) == {"mqar", "piqa"} and body["signal_tasks"] == []
+    assert body["signal"]["mqar"]["p"] > 0.05 and "within seed noise" in body["signal"]["mqar"]["reason"]
     assert client.get("/baselines/verify").json() == {"profile": "verify", "reference": None, "fitness_ready": False,
                                                       "mixers": [], "noise_sd": None, "best": None, "signal": {},
                                                       "signal_tasks": []}

@@ -22,7 +22,7 @@ from services.memory.fitness import (
 )
 from services.memory.projection import Projector
 from shared.events import FitnessComputed, JudgeScored, TrainSucceeded
-from shared.noise import task_signal
+from shared.noise import f_survival, task_signal
 from tests.memory.history import baseline_events, build_history, numbered
 
 LOW, HIGH = sigmoid(-6), sigmoid(6)
@@ -161,3 +161,20 @@ def test_the_benchmark_term_counts_only_the_tasks_with_signal(db: Database) -> N
     assert terms_for(chance_only, baseline).benchmark_term == 0.5  # lambada carries no signal: ignored
     better = {**chance_only, "benchmarks": {"mqar": 0.341, "piqa": 0.341, "lambada": 0.0}}
     assert terms_for(better, baseline).benchmark_term == pytest.approx(sigmoid(6 * 1.0), rel=1e-3)
+
+
+@pytest.mark.parametrize(("f", "d1", "d2", "p"), [  # reference values of the F distribution's survival function
+    (2.5, 6, 7, 0.128051), (29.6, 6, 7, 0.000124), (4.96, 6, 7, 0.027103), (1.0, 1, 2, 0.42265), (10, 1, 1, 0.194982),
+    (0.3, 3, 10, 0.82474), (100, 2, 3, 0.001797),
+])
+def test_the_f_test_matches_the_f_distribution(f: float, d1: int, d2: int, p: float) -> None:
+    assert f_survival(f, d1, d2) == pytest.approx(p, abs=1e-6)
+
+
+def test_seven_baselines_at_chance_do_not_make_a_task_count_by_their_number() -> None:
+    """Seed noise alone spreads the means of many baselines: more spread than one seed's is not yet signal
+    (the smoke numbers of ARC-Challenge: sd 0.037 across 7 baselines, 0.033 across seeds, p 0.13)."""
+    noisy = task_signal({f"m{i}": scores(0.25 + 0.04 * (i % 3 - 1), 0.25 + 0.04 * ((i + 1) % 3 - 1))
+                         for i in range(7)})["mqar"]
+    assert noisy.between_sd is not None and noisy.within_sd is not None
+    assert not noisy.counts and noisy.p is not None and noisy.p > 0.05
