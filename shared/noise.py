@@ -8,12 +8,13 @@ comparison of single numbers ranks chance. Everything here reads the spread meas
   seed noise (pooled over every baseline measured on two seeds or more) stands in for it.
 - ``task_signal``: which benchmark tasks separate mixers at a profile. A task counts when the spread of the
   baselines' mean scores exceeds what the pooled spread of one baseline's scores over seeds explains (a one-way
-  analysis of variance, p < 0.05). At the small profiles the zero-shot tasks sit at chance and fail this test;
-  they are reported but carry no weight.
+  analysis of variance, p below 0.05 corrected for the number of tasks tested). At the small profiles the
+  zero-shot tasks sit at chance and fail this test; they are reported but carry no weight.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -109,6 +110,7 @@ class TaskSignal:
     counts: bool
     f: float | None = None  # one-way analysis of variance: between-baseline over within-baseline variance
     p: float | None = None  # the chance of an F this large from seed noise alone
+    threshold: float | None = None  # what p is held to among the profile's tasks (Holm)
 
     def reason(self) -> str:
         if self.p is None:
@@ -117,16 +119,28 @@ class TaskSignal:
             return f"every seed of a baseline scores the same, and the baselines differ (sd {self.between_sd:.4f})"
         relation = "beyond" if self.counts else "within"
         return (f"across baselines sd {self.between_sd:.4f}, across seeds sd {self.within_sd:.4f}: F {self.f:.2f}, "
-                f"p {self.p:.3f}, {relation} seed noise (counts at p < {SIGNAL_P:g})")
+                f"p {self.p:.4f}, {relation} seed noise (counts below p {self.threshold or SIGNAL_P:.4f})")
 
 
 SeedScores = Mapping[str, Mapping[str, float]]  # seed -> task -> score
 
 
 def task_signal(baselines: Mapping[str, SeedScores]) -> dict[str, TaskSignal]:
-    """Per task, whether the baselines' scores (mixer -> seed -> task -> score) separate beyond seed noise."""
+    """Per task, whether the baselines' scores (mixer -> seed -> task -> score) separate beyond seed noise.
+
+    Many tasks are tested at once, and at p < 0.05 one in twenty tasks at chance would pass: the tasks' p values
+    are held to Holm's step-down thresholds (the smallest to 0.05/m, the next to 0.05/(m − 1), …), so the chance
+    that any task at chance counts stays below 0.05.
+    """
     tasks = sorted({task for seeds in baselines.values() for scores in seeds.values() for task in scores})
-    return {task: _signal(task, baselines) for task in tasks}
+    signals = {task: _signal(task, baselines) for task in tasks}
+    tested = sorted((s.p, task) for task, s in signals.items() if s.p is not None)
+    passing = True
+    for rank, (p, task) in enumerate(tested):
+        threshold = SIGNAL_P / (len(tested) - rank)
+        passing = passing and p < threshold
+        signals[task] = dataclasses.replace(signals[task], counts=passing, threshold=threshold)
+    return signals
 
 
 def _signal(task: str, baselines: Mapping[str, SeedScores]) -> TaskSignal:

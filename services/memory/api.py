@@ -68,6 +68,7 @@ class TaskSignalOut(BaseModel):
     counts: bool = Field(description="the task separates mixers beyond seed noise: it counts in the fitness")
     f: float | None = Field(None, description="one-way analysis of variance: between over within baselines")
     p: float | None = Field(None, description="the chance of an F this large from seed noise alone")
+    threshold: float | None = Field(None, description="what p must be below among the profile's tasks (Holm)")
     reason: str
 
 

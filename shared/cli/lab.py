@@ -322,13 +322,13 @@ def print_signal(body: dict[str, Any]) -> None:
     out.print(mixers)
     best_text = "-" if best is None else f"{best['mixer']} {best['mean']:.4f}"
     out.print(f"seed noise of the val loss (pooled sd): {_number(noise)}; best baseline: {best_text}")
-    tasks = Table("task", "chance", "sd across baselines", "sd across seeds", "F", "p", "counts",
+    tasks = Table("task", "chance", "sd across baselines", "sd across seeds", "F", "p", "p must be <", "counts",
                   title=f"benchmark tasks at {profile}: a task counts in the fitness when the baselines differ on "
-                        "it beyond what their seeds' spread explains (p < 0.05)")
+                        "it beyond what their seeds' spread explains (F test, 0.05 over the tasks tested, Holm)")
     for task, signal in sorted(body.get("signal", {}).items()):
         counts = "[green]yes[/]" if signal["counts"] else "no"
         tasks.add_row(task, f"{chance_level(task):.3f}", _number(signal["between_sd"]), _number(signal["within_sd"]),
-                      _number(signal.get("f"), 2), _number(signal.get("p"), 3), counts)
+                      _number(signal.get("f"), 2), _number(signal.get("p")), _number(signal.get("threshold")), counts)
     out.print(tasks)
     if body.get("signal") and not body.get("signal_tasks"):
         out.print(f"[yellow]no task carries signal at {profile}: the benchmark term is neutral (0.5) for every "

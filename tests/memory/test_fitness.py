@@ -178,3 +178,16 @@ def test_seven_baselines_at_chance_do_not_make_a_task_count_by_their_number() ->
                          for i in range(7)})["mqar"]
     assert noisy.between_sd is not None and noisy.within_sd is not None
     assert not noisy.counts and noisy.p is not None and noisy.p > 0.05
+
+
+def test_many_tasks_tested_at_once_are_held_to_a_stricter_threshold() -> None:
+    """A task at p 0.03 passes when tested alone, not as one of three (Holm: 0.05/3, then 0.05/2, then 0.05)."""
+    seeds = {"deltanet": {"0": {"piqa": 0.50, "mqar": 0.30, "siqa": 0.33}, "1": {"piqa": 0.52, "mqar": 0.31,
+                                                                                "siqa": 0.36}},
+             "gla": {"0": {"piqa": 0.58, "mqar": 0.60, "siqa": 0.35}, "1": {"piqa": 0.60, "mqar": 0.61, "siqa": 0.33}}}
+    alone = task_signal({m: {s: {"piqa": v["piqa"]} for s, v in runs.items()} for m, runs in seeds.items()})
+    assert alone["piqa"].counts and alone["piqa"].p is not None and 0.025 < alone["piqa"].p < 0.05
+    together = task_signal(seeds)
+    assert together["mqar"].counts and together["mqar"].threshold == pytest.approx(0.05 / 3)
+    assert not together["piqa"].counts and together["piqa"].threshold == pytest.approx(0.025)
+    assert not together["siqa"].counts
