@@ -206,3 +206,34 @@ def signal_mean(benchmarks: Mapping[str, float], tasks: Iterable[str]) -> float 
     """The mean score over the tasks that carry signal; None when the run measured none of them."""
     values = [float(benchmarks[t]) for t in tasks if t in benchmarks and math.isfinite(float(benchmarks[t]))]
     return statistics.fmean(values) if values else None
+
+
+# --- agreement between two stages -----------------------------------------------------------------------------------
+
+
+def ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, ties sharing their average rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    result = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for i in order[start:end + 1]:
+            result[i] = (start + end) / 2 + 1
+        start = end + 1
+    return result
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Spearman's rank correlation of paired values; None below three pairs or when one side has no spread."""
+    if len(xs) != len(ys):
+        raise ValueError(f"{len(xs)} values paired with {len(ys)}")
+    if len(xs) < 3:
+        return None
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return sxy / math.sqrt(sxx * syy) if sxx and syy else None

@@ -27,10 +27,14 @@ class Relative:
     name: str
     measured: Measured | None
     tasks: dict[str, float]
+    profile: str = ""  # empty: the run's own
 
     @classmethod
-    def of_experiment(cls, role: str, brief: ExperimentBrief) -> Relative:
-        return cls(role, brief.id, brief.name or brief.id, brief.measured(), dict(brief.benchmarks))
+    def of_experiment(cls, role: str, brief: ExperimentBrief, profile: str = "") -> Relative:
+        """A relative; one trained at another profile than ``profile`` (a promotion's parent) is labelled so."""
+        other = brief.profile if profile and brief.profile and brief.profile != profile else ""
+        return cls(f"{role} (at {other})" if other else role, brief.id, brief.name or brief.id, brief.measured(),
+                   dict(brief.benchmarks), other)
 
     @classmethod
     def of_baseline(cls, role: str, name: str, baselines: ProfileBaselines) -> Relative | None:
@@ -45,7 +49,9 @@ def comparison(run: Relative, relatives: Sequence[Relative], tasks: Sequence[str
     """The table: the run first, then each relative with how the run compares with it beyond noise."""
     rows = [_row(THIS_RUN, run, tasks, "")]
     for relative in relatives:
-        verdict = compare(run.measured, relative.measured, floor) if run.measured and relative.measured else None
+        # Losses at another profile are on another scale (another model size, tokenizer, budget): not compared.
+        comparable = run.measured and relative.measured and not relative.profile
+        verdict = compare(run.measured, relative.measured, floor) if comparable else None
         rows.append(_row(relative.role, relative, tasks, verdict or ""))
     return tuple(rows)
 

@@ -72,23 +72,24 @@ class Analyst:
 
     async def relatives(self, found: ExperimentWithLineage, baselines: ProfileBaselines) -> Relatives:
         rows: list[Relative] = []
+        profile = found.experiment.profile
         name, code, curve = "a baseline", "", []
         if found.lineage.parents:
             parent = found.lineage.parents[0]
-            rows.append(Relative.of_experiment("parent", parent))
+            rows.append(Relative.of_experiment("parent", parent, profile))
             parent_found = await self.memory.experiment(parent.id)
             if parent_found is not None:
                 name, code = parent.name or parent.id, parent_found.experiment.code
                 curve = _curve(parent_found.experiment.train.curve) if parent_found.experiment.train else []
-                rows += [Relative.of_experiment("grandparent", g) for g in parent_found.lineage.parents[:1]]
+                rows += [Relative.of_experiment("grandparent", g, profile) for g in parent_found.lineage.parents[:1]]
         elif (baseline := next(filter(None, map(baseline_of_ref, found.lineage.missing_parents)), None)) is not None:
             name, code = baseline, BASELINES[baseline].read_text() if baseline in BASELINES else ""
             if (relative := Relative.of_baseline("parent", baseline, baselines)) is not None:
                 rows.append(relative)
             mixer = baselines.mixer(baseline)
             curve = _first_curve(mixer.runs) if mixer else []
-        rows += [Relative.of_experiment("sibling", s) for s in found.lineage.siblings if s.val_loss is not None
-                 ][:MAX_SIBLINGS]
+        rows += [Relative.of_experiment("sibling", s, profile) for s in found.lineage.siblings
+                 if s.val_loss is not None][:MAX_SIBLINGS]
         best = baselines.best()
         if best is not None and f"baseline:{best.mixer}" not in {r.id for r in rows}:
             rows += [r for r in [Relative.of_baseline("best baseline", best.mixer, baselines)] if r is not None]

@@ -124,8 +124,10 @@ class LlmScorer:
         if found.lineage.parents:
             parent = found.lineage.parents[0]
             parent_found = await self.memory.experiment(parent.id)
+            # A promotion's parent trained at a smaller profile: its loss is on another scale, not a reference.
+            same_scale = not parent.profile or parent.profile == profile
             return Context(baselines, parent.name or parent.id, parent_found.experiment.code if parent_found else "",
-                           parent.measured())
+                           parent.measured() if same_scale else None)
         names = [name for ref in found.lineage.missing_parents if (name := baseline_of_ref(ref))]
         if not names:
             return Context(baselines, "", "", None)

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import DownloadColumn, Progress
 from rich.table import Table
 
-from shared.cli import backups, campaign, lab, memory, stack, yields
+from shared.cli import backups, campaign, lab, memory, promote, stack, yields
 from shared.cli.tail import tail
 from shared.errors import AsiarchError
 from shared.events import CampaignStarted
@@ -246,6 +246,46 @@ def campaign_yield(
     for what, value in yields.rows(table):
         view.add_row(what, value)
     out.print(view)
+
+
+@app.command("promote")
+def promote_command(
+    campaign_id: Annotated[str | None, typer.Option("--id", help="Campaign id (default: the latest).")] = None,
+    to: Annotated[str, typer.Option(help="The larger profile to verify at.")] = "cpu",
+    top: Annotated[int, typer.Option(min=1, help="How many of the campaign's best runs to promote.")] = 3,
+    wait: Annotated[bool, typer.Option(help="Wait for the promoted runs, then report the rank correlation.")] = True,
+    report_only: Annotated[bool, typer.Option(help="Promote nothing: report the correlation so far.")] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Train a campaign's best runs again at a larger profile and compare the two stages' rankings."""
+    if to not in PROFILES:
+        raise campaign.CampaignError(f"unknown profile '{to}'; known: {', '.join(PROFILES)}")
+    target = stack_endpoints(data_dir)
+    campaign_id = chosen_campaign(target, campaign_id)
+    if not report_only:
+        missing = lab.missing_steps(target, to)
+        if missing:
+            raise campaign.CampaignError(f"cannot promote to {to} yet:\n- " + "\n- ".join(missing))
+        proposals = promote.promote(target, campaign_id, to, top)
+        out.print(f"promoted to {to}: " + ", ".join(f"{p.experiment_id} ({p.name})" for p in proposals))
+        if not wait:
+            return
+        with out.status("training the promoted runs…") as status:
+            promote.wait_for(target, [p.experiment_id for p in proposals],
+                             lambda s: status.update(", ".join(f"{k} {v}" for k, v in s.items())))
+    print_agreement(promote.agreement(target, campaign_id, to))
+
+
+def print_agreement(found: promote.StageAgreement) -> None:
+    table = Table("", "kind", f"val loss at {found.source}", f"val loss at {found.target}",
+                  title=f"two stages: {found.source} → {found.target}")
+    for pair in found.pairs:
+        table.add_row(pair.name, pair.kind, f"{pair.first:.4f}", f"{pair.second:.4f}")
+    out.print(table)
+    for label, kind in (("promoted runs", "run"), ("runs and baselines", None)):
+        rho, n = found.correlation(kind)
+        out.print(f"Spearman rank correlation, {label}: {'-' if rho is None else f'{rho:.2f}'} over {n} pairs"
+                  + (" (3 pairs at least are needed)" if rho is None and n < 3 else ""))
 
 
 def chosen_campaign(target: stack.Endpoints, campaign_id: str | None) -> str:

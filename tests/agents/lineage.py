@@ -20,26 +20,27 @@ def envelope(experiment: str = "", campaign: str = "c-lineage") -> dict[str, obj
 
 
 def baselines(losses: dict[str, tuple[float, ...]], tasks: dict[str, dict[str, tuple[float, ...]]] | None = None,
-              reference: str = "deltanet") -> list[Event]:
+              reference: str = "deltanet", profile: str = PROFILE) -> list[Event]:
     """One ``baseline.measured`` per seed: ``losses`` mixer -> val loss per seed, ``tasks`` mixer -> task -> score
     per seed."""
     events: list[Event] = []
     for mixer, per_seed in losses.items():
         for seed, loss in enumerate(per_seed):
             scores = {task: values[seed] for task, values in (tasks or {}).get(mixer, {}).items()}
-            events.append(BaselineMeasured(**envelope(campaign=""), profile=PROFILE, mixer=mixer, seed=seed,
+            events.append(BaselineMeasured(**envelope(campaign=""), profile=profile, mixer=mixer, seed=seed,
                                            val_loss=loss, benchmarks=scores, tokens=200_000, device="cpu",
                                            fitness_reference=mixer == reference))
     return events
 
 
 def child(experiment: str, parent: str, val_loss: float, code: str | None = None,
-          benchmarks: dict[str, float] | None = None, name: str = "") -> tuple[ProposalCreated, TrainSucceeded]:
+          benchmarks: dict[str, float] | None = None, name: str = "",
+          profile: str = PROFILE) -> tuple[ProposalCreated, TrainSucceeded]:
     """A proposal derived from ``parent`` (an experiment id or ``baseline:<name>``) and its successful training."""
     source = code or BASELINES["deltanet"].read_text().replace("beta = ", "beta = 0.5 * ", 1)
     proposal = ProposalCreated(**envelope(experiment), name=name or experiment, motivation="Halve the write.",
-                               code=source, profile=PROFILE, parent_ids=(parent,))
-    run = TrainSucceeded(**envelope(experiment), attempt=1, profile=PROFILE,
+                               code=source, profile=profile, parent_ids=(parent,))
+    run = TrainSucceeded(**envelope(experiment), attempt=1, profile=profile,
                          curve=(CurvePoint(step=0, tokens=0, loss=5.5),
                                 CurvePoint(step=10, tokens=20_480, loss=val_loss)),
                          train_loss=val_loss, val_loss=val_loss, benchmarks=benchmarks or {}, params=1_000_000,

@@ -113,3 +113,15 @@ async def test_a_second_seed_moves_the_performance_without_asking_the_llm(measur
     assert rescored.rationale.endswith(REPLY["rationale"])
     failed = ReplicateTrained(**envelope("exp-lucky"), seed=2, profile="smoke", succeeded=False, error_kind="nan")
     assert await on_replicate_trained(LlmScorer(llm, measured_world.client), failed, DELIVERY) == ()
+
+
+async def test_a_promotion_is_placed_among_its_own_profiles_baselines(measured_world: MemoryWorld) -> None:
+    """A run promoted to cpu has its smoke parent's code, but its loss is on another scale: no parent verdict."""
+    measured_world.apply(*baselines({"deltanet": (4.40, 4.41), "gla": (4.30, 4.31)}, profile="cpu"))
+    await judged(measured_world, "baseline:deltanet", 4.93, experiment="exp-small")
+    proposal, run = child("exp-small@cpu", "exp-small", 4.35, profile="cpu")
+    measured_world.apply(proposal, run)
+    llm, _ = scripted(REPLY)
+    (scored,) = await judge(LlmScorer(llm, measured_world.client), run, DELIVERY)
+    assert isinstance(scored, JudgeScored) and "than exp-small" not in scored.rationale
+    assert "baselines from deltanet 4.4050" in scored.rationale and 3 <= scored.performance <= 7
