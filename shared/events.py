@@ -334,6 +334,7 @@ class ReplicateTrained(Event, frozen=True, kw_only=True, tag="replicate.trained.
     device: str = ""
     gpu_seconds: float = 0.0
     cpu_core_seconds: float = 0.0
+    wall_seconds: float = 0.0  # no train.started precedes a replicate: how long it ran is told here
     error_kind: str = ""
     message: str = ""
     worker_host: str = ""

@@ -154,7 +154,8 @@ async def on_replicate(engineer: Engineer, event: Event, delivery: Delivery) -> 
     metrics.CPU_CORE_SECONDS.labels(PRODUCER, "replicate").inc(m.cpu_core_seconds)
     metrics.GPU_SECONDS.labels(PRODUCER, "replicate").inc(m.gpu_seconds)
     common = {"seed": event.seed, "profile": event.profile, "tokens": m.tokens, "device": m.device,
-              "gpu_seconds": m.gpu_seconds, "cpu_core_seconds": m.cpu_core_seconds, "worker_host": engineer.host}
+              "gpu_seconds": m.gpu_seconds, "cpu_core_seconds": m.cpu_core_seconds, "wall_seconds": outcome.wall_s,
+              "worker_host": engineer.host}
     if not outcome.succeeded:
         return (ReplicateTrained(**caused_by(event, PRODUCER), **common, succeeded=False,
                                  error_kind=outcome.error_kind or "runtime", message=outcome.message[:2000]),)

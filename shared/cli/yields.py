@@ -224,8 +224,8 @@ def _count(table: YieldTable, event: Event, started: dict[tuple[str, int], Event
         if isinstance(event, TrainSucceeded):
             _count_success(table, event)
     elif isinstance(event, ReplicateTrained):
-        # No train.started before a replicate: its own report carries what it cost.
-        table.training_seconds += event.cpu_core_seconds if event.device == "cpu" else event.gpu_seconds
+        # No train.started before a replicate: its own report says how long it ran.
+        table.training_seconds += event.wall_seconds
     elif isinstance(event, DebugGaveUp):
         table.gave_up += 1
     _count_llm(table, event)

@@ -34,6 +34,8 @@ from shared.events import (
     JudgeScored,
     ProposalCreated,
     ProposalRejected,
+    ReplicateRequested,
+    ReplicateTrained,
     TrainFailed,
     TrainStarted,
     TrainSucceeded,
@@ -143,11 +145,32 @@ def test_a_campaign_flows_through_every_service(
     assert not [e for e in events if isinstance(e, DeadLettered)]
     analysis = next(e for e in events if isinstance(e, AnalysisCreated))
     assert (Path(analysis.gallery_path) / "loss.png").is_file()
+    # A run in the top 3 on one seed is trained on a second; the leaderboard then shows its mean ± sd.
+    wait_until(lambda: replicates_settled(asyncio.run(stream(state.nats_url))), timeout_s=600)
+    events = asyncio.run(stream(state.nats_url))
+    replicated = [e for e in events if isinstance(e, ReplicateTrained) and e.succeeded]
+    assert replicated and all(e.seed == 1 for e in replicated)
     time.sleep(6)  # one more scrape after the last event
     check_panels(f"http://127.0.0.1:{state.servers['prometheus'].port}")
     status = asiarch(env, "campaign", "status", "--id", campaign_id)
-    assert status.returncode == 0 and "leaderboard" in status.stdout
+    assert status.returncode == 0 and "leaderboard" in status.stdout and "(2 seeds)" in status.stdout, status.stdout
+    yielded = asiarch(env, "campaign", "yield", "--id", campaign_id, "--json")
+    counts = json.loads(yielded.stdout)
+    assert {"beat_parent_beyond_noise", "beat_best_baseline_beyond_noise"} <= set(counts), yielded.stdout
     replay_gives_the_same_memory(env, state, tmp_path)
+
+
+def replicates_settled(events: list[Event]) -> bool:
+    """Every replicate asked for has trained, and each trained one has been judged (the fitness that follows is
+    memory's, projected with the judgement) and analysed again."""
+    asked = {e.event_id for e in events if isinstance(e, ReplicateRequested)}
+    trained = {e.causation_id: e for e in events if isinstance(e, ReplicateTrained)}
+    caused = {(type(e), e.causation_id) for e in events}
+    judged = {e.event_id for e in events if isinstance(e, JudgeScored) and e.causation_id in
+              {t.event_id for t in trained.values()}}
+    return bool(asked) and asked <= set(trained) and all(
+        not t.succeeded or ((JudgeScored, t.event_id) in caused and (AnalysisCreated, t.event_id) in caused)
+        for t in trained.values()) and all((FitnessComputed, j) in caused for j in judged)
 
 
 def replay_gives_the_same_memory(env: dict[str, str], state: StackState, tmp_path: Path) -> None:

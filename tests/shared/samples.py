@@ -95,7 +95,7 @@ SAMPLES: list[Event] = [
                        reason="entered the top 3 (rank 1) on one seed"),
     ReplicateTrained(**envelope(17), seed=1, profile="smoke", succeeded=True, val_loss=3.52, train_loss=3.3,
                      benchmarks={"mqar": 0.48}, curve=(CurvePoint(step=10, tokens=20480, loss=3.3),), tokens=204_800,
-                     device="cpu", cpu_core_seconds=33.0, worker_host="ws-1"),
+                     device="cpu", cpu_core_seconds=33.0, wall_seconds=35.5, worker_host="ws-1"),
 ]
 
 # Each legacy version, as a stream written before its successor holds it; they decode to current types.

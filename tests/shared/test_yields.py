@@ -147,7 +147,7 @@ def test_runs_that_beat_their_parent_and_the_best_baseline_beyond_noise() -> Non
                               parent_ids=(parents[exp],)))
         h.train(exp, 1, loss)
     h.add(ReplicateTrained(**h.env("b", "engineer", 30), seed=1, profile="smoke", succeeded=True, val_loss=4.87,
-                           device="cpu", cpu_core_seconds=25.0))
+                           device="cpu", cpu_core_seconds=25.0, wall_seconds=25.0))
     events = [*baseline_events("smoke", "deltanet", (5.0, 5.02), (0.3, 0.3)),
               *baseline_events("smoke", "gla", (4.90, 4.91), (0.3, 0.3), reference=False), *h.events]
     table = tally(events, "c-1")
