@@ -77,9 +77,10 @@ class Analyst:
         if found.lineage.parents:
             parent = found.lineage.parents[0]
             rows.append(Relative.of_experiment("parent", parent, profile))
+            name = parent.name or parent.id
             parent_found = await self.memory.experiment(parent.id)
             if parent_found is not None:
-                name, code = parent.name or parent.id, parent_found.experiment.code
+                code = parent_found.experiment.code
                 curve = _curve(parent_found.experiment.train.curve) if parent_found.experiment.train else []
                 rows += [Relative.of_experiment("grandparent", g, profile) for g in parent_found.lineage.parents[:1]]
         elif (baseline := next(filter(None, map(baseline_of_ref, found.lineage.missing_parents)), None)) is not None:
