@@ -114,3 +114,24 @@ def test_only_sentences_about_the_parent_are_held_to_its_verdict() -> None:
     assert [statement for statement, _ in found] == ["It beat its parent.", "The code is unchanged."]
     assert contradictions("It is within noise of deltanet.", rows, diff) == []
     assert contradictions("It is identical to its parent.", rows, "") == []  # a promoted copy is unchanged
+
+
+async def test_a_promotions_parent_at_another_profile_is_shown_but_not_compared(analyst_world: MemoryWorld,
+                                                                               tmp_path: Path) -> None:
+    analyst_world.apply(*baselines({"deltanet": (4.40, 4.41), "gla": (4.30, 4.31)}, profile="cpu"))
+    first, _ = await analysed(analyst_world, tmp_path, HONEST)
+    analyst_world.apply(first)
+    proposal, run = child("exp-half@cpu", "exp-half", 4.35, code=proposal_code(analyst_world), profile="cpu")
+    analyst_world.apply(proposal, run)
+    llm, backend = scripted(HONEST)
+    (analysis,) = await analyse(Analyst(llm=llm, memory=analyst_world.client, gallery=tmp_path), run, DELIVERY)
+    assert isinstance(analysis, AnalysisCreated)
+    parent = next(row for row in analysis.comparison if row.id == "exp-half")
+    assert parent.role == "parent (at smoke)" and parent.run_is == ""
+    best = next(row for row in analysis.comparison if row.role == "best baseline")
+    assert best.name == "gla" and best.run_is == "worse"  # 4.35 against gla's 4.305 at cpu
+    assert "The code is the parent's, unchanged." in backend.seen[0][-1]["content"]
+
+
+def proposal_code(world: MemoryWorld) -> str:
+    return world.db["experiments"].find_one({"_id": "exp-half"})["code"]
