@@ -270,8 +270,10 @@ def reply_seed(draft_seed: int, revision: int, step: int) -> int:
 
 
 def results_line(experiment: ExperimentBrief) -> str:
-    parts = [f"val loss {experiment.val_loss:.4f}" if experiment.val_loss is not None else "",
-             f"benchmark mean {experiment.bench_mean:.4f}" if experiment.bench_mean is not None else "",
+    """Val loss over seeds and fitness. Not the mean of every benchmark: at the small profiles most of them sit at
+    chance, and the fitness already weighs the ones that carry signal."""
+    measured = experiment.measured()
+    parts = [f"val loss {measured.text()}" if measured is not None else "",
              f"fitness {experiment.fitness:.3f}" if experiment.fitness is not None else ""]
     return ", ".join(p for p in parts if p) or "not measured"
 
