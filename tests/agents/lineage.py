@@ -27,9 +27,10 @@ def baselines(losses: dict[str, tuple[float, ...]], tasks: dict[str, dict[str, t
     for mixer, per_seed in losses.items():
         for seed, loss in enumerate(per_seed):
             scores = {task: values[seed] for task, values in (tasks or {}).get(mixer, {}).items()}
+            curve = (CurvePoint(step=0, tokens=0, loss=5.5), CurvePoint(step=10, tokens=20_480, loss=loss))
             events.append(BaselineMeasured(**envelope(campaign=""), profile=profile, mixer=mixer, seed=seed,
                                            val_loss=loss, benchmarks=scores, tokens=200_000, device="cpu",
-                                           fitness_reference=mixer == reference))
+                                           fitness_reference=mixer == reference, curve=curve))
     return events
 
 

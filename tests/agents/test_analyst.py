@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from services.analyst import gallery
 from services.analyst.comparison import claim, contradictions
 from services.analyst.handlers import Analyst, on_replicate_trained
 from services.analyst.handlers import on_train_succeeded as analyse
@@ -40,9 +41,17 @@ async def analysed(world: MemoryWorld, tmp_path: Path, *replies: dict[str, str])
     return analysis, backend.seen
 
 
-async def test_the_table_is_built_in_code_and_the_card_has_each_section_once(analyst_world: MemoryWorld,
-                                                                            tmp_path: Path) -> None:
+async def test_the_table_is_built_in_code_and_the_card_has_each_section_once(
+        analyst_world: MemoryWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plotted: list[tuple[dict, dict]] = []
+    real_plot = gallery.plot_curves
+    monkeypatch.setattr(gallery, "plot_curves", lambda path, curves, baselines: (
+        plotted.append((curves, baselines)), real_plot(path, curves, baselines)))
     analysis, seen = await analysed(analyst_world, tmp_path, HONEST)
+    # The loss plot: the run, its parent (a baseline: its first seed's curve) and every baseline of the profile.
+    ((curves, baseline_curves),) = plotted
+    assert set(curves) == {"this run", "parent deltanet"} and all(curves.values())
+    assert set(baseline_curves) == {"deltanet", "gla"} and all(baseline_curves.values())
     assert len(seen) == 1 and not analysis.removed_statements
     assert [s.title for s in analysis.sections] == ["What worked", "What failed", "Why", "What to try next"]
     rows = {row.role: row for row in analysis.comparison}
