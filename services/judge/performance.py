@@ -4,7 +4,8 @@ A language model reading "val loss 5.038 (parent 4.958)" gave it 9/10; a number 
 decides is not the LLM's to give. Where a run falls among the profile's baselines sets its score: the worst
 baseline (highest mean val loss) anchors at 3, the best at 7, linearly in loss between them; beyond either end a
 point per ``NOISE_SIGMAS`` combined seed sd, within 1–10. Against its parent, in units of the seed noise: worse
-beyond noise scores at least a point below the parent's own score, better beyond noise at least a point above.
+beyond noise scores at least a point below the parent's own score, better beyond noise at least a point above,
+and within noise the parent's score.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def performance(run: Measured, parent: Measured | None, baselines: Mapping[str, 
             score = max(LOWEST, min(score, parent_score - 1))
         elif verdict == "better":
             score = min(HIGHEST, max(score, parent_score + 1))
+        elif verdict == "within noise":  # told apart from its parent by nothing but noise: scored as the parent
+            score = parent_score
         noise = combined_noise(run, parent, floor)
         units = f", {abs(parent.mean - run.mean) / noise:.1f} combined sd" if noise else ""
         relation = {"better": "better than", "worse": "worse than", "within noise": "within noise of",

@@ -125,3 +125,12 @@ async def test_a_promotion_is_placed_among_its_own_profiles_baselines(measured_w
     (scored,) = await judge(LlmScorer(llm, measured_world.client), run, DELIVERY)
     assert isinstance(scored, JudgeScored) and "than exp-small" not in scored.rationale
     assert "baselines from deltanet 4.4050" in scored.rationale and 3 <= scored.performance <= 7
+
+
+def test_a_run_within_noise_of_its_parent_scores_as_the_parent_whatever_its_position() -> None:
+    """The lab's gla variant at smoke: 5.374 against gla 5.266 ± 0.025 with a seed noise of 0.067 is 1.5 combined
+    sd away, a lower position among the baselines, but no measurable difference."""
+    losses = {"linear_attention": Measured(5.9804, 0.0024, 2), "gla": Measured(5.2661, 0.0249, 2),
+              "mamba2": Measured(4.9849, 0.0588, 2)}
+    standing = performance(Measured(5.3743, None, 1), losses["gla"], losses, 0.0667, parent_name="gla")
+    assert standing.score == round(position(5.2661, losses, 0.0667)) and "within noise of gla" in standing.reason
