@@ -99,6 +99,7 @@ def pooled_sd(groups: Iterable[Sequence[float]]) -> float | None:
 
 # A task counts when the chance that seed noise alone spreads the baselines' means this far is below this.
 SIGNAL_P = 0.05
+_NO_SPREAD = 1e-9  # below this, seeds agree: a task's scores are not noisy measurements
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,8 @@ class TaskSignal:
 
     def reason(self) -> str:
         if self.p is None:
-            return "needs two baselines, one of them on two seeds, and some spread"
-        if self.f is None:
-            return f"every seed of a baseline scores the same, and the baselines differ (sd {self.between_sd:.4f})"
+            return ("needs two baselines, one of them on two seeds, whose seeds do not all score the same "
+                    "(a constant answer)")
         relation = "beyond" if self.counts else "within"
         return (f"across baselines sd {self.between_sd:.4f}, across seeds sd {self.within_sd:.4f}: F {self.f:.2f}, "
                 f"p {self.p:.4f}, {relation} seed noise (counts below p {self.threshold or SIGNAL_P:.4f})")
@@ -162,8 +162,10 @@ def _signal(task: str, baselines: Mapping[str, SeedScores]) -> TaskSignal:
         return TaskSignal(task, between, within, k, counts=False)
     grand = statistics.fmean(v for values in groups for v in values)
     between_var = sum(len(values) * (mean - grand) ** 2 for values, mean in zip(groups, means, strict=True)) / (k - 1)
-    if within == 0:  # seeds agree exactly (a task at 0 everywhere, say): any spread at all is signal, none is not
-        return TaskSignal(task, between, within, k, counts=between_var > 0, p=0.0 if between_var else None)
+    if within <= _NO_SPREAD:
+        # Every seed of every baseline scores the same (BoolQ at 0.37 everywhere, LAMBADA at 0): a constant answer,
+        # not a measurement of the mixer; the spread between baselines is then rounding, or a constant too.
+        return TaskSignal(task, between, within, k, counts=False)
     f = between_var / within**2
     p = f_survival(f, k - 1, n - k)
     return TaskSignal(task, between, within, k, counts=p < SIGNAL_P, f=f, p=p)

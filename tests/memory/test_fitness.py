@@ -191,3 +191,9 @@ def test_many_tasks_tested_at_once_are_held_to_a_stricter_threshold() -> None:
     assert together["mqar"].counts and together["mqar"].threshold == pytest.approx(0.05 / 3)
     assert not together["piqa"].counts and together["piqa"].threshold == pytest.approx(0.025)
     assert not together["siqa"].counts
+
+
+def test_a_constant_answer_everywhere_is_no_signal_even_with_rounding() -> None:
+    """BoolQ at cpu: 0.37 on every seed of every baseline; the means differ only by floating-point rounding."""
+    constant = task_signal({"deltanet": scores(0.37, 0.37), "gla": scores(0.37, 0.37), "mamba2": scores(0.37, 0.37)})
+    assert not constant["mqar"].counts and constant["mqar"].p is None and "constant" in constant["mqar"].reason()
