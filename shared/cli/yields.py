@@ -122,6 +122,7 @@ class YieldTable:
     profile: str = ""
     model: str = ""
     proposed: int = 0
+    promoted: int = 0  # proposals at another profile: the campaign's runs promoted to verify there
     rejected: Counter[str] = field(default_factory=Counter)
     passed_first_try: int = 0
     fixed_after_patches: Counter[int] = field(default_factory=Counter)
@@ -146,7 +147,8 @@ class YieldTable:
     def as_dict(self) -> dict[str, Any]:
         return {
             "campaign_id": self.campaign_id, "profile": self.profile, "model": self.model, "finished": self.finished,
-            "proposed": self.proposed, "rejected": dict(self.rejected), "passed_first_try": self.passed_first_try,
+            "proposed": self.proposed, "promoted": self.promoted, "rejected": dict(self.rejected),
+            "passed_first_try": self.passed_first_try,
             "fixed_after_patches": {str(k): v for k, v in sorted(self.fixed_after_patches.items())},
             "gave_up": self.gave_up, "trained": self.trained,
             "best_val_loss": min(self.val_losses) if self.val_losses else None,
@@ -209,7 +211,10 @@ def _count(table: YieldTable, event: Event, started: dict[tuple[str, int], Event
     elif isinstance(event, CampaignStopped):
         table.finished = True
     elif isinstance(event, ProposalCreated):
-        table.proposed += 1
+        if at_another_profile(table, event.profile):
+            table.promoted += 1
+        else:
+            table.proposed += 1
     elif isinstance(event, ProposalRejected):
         # The engineer rejects proposals that were already counted as created; the researcher's are new.
         if event.producer == "researcher":
@@ -221,7 +226,8 @@ def _count(table: YieldTable, event: Event, started: dict[tuple[str, int], Event
         begin = started.pop((event.experiment_id, event.attempt), None)
         if begin is not None:
             table.training_seconds += (event.occurred_at - begin.occurred_at).total_seconds()
-        if isinstance(event, TrainSucceeded):
+        # A promotion's run at a larger profile (`asiarch promote`) is not one of the campaign's own results.
+        if isinstance(event, TrainSucceeded) and not at_another_profile(table, event.profile):
             _count_success(table, event)
     elif isinstance(event, ReplicateTrained):
         # No train.started before a replicate: its own report says how long it ran.
@@ -229,6 +235,10 @@ def _count(table: YieldTable, event: Event, started: dict[tuple[str, int], Event
     elif isinstance(event, DebugGaveUp):
         table.gave_up += 1
     _count_llm(table, event)
+
+
+def at_another_profile(table: YieldTable, profile: str) -> bool:
+    return bool(table.profile and profile and profile != table.profile)
 
 
 def rejection_label(event: ProposalRejected) -> str:
@@ -294,7 +304,8 @@ def rows(table: YieldTable) -> list[tuple[str, str]]:
             f"{NOISE_SIGMAS:g}·{ref.std:.4f})")
     llm = table.llm
     return [
-        ("proposed", str(table.proposed)),
+        ("proposed", str(table.proposed) + (f" (and {table.promoted} promoted to another profile)"
+                                            if table.promoted else "")),
         ("rejected", f"{sum(table.rejected.values())}" + (f" ({rejected})" if rejected else "")),
         ("passed checks first try", str(table.passed_first_try)),
         ("fixed by the debugger", f"{sum(table.fixed_after_patches.values())}" + (f" ({fixed})" if fixed else "")),

@@ -157,6 +157,15 @@ def test_runs_that_beat_their_parent_and_the_best_baseline_beyond_noise() -> Non
     keys = json.loads(json.dumps(table.as_dict()))
     assert (keys["beat_parent_beyond_noise"], keys["beat_best_baseline_beyond_noise"]) == (2, 1)
     assert dict(rows(table))["beat the best baseline beyond noise"] == "1 (best baseline: gla)"
+    # A promotion to cpu (same code, parent b) is not one of the campaign's smoke results.
+    h.add(ProposalCreated(**h.env("b@cpu", "promote", 10), name="b @ cpu", motivation="m", code="c", profile="cpu",
+                          parent_ids=("b",)))
+    h.add(TrainSucceeded(**h.env("b@cpu", "engineer", 30), attempt=1, profile="cpu", curve=(), train_loss=4.0,
+                         val_loss=4.0, benchmarks={}, params=1, tokens=1, tokens_per_s=1.0, device="cpu",
+                         gpu_seconds=0.0, cpu_core_seconds=60.0, checkpoint_path="x"))
+    promoted = tally([*events, *h.events[-2:]], "c-1")
+    assert (promoted.proposed, promoted.promoted, promoted.trained) == (3, 1, 3)
+    assert promoted.beat_parent_beyond_noise == 2
     # Without any baseline measured there is no noise to compare with and no best baseline: not claimed.
     bare = tally(h.events, "c-1")
     assert bare.beat_best_baseline_beyond_noise is None and bare.as_dict()["beat_best_baseline_beyond_noise"] is None
