@@ -22,7 +22,6 @@ import httpx
 import pytest
 
 from shared import bus
-from shared.embedded import free_port
 from shared.events import (
     AnalysisCreated,
     CampaignStopped,
@@ -115,7 +114,7 @@ def test_a_campaign_flows_through_every_service(
     if prometheus_binary() is None:
         pytest.skip("prometheus is not installed: apt-get install --no-install-recommends prometheus")
     env = {**stack_env(tmp_path / "var"), **CAPS, "ASIARCH_CORPUS_DIR": str(corpus_dir),
-           "ASIARCH_EMBEDDER": "minilm", "ASIARCH_PROMETHEUS_PORT": str(free_port()), "ASIARCH_MAX_ATTEMPTS": "2",
+           "ASIARCH_EMBEDDER": "minilm", "ASIARCH_MAX_ATTEMPTS": "2",
            "ASIARCH_TRAIN_THREADS": "1", "ASIARCH_LLM_THREADS": "1", "ASIARCH_ACK_WAIT_S": "30"}
     up = asiarch(env, "up", "--with-prometheus", timeout=300)
     assert up.returncode == 0, up.stdout + up.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from shared import bus
-from shared.embedded import free_port
+from shared.embedded import free_ports
 from shared.events import (
     DeadLettered,
     DebugGaveUp,
@@ -44,10 +44,11 @@ BROKEN_MIXER = "import torch\n\nclass Mixer(torch.nn.Module:\n    pass\n"
 
 def stack_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASIARCH_")}
+    nats, mongo, prometheus, *services = free_ports(3 + len(SERVICE_NAMES))
     env.update({
-        "ASIARCH_DATA_DIR": str(data_dir), "ASIARCH_NATS_PORT": str(free_port()),
-        "ASIARCH_MONGO_PORT": str(free_port()),
-        "ASIARCH_HTTP_PORTS": json.dumps({name: free_port() for name in SERVICE_NAMES}),
+        "ASIARCH_DATA_DIR": str(data_dir), "ASIARCH_NATS_PORT": str(nats), "ASIARCH_MONGO_PORT": str(mongo),
+        "ASIARCH_PROMETHEUS_PORT": str(prometheus),
+        "ASIARCH_HTTP_PORTS": json.dumps(dict(zip(SERVICE_NAMES, services, strict=True))),
         # A message held by a killed instance is redelivered after ack_wait: keep crash tests short.
         "ASIARCH_ACK_WAIT_S": "3",
         # The plumbing tests here need no semantic search; memory's own tests cover the real embedder.
