@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import time
 import urllib.parse
 from pathlib import Path
@@ -45,8 +43,8 @@ from shared.events import (
 from shared.llm import DEFAULT_MODEL, LlmSettings
 from shared.models import pull
 from shared.observability import prometheus_binary
-from shared.supervisor import StackState, pid_alive
-from tests.e2e.test_stack import asiarch, stack_env, wait_until
+from shared.supervisor import StackState
+from tests.e2e.test_stack import asiarch, stack_env, stop_leftovers, wait_until
 from tests.engineer.variants import gla_variant
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "ops" / "grafana" / "dashboards"
@@ -98,15 +96,6 @@ def check_panels(prometheus_url: str) -> None:
     assert not problems, "\n".join(problems)
 
 
-def stop_leftovers(env: dict[str, str], state: StackState) -> None:
-    """`asiarch down`, then SIGKILL by PID whatever is still there (the test may have failed half-way)."""
-    if pid_alive(state.supervisor_pid):
-        asiarch(env, "down")
-    for pid in state.all_pids():
-        if pid_alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-
-
 @pytest.mark.timeout(2400)
 def test_a_campaign_flows_through_every_service(
     model: str, corpus_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
@@ -117,10 +106,11 @@ def test_a_campaign_flows_through_every_service(
            "ASIARCH_EMBEDDER": "minilm", "ASIARCH_MAX_ATTEMPTS": "2",
            "ASIARCH_TRAIN_THREADS": "1", "ASIARCH_LLM_THREADS": "1", "ASIARCH_ACK_WAIT_S": "30"}
     up = asiarch(env, "up", "--with-prometheus", timeout=300)
-    assert up.returncode == 0, up.stdout + up.stderr
     state = StackState.read(tmp_path / "var")
+    if state is not None:  # registered first: an `up` that fails half-way leaves processes to end too
+        request.addfinalizer(lambda: stop_leftovers(env, state))
+    assert up.returncode == 0, up.stdout + up.stderr
     assert state is not None
-    request.addfinalizer(lambda: stop_leftovers(env, state))
     baselines = asiarch(env, "baselines", "--profile", "smoke", "--only", "deltanet", "--max-tokens", "40000",
                         "--eval-samples", "4", timeout=600)
     assert baselines.returncode == 0, baselines.stdout + baselines.stderr

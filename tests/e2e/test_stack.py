@@ -69,14 +69,22 @@ def running_stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], StackState]]
     env = stack_env(data_dir)
     started = time.monotonic()
     result = asiarch(env, "up")
-    assert result.returncode == 0, result.stdout + result.stderr
-    print(f"asiarch up until all healthy: {time.monotonic() - started:.1f} s")
     state = StackState.read(data_dir)
-    assert state is not None
-    yield env, state
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        print(f"asiarch up until all healthy: {time.monotonic() - started:.1f} s")
+        assert state is not None
+        yield env, state
+    finally:
+        if state is not None:  # an `up` that failed half-way has started processes too
+            stop_leftovers(env, state)
+
+
+def stop_leftovers(env: dict[str, str], state: StackState) -> None:
+    """`asiarch down`, then SIGKILL by PID whatever is still there (the test may have failed half-way)."""
     if pid_alive(state.supervisor_pid):
         asiarch(env, "down")
-    for pid in state.all_pids():  # never leave a process behind, even when the test failed
+    for pid in state.all_pids():
         if pid_alive(pid):
             os.killpg(pid, signal.SIGKILL)
 
@@ -181,10 +189,10 @@ def test_a_missing_corpus_waits_for_the_operator_and_a_killed_engineer_leaves_no
     engineer mid-run leaves no sandboxed process behind, and the work is done after its restart."""
     data_dir = tmp_path / "var"
     env = {**stack_env(data_dir), "ASIARCH_MAX_TOKENS": "24000", "ASIARCH_EVAL_SAMPLES": "0"}
-    assert asiarch(env, "up").returncode == 0
+    up = asiarch(env, "up")
     state = StackState.read(data_dir)
-    assert state is not None
     try:
+        assert up.returncode == 0 and state is not None, up.stdout + up.stderr
         refused = asiarch(env, "campaign", "start", "--profile", "smoke")
         assert refused.returncode == 1 and "asiarch data prepare --tokenizer bpe1k" in refused.stderr
         assert "asiarch baselines --profile smoke" in refused.stderr and "Traceback" not in refused.stderr
@@ -211,4 +219,5 @@ def test_a_missing_corpus_waits_for_the_operator_and_a_killed_engineer_leaves_no
         events = asyncio.run(stream_events(state.nats_url))
         assert not [e for e in events if isinstance(e, (TrainFailed, DebugPatched, DebugGaveUp, DeadLettered))]
     finally:
-        asiarch(env, "down")
+        if state is not None:
+            stop_leftovers(env, state)
