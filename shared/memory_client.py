@@ -232,6 +232,15 @@ class MemoryClient:
         before); None when memory does not know it."""
         return await self._get(f"/experiments/{experiment_id}", {"as_of": as_of or None}, ExperimentWithLineage)
 
+    async def known_experiment(self, experiment_id: str, as_of: int, doing: str) -> ExperimentWithLineage:
+        """The experiment an event memory has projected names (``as_of`` its sequence); UnknownExperiment when
+        memory holds none, for the consumer ``doing`` something with it."""
+        found = await self.experiment(experiment_id, as_of=as_of)
+        if found is None:
+            raise UnknownExperiment(f"memory has projected {experiment_id}'s training but knows no such "
+                                    f"experiment: nothing to {doing}")
+        return found
+
     async def search(self, index: str, query: str, k: int = 5) -> list[Hit]:
         result = await self._get(f"/search/{index}", {"q": query[:4000], "k": k}, SearchResult)
         return result.hits if result else []

@@ -167,8 +167,8 @@ def _signal(task: str, baselines: Mapping[str, SeedScores]) -> TaskSignal:
         # not a measurement of the mixer; the spread between baselines is then rounding, or a constant too.
         return TaskSignal(task, between, within, k, counts=False)
     f = between_var / within**2
-    p = f_survival(f, k - 1, n - k)
-    return TaskSignal(task, between, within, k, counts=p < SIGNAL_P, f=f, p=p)
+    # Whether it counts is decided against the other tasks' p values (task_signal).
+    return TaskSignal(task, between, within, k, counts=False, f=f, p=f_survival(f, k - 1, n - k))
 
 
 def f_survival(f: float, d1: int, d2: int) -> float:

@@ -80,6 +80,11 @@ def markdown(rows: Sequence[ComparisonRow], tasks: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def changed_lines(diff: str) -> int:
+    """Lines a unified diff adds or removes (its file headers not counted)."""
+    return sum(1 for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---"))
+
+
 def facts(rows: Sequence[ComparisonRow], diff: str) -> list[str]:
     """What the table and the diff establish, in sentences the LLM is asked to keep to."""
     stated = []
@@ -90,7 +95,7 @@ def facts(rows: Sequence[ComparisonRow], diff: str) -> list[str]:
         elif row.run_is:
             stated.append(f"Against its {row.role} {row.name} the run is {row.run_is} beyond seed noise "
                           f"({row_loss(rows[0])} vs {row_loss(row)}).")
-    changed = sum(1 for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---"))
+    changed = changed_lines(diff)
     stated.append(f"The code differs from the parent's in {changed} changed lines." if changed
                   else "The code is the parent's, unchanged.")
     return stated
@@ -126,7 +131,7 @@ def contradictions(text: str, rows: Sequence[ComparisonRow], diff: str) -> list[
     """(statement, what the numbers say instead) for each sentence of ``text`` that the table or the diff
     contradicts. Only sentences about the parent are held to the parent's verdict."""
     parent = next((row for row in rows[1:] if row.role == "parent"), None)
-    changed = any(line[:1] in "+-" and line[:3] not in ("+++", "---") for line in diff.splitlines())
+    changed = changed_lines(diff) > 0
     found = []
     for sentence in (s.strip() for s in _SENTENCE.split(text) if s.strip()):
         if changed and _UNCHANGED.search(sentence):

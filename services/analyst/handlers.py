@@ -30,7 +30,6 @@ from shared.memory_client import (
     MemoryClient,
     NotYetProjected,
     ProfileBaselines,
-    UnknownExperiment,
 )
 from shared.mixer.baselines import BASELINES, baseline_of_ref
 
@@ -62,13 +61,6 @@ class Analyst:
     llm: LlmClient
     memory: MemoryClient
     gallery: Path
-
-    async def found(self, experiment_id: str, as_of: int) -> ExperimentWithLineage:
-        found = await self.memory.experiment(experiment_id, as_of=as_of)
-        if found is None:
-            raise UnknownExperiment(f"memory has projected {experiment_id}'s training but knows no such "
-                                       "experiment: nothing to analyse")
-        return found
 
     async def relatives(self, found: ExperimentWithLineage, baselines: ProfileBaselines) -> Relatives:
         rows: list[Relative] = []
@@ -126,7 +118,7 @@ class Analyst:
 
 async def on_train_succeeded(analyst: Analyst, event: Event, delivery: Delivery) -> Sequence[Event]:
     assert isinstance(event, TrainSucceeded)
-    found = await analyst.found(event.experiment_id, delivery.stream_seq)
+    found = await analyst.memory.known_experiment(event.experiment_id, delivery.stream_seq, "analyse")
     rows, baselines, relatives = await analyst.table(found, event.profile)
     diff = code_diff(relatives.parent_code, found.experiment.code)
     report = await analyst.report(found, rows, baselines.signal_tasks, relatives, diff)
@@ -142,7 +134,7 @@ async def on_train_succeeded(analyst: Analyst, event: Event, delivery: Delivery)
 async def on_replicate_trained(analyst: Analyst, event: Event, delivery: Delivery) -> Sequence[Event]:
     """Another seed changes the run's mean and spread: the table and the card follow, the report stays."""
     assert isinstance(event, ReplicateTrained)
-    found = await analyst.found(event.experiment_id, delivery.stream_seq)
+    found = await analyst.memory.known_experiment(event.experiment_id, delivery.stream_seq, "analyse")
     analysis = found.experiment.analysis
     if analysis is None:
         # The analyst handles a run's training before its replicate; memory may not have projected that yet.

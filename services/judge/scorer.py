@@ -12,7 +12,7 @@ from services.judge.handlers import Scores
 from services.judge.performance import Standing, performance, score_of
 from shared.events import ReplicateTrained, TrainSucceeded
 from shared.llm import LlmClient, MalformedOutput
-from shared.memory_client import ExperimentWithLineage, MemoryClient, ProfileBaselines, UnknownExperiment
+from shared.memory_client import ExperimentWithLineage, MemoryClient, ProfileBaselines
 from shared.mixer.baselines import BASELINES, baseline_of_ref
 from shared.mixer.edit import unified_diff
 from shared.noise import Measured
@@ -135,20 +135,13 @@ class LlmScorer:
         return Context(baselines, names[0], BASELINES[names[0]].read_text() if names[0] in BASELINES else "",
                        mixer.measured() if mixer else None)
 
-    async def found(self, experiment_id: str, as_of: int) -> ExperimentWithLineage:
-        found = await self.memory.experiment(experiment_id, as_of=as_of)
-        if found is None:
-            raise UnknownExperiment(f"memory has projected {experiment_id}'s training but knows no such "
-                                       "experiment: nothing to judge")
-        return found
-
     @staticmethod
     def standing(context: Context, measured: Measured) -> Standing:
         return performance(measured, context.parent, context.baselines.measured(), context.baselines.noise_sd,
                            parent_name=context.parent_name or "the parent")
 
     async def rescore(self, replicate: ReplicateTrained, as_of: int) -> Scores | None:
-        found = await self.found(replicate.experiment_id, as_of)
+        found = await self.memory.known_experiment(replicate.experiment_id, as_of, "judge")
         judged, measured = found.experiment.judge, found.experiment.measured()
         if judged is None or measured is None:
             return None
@@ -157,7 +150,7 @@ class LlmScorer:
                       rationale=rationale(standing, llm_rationale(judged.rationale)))
 
     async def score(self, run: TrainSucceeded, as_of: int) -> Scores:
-        found = await self.found(run.experiment_id, as_of)
+        found = await self.memory.known_experiment(run.experiment_id, as_of, "judge")
         experiment = found.experiment
         context = await self.context(found, run.profile)
         measured = experiment.measured() or Measured(run.val_loss, None, 1)

@@ -464,6 +464,8 @@ class Projector:
         self._put(BASELINE_MIXERS, key, seq, {"profile": event.profile, "mixer": event.mixer, "runs": runs,
                                               **seed_stats(runs)})
         profile = self._get(BASELINES, event.profile) or {}
+        # Every mixer's scores are kept on the profile's one document (beside baseline_mixers) because the signal
+        # is computed across mixers, and a batched replay can read its own unflushed writes only by _id.
         scores = dict(profile.get("mixer_scores", {}))
         scores[event.mixer] = {**scores.get(event.mixer, {}),
                                str(event.seed): {"val_loss": run["val_loss"], "benchmarks": run["benchmarks"]}}

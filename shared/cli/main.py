@@ -165,18 +165,27 @@ def campaign_start(
     data_dir: DataDirOption = None,
 ) -> None:
     """Start a campaign on the running stack."""
-    if profile not in PROFILES:
-        raise campaign.CampaignError(f"unknown profile '{profile}'; known: {', '.join(PROFILES)}")
+    known_profile(profile)
     target = stack_endpoints(data_dir)
-    missing = lab.missing_steps(target, profile)
-    if missing:
-        raise campaign.CampaignError("the campaign cannot start yet:\n- " + "\n- ".join(missing))
+    require_steps(target, profile, "the campaign cannot start yet")
     resolve(LlmSettings().models_dir, model)  # fail now, not in every agent
     event = campaign.start_event(profile, budget, cpu_hours, gpu_hours, model, seed)
     campaign.start(target, event)
     out.print(f"campaign [bold]{event.campaign_id}[/] started: profile {profile}, budget {budget}, model {model}")
     if wait:
         follow_campaign(target, event.campaign_id)
+
+
+def known_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise campaign.CampaignError(f"unknown profile '{profile}'; known: {', '.join(PROFILES)}")
+
+
+def require_steps(target: stack.Endpoints, profile: str, refusal: str) -> None:
+    """Refuse, naming each missing step's command, while runs at the profile could not train or get a fitness."""
+    missing = lab.missing_steps(target, profile)
+    if missing:
+        raise campaign.CampaignError(f"{refusal}:\n- " + "\n- ".join(missing))
 
 
 def stack_endpoints(data_dir: Path | None) -> stack.Endpoints:
@@ -258,14 +267,11 @@ def promote_command(
     data_dir: DataDirOption = None,
 ) -> None:
     """Train a campaign's best runs again at a larger profile and compare the two stages' rankings."""
-    if to not in PROFILES:
-        raise campaign.CampaignError(f"unknown profile '{to}'; known: {', '.join(PROFILES)}")
+    known_profile(to)
     target = stack_endpoints(data_dir)
     campaign_id = chosen_campaign(target, campaign_id)
     if not report_only:
-        missing = lab.missing_steps(target, to)
-        if missing:
-            raise campaign.CampaignError(f"cannot promote to {to} yet:\n- " + "\n- ".join(missing))
+        require_steps(target, to, f"cannot promote to {to} yet")
         proposals = promote.promote(target, campaign_id, to, top)
         out.print(f"promoted to {to}: " + ", ".join(f"{p.experiment_id} ({p.name})" for p in proposals))
         if not wait:

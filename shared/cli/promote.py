@@ -70,10 +70,14 @@ def promotion(stack: Endpoints, summary: dict[str, Any], profile: str) -> Propos
     )
 
 
+def campaign_profile(stack: Endpoints, campaign_id: str) -> str:
+    campaigns = _get(stack, "/stats", {"campaign_id": campaign_id})["campaigns"]
+    return str(campaigns[0]["profile"]) if campaigns else ""
+
+
 def promote(stack: Endpoints, campaign_id: str, to: str, top: int) -> list[ProposalCreated]:
     experiments = campaign_experiments(stack, campaign_id)
-    campaign = _get(stack, "/stats", {"campaign_id": campaign_id})["campaigns"]
-    source = campaign[0]["profile"] if campaign else ""
+    source = campaign_profile(stack, campaign_id)
     if source == to:
         raise CampaignError(f"campaign {campaign_id} already ran at {to}: promote to a larger profile")
     chosen = top_runs(experiments, source, top)
@@ -123,8 +127,7 @@ class StageAgreement:
 def agreement(stack: Endpoints, campaign_id: str, to: str) -> StageAgreement:
     """Val losses at both stages: each promoted run with the run it promotes, and each baseline measured at both."""
     experiments = {e["id"]: e for e in campaign_experiments(stack, campaign_id)}
-    campaign = _get(stack, "/stats", {"campaign_id": campaign_id})["campaigns"]
-    source = campaign[0]["profile"] if campaign else ""
+    source = campaign_profile(stack, campaign_id)
     pairs = []
     for experiment in experiments.values():
         parent = experiments.get(experiment["parent_ids"][0]) if experiment.get("parent_ids") else None

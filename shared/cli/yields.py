@@ -11,8 +11,6 @@ agents work in parallel, so each is a share of the campaign's wall time, not of 
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -285,12 +283,14 @@ async def campaign_events(nats_url: str) -> list[Event]:
 def reference_from_events(events: list[Event], profile: str, name: str) -> Reference | None:
     """The named baseline at the profile from its ``baseline.measured`` events (a seed measured again counts
     once, with its latest value), if it was measured on ≥ 2 seeds."""
-    by_seed = {e.seed: e.val_loss for e in events
-               if isinstance(e, BaselineMeasured) and e.profile == profile and e.mixer == name}
-    losses = [loss for loss in by_seed.values() if math.isfinite(loss)]
-    if len(losses) < 2:
+    measurements = Measurements()
+    for event in events:
+        if isinstance(event, BaselineMeasured):
+            measurements.add(event)
+    measured = measurements.of(f"baseline:{name}", profile)
+    if measured is None or measured.sd is None:
         return None
-    return Reference(name, statistics.fmean(losses), statistics.stdev(losses))
+    return Reference(name, measured.mean, measured.sd)
 
 
 def rows(table: YieldTable) -> list[tuple[str, str]]:
