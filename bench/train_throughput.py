@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from services.engineer.model import LanguageModel, count_parameters, model_config
 from services.engineer.trainer import (
     BatchSampler,
     make_optimizer,
@@ -26,6 +25,7 @@ from services.engineer.trainer import (
     train_step,
 )
 from shared.mixer.baselines import load_baseline
+from shared.mixer.model import LanguageModel, count_parameters, model_config
 from shared.mixer.profiles import get_profile
 
 

@@ -137,6 +137,7 @@ class FailureHit(_Doc):
     traceback_tail: str = ""
     fix: Fix | None = None
     fix_worked: bool | None = None
+    signature: str = ""
 
 
 class FailureSearch(_Doc):
@@ -245,9 +246,11 @@ class MemoryClient:
         result = await self._get(f"/search/{index}", {"q": query[:4000], "k": k}, SearchResult)
         return result.hits if result else []
 
-    async def similar_failures(self, query: str, k: int = 3, only_fixed: bool = True) -> list[FailureHit]:
-        result = await self._get("/failures/search", {"q": query[:4000], "k": k, "only_fixed": only_fixed},
-                                 FailureSearch)
+    async def similar_failures(self, query: str, k: int = 3, only_fixed: bool = True,
+                               signature: str = "") -> list[FailureHit]:
+        """Past failures like this one with their fixes; those that worked (on ``signature`` first) lead."""
+        params = {"q": query[:4000], "k": k, "only_fixed": only_fixed} | ({"signature": signature} if signature else {})
+        result = await self._get("/failures/search", params, FailureSearch)
         return result.hits if result else []
 
     async def baselines(self, profile: str) -> ProfileBaselines:

@@ -1,31 +1,40 @@
-"""The LLM patcher: the smallest change that makes a failed mixer run, keeping its idea.
+"""The patcher: the smallest change that makes a failed mixer run, keeping its idea, tried before it is sent.
 
-The prompt carries the code, the error kind, the trimmed traceback and the most similar past failures with the
-fixes that worked. Efficiency failures ask for chunking or vectorising, never for dropping the idea. Like the
-researcher, the LLM gives its diagnosis as JSON and then code as a fenced block (code inside JSON strings breaks
-small models). When the traceback has a frame of the candidate's file, the function it was raised in is shown with
-the line marked and only that function is asked for, then spliced back; otherwise the whole file is. The result is
-repaired and statically checked like a proposal; a patch that does not change the code is no patch, and the LLM is
-told so once before the debugger gives up.
+One attempt: the failed code is run through the trial (the engineer's checks in seconds, sandboxed) to reproduce
+the failure with its locals; the mechanical repairs the error calls for are tried; then the LLM is asked, with the
+measured facts, the advice for the kind and the past fixes that worked, and each reply is tried too. A patch that
+passes goes back to the engineer; one that fails later than the code it fixes becomes the code the attempt goes on
+fixing (its new error is shown); one that fails as before is shown to the LLM with that failure. Bounded in LLM
+replies and tokens; at the end the furthest-getting patch is sent, or none (a patch never equals the failed code).
+
+Like the researcher, the LLM gives its diagnosis as JSON and then code as a fenced block. When the traceback has a
+frame of the candidate's file, the function it was raised in is shown with the line marked and only that function
+is asked for, then spliced back; otherwise the whole file is.
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
 import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
 from string import Template
 
+from services.debugger.diagnosis import Known, patch_diagnosis
 from shared.events import DebugPatched, LlmUsage, TrainFailed, caused_by
 from shared.llm import LlmClient, MalformedOutput, add_usage
 from shared.memory_client import FailureHit, MemoryClient
-from shared.mixer.baselines import BASELINES
 from shared.mixer.edit import extract_function, repair, unified_diff
-from shared.mixer.frames import Region, faulty_region, splice
+from shared.mixer.frames import Region, error_signature, faulty_region, splice
+from shared.mixer.profiles import get_profile
+from shared.mixer.repairs import DEVICE_ERROR, candidate_repairs
 from shared.mixer.source import find_mixer, static_problem, strip_fences
+from shared.mixer.trial import TrialOutcome, try_mixer
 
 log = logging.getLogger(__name__)
 PRODUCER = "debugger"
@@ -34,6 +43,10 @@ TRACEBACK_CHARS = 2500
 # samples wider.
 RETRY_TEMPERATURES = (0.3, 0.7, 1.0)
 MISSING_DEFINITION = re.compile(r"NameError|object has no attribute")
+# Rounds of mechanical repairs per attempt: a repair that gets further is repaired again on its new error.
+REPAIR_ROUNDS = 3
+
+Trial = Callable[..., Awaitable[TrialOutcome]]
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,14 @@ class PatchAttempt:
 
     patched: DebugPatched | None
     usage: LlmUsage | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one attempt may spend on the LLM: code replies and completion tokens."""
+
+    replies: int = len(RETRY_TEMPERATURES)
+    completion_tokens: int = 6000
 
 
 DIAGNOSIS_SCHEMA = {
@@ -66,8 +87,8 @@ SYSTEM = ("You fix bugs in PyTorch token mixers with the smallest possible chang
 PATCH = Template("""\
 This mixer failed during checks or training.
 
-Error kind: $kind
-Message: $message
+What was measured:
+$measured
 Traceback (end):
 ```
 $traceback
@@ -86,96 +107,154 @@ and `forward(self, x)` mapping (batch, seq, d_model) to the same shape. First gi
 object with one key, "diagnosis".
 """)
 
-ADVICE = {
-    "efficiency": "It was too slow. Do not drop the idea: replace Python loops over time steps with chunked or "
-                  "vectorised tensor operations (process chunks of 64 tokens, carry a state between chunks).",
-    "complexity": "Its cost grew quadratically with the sequence length. Keep the idea but never build a "
-                  "(seq x seq) matrix over the whole sequence: use chunks of at most 64 with a carried state.",
-    "causality": "Outputs depended on future tokens. Check masks (use a lower-triangular mask inside chunks), "
-                 "cumulative sums, convolutions (pad on the left only) and any pooling over the sequence.",
-    "nan": "It produced NaN or Inf. Bound exponentials (use sigmoid or exp(-softplus) for decays, subtract a max "
-           "before exp), add eps to denominators, normalise keys.",
-    "memory": "It ran out of memory. Avoid materialising (batch, heads, seq, d, d) tensors for every step.",
-    "timeout": "It ran past its time limit. Remove loops over time steps; vectorise over chunks.",
-    "params": "It had too many or too few parameters. Adjust projection sizes, keep the structure.",
-    "batch": "Its outputs depended on the batch size. Never mix information across the batch dimension.",
-}
+
+def history_text(similar: list[FailureHit]) -> str:
+    """Past fixes of similar failures, those that worked first, each with its diff when it is short."""
+    shown = sorted((hit for hit in similar if hit.fix is not None), key=lambda hit: hit.fix_worked is not True)
+    if not shown:
+        return ""
+    lines = ["Similar past failures and the fixes that worked:"]
+    for hit in shown:
+        assert hit.fix is not None
+        verdict = {True: "worked", False: "did not work", None: "not retrained yet"}[hit.fix_worked]
+        lines.append(f"- {hit.error_kind}: {hit.message[:200]}\n  fix ({verdict}): {hit.fix.diagnosis[:300]}")
+        if hit.fix_worked and hit.fix.diff and len(hit.fix.diff) < 1200:
+            lines.append("  ```diff\n" + hit.fix.diff.strip() + "\n  ```")
+    return "\n".join(lines) + "\n"
 
 
-def patch_messages(failure: TrainFailed, similar: list[FailureHit], region: Region | None) -> list[dict[str, str]]:
-    history = ""
-    if similar:
-        lines = ["Similar past failures and the fixes that worked:"]
-        for hit in similar:
-            if hit.fix is not None:
-                lines.append(f"- {hit.error_kind}: {hit.message[:200]}\n  fix: {hit.fix.diagnosis[:300]}")
-        history = "\n".join(lines) + "\n" if len(lines) > 1 else ""
+def patch_messages(known: Known, similar: list[FailureHit], region: Region | None) -> list[dict[str, str]]:
     where = "" if region is None else (f"It was raised in `{region.name}`, at the line marked >:\n```\n"
-                                       f"{region.numbered(failure.code)}\n```\n")
-    prompt = PATCH.substitute(
-        kind=failure.error_kind, message=failure.message[:1000], traceback=failure.traceback[-TRACEBACK_CHARS:],
-        code=failure.code, where=where, advice=ADVICE.get(failure.error_kind, ""), history=history,
-    )
+                                       f"{region.numbered(known.code)}\n```\n")
+    prompt = PATCH.substitute(measured=known.measured(), traceback=known.traceback[-TRACEBACK_CHARS:],
+                              code=known.code, where=where, advice=known.advice, history=history_text(similar))
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
 
 
+@dataclass
+class Progress:
+    """Where one attempt stands: the furthest code so far (the failed code at first) and what it cost."""
+
+    known: Known
+    trial: TrialOutcome
+    fixes: list[str] = field(default_factory=list)
+    usages: list[LlmUsage] = field(default_factory=list)
+    replies: int = 0
+
+    def advance(self, code: str, trial: TrialOutcome, fix: str) -> None:
+        self.known, self.trial = self.known.failing(code, trial), trial
+        self.fixes.append(fix)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(usage.completion_tokens for usage in self.usages)
+
+    @property
+    def usage(self) -> LlmUsage | None:
+        return add_usage(*self.usages) if self.usages else None
+
+
 class LlmPatcher:
-    def __init__(self, llm: LlmClient, memory: MemoryClient) -> None:
+    def __init__(self, llm: LlmClient, memory: MemoryClient, *, trial: Trial | None = None,
+                 default_profile: str = "smoke", budget: Budget = Budget()) -> None:
         self.llm = llm
         self.memory = memory
+        self.trial = trial or (lambda code, **flags: asyncio.to_thread(partial(try_mixer, code, **flags)))
+        self.default_profile = default_profile
+        self.budget = budget
 
     async def patch(self, failure: TrainFailed) -> PatchAttempt:
         if not failure.code:
             return PatchAttempt(None)
-        repaired = mechanical_repair(failure)
-        if repaired is not None:
-            return PatchAttempt(repaired)
-        similar = await self.memory.similar_failures(f"{failure.error_kind}: {failure.message}\n{failure.traceback}")
+        flags = self.trial_flags(failure)
+        before = await self.trial(failure.code, **flags)
+        if before.passed:  # the failure lies beyond the trial: only a patch that passes every stage gets past it
+            before = TrialOutcome(stage="training", kind=failure.error_kind, message=failure.message)
+        progress = Progress(Known.of(failure, before), before)
+        if not await self.repair(failure, progress, flags):
+            await self.ask_llm(failure, progress, flags)
+        if progress.known.code == failure.code:
+            return PatchAttempt(None, progress.usage)
+        fix = "; then ".join(progress.fixes)
+        diagnosis = patch_diagnosis(Known.of(failure, before), fix, progress.trial)
+        return PatchAttempt(patch_event(failure, diagnosis, progress.known.code, progress.usage), progress.usage)
+
+    def trial_flags(self, failure: TrainFailed) -> dict[str, object]:
+        """The trial at the failure's profile; on the meta device when the run was on a GPU or failed on devices,
+        with the long-input stress when it was a NaN."""
+        on_devices = failure.device.startswith("cuda") or DEVICE_ERROR.search(failure.message) is not None
+        return {"profile": failure.profile or self.default_profile, "device_check": on_devices,
+                "stress": failure.error_kind == "nan"}
+
+    async def repair(self, failure: TrainFailed, progress: Progress, flags: dict[str, object]) -> bool:
+        """Mechanical repairs, round after round while one gets further; True once one passes."""
+        profile = get_profile(str(flags["profile"]))
+        for _ in range(REPAIR_ROUNDS):
+            further = False
+            for candidate in candidate_repairs(progress.known.for_repairs(profile.d_model, profile.n_heads)):
+                outcome = await self.trial(candidate.code, **flags)
+                log.info("%s: repair %r: %s", failure.experiment_id, candidate.what, outcome.summary())
+                if outcome.passed or outcome.progress > progress.trial.progress:
+                    progress.advance(candidate.code, outcome, f"{candidate.what} (without the LLM)")
+                    further = True
+                    break
+            if progress.trial.passed:
+                return True
+            if not further:
+                return False
+        return progress.trial.passed
+
+    async def ask_llm(self, failure: TrainFailed, progress: Progress, flags: dict[str, object]) -> None:
+        """LLM replies, each tried, until one passes or the budget is spent."""
+        while progress.replies < self.budget.replies and progress.completion_tokens < self.budget.completion_tokens:
+            if await self.conversation(failure, progress, flags):
+                return
+
+    async def conversation(self, failure: TrainFailed, progress: Progress, flags: dict[str, object]) -> bool:
+        """One conversation about the current code's failure: a diagnosis, then code replies until one passes (True),
+        one gets further (False: a new conversation about its error follows) or the budget is spent."""
+        known = progress.known
+        similar = await self.memory.similar_failures(
+            f"{known.kind}: {known.message}\n{known.traceback}", signature=error_signature(
+                known.kind, known.message, known.traceback))
         # A small model fixes one function far more often than it rewrites a file without breaking something else;
         # but a missing definition lives outside the function that tripped on it, so then the whole file is asked for.
-        missing_definition = MISSING_DEFINITION.search(failure.message) is not None
-        region = None if missing_definition else faulty_region(failure.code, failure.traceback)
-        messages = patch_messages(failure, similar, region)
+        missing_definition = MISSING_DEFINITION.search(known.message) is not None
+        region = None if missing_definition else faulty_region(known.code, known.traceback)
+        messages = patch_messages(known, similar, region)
+        seed = patch_seed(failure) + 32 * len(progress.fixes)
         try:
             diagnosis = await self.llm.complete_json(messages, DIAGNOSIS_SCHEMA, max_tokens=300, temperature=0.3,
-                                                     seed=patch_seed(failure))
+                                                     seed=seed)
         except MalformedOutput as exc:
             log.info("%s: no usable diagnosis: %s", failure.experiment_id, exc)
-            return PatchAttempt(None)
-        usages = [diagnosis.usage]
+            progress.replies += 1
+            return False
+        progress.usages.append(diagnosis.usage)
+        said = str(diagnosis.data["diagnosis"])
         ask = WRITE_FIX if region is None else WRITE_REGION.format(name=region.name, start=region.start,
                                                                   end=region.end)
         messages += [{"role": "assistant", "content": json.dumps(diagnosis.data)}, {"role": "user", "content": ask}]
-        for index, temperature in enumerate(RETRY_TEMPERATURES):
+        while progress.replies < self.budget.replies and progress.completion_tokens < self.budget.completion_tokens:
+            temperature = RETRY_TEMPERATURES[min(progress.replies, len(RETRY_TEMPERATURES) - 1)]
             text, usage = await self.llm.complete_text(messages, max_tokens=2048, temperature=temperature,
-                                                       seed=patch_seed(failure) + 8 + index)
-            usages.append(usage)
-            code = patched_code(failure.code, region, text)
-            if code is None:
-                problem: str | None = f"the reply has no function named `{region.name if region else 'Mixer'}`"
-            else:
-                problem = rejection(code, failure.code)
+                                                       seed=seed + 8 + progress.replies)
+            progress.usages.append(usage)
+            progress.replies += 1
+            code = patched_code(known.code, region, text)
+            problem = (f"the reply has no function named `{region.name if region else 'Mixer'}`" if code is None
+                       else rejection(code, known.code))
             if code is not None and problem is None:
-                usage = add_usage(*usages)
-                return PatchAttempt(patch_event(failure, str(diagnosis.data["diagnosis"]), code, usage), usage)
-            log.info("%s: patch refused: %s", failure.experiment_id, problem)
+                outcome = await self.trial(code, **flags)
+                log.info("%s: LLM patch: %s", failure.experiment_id, outcome.summary())
+                if outcome.passed or outcome.progress > progress.trial.progress:
+                    progress.advance(code, outcome, said)
+                    return outcome.passed
+                problem = f"the patched code still fails. {known.failing(code, outcome).measured()}"
+            log.info("%s: patch refused: %s", failure.experiment_id, problem[:300])
             messages += [{"role": "assistant", "content": text[:6000]},
                          {"role": "user", "content": RETRY.format(problem=problem)}]
-        return PatchAttempt(None, add_usage(*usages))
-
-
-def mechanical_repair(failure: TrainFailed) -> DebugPatched | None:
-    """A static problem with one right fix (a standard import the file uses but forgot, a helper a built-in
-    baseline defines, Markdown fences) is fixed without the LLM; None when that does not do it."""
-    if failure.error_kind not in ("syntax", "contract"):
-        return None
-    code = repair(failure.code, donors=[path.read_text() for path in BASELINES.values()])
-    if rejection(code, failure.code) is not None:
-        return None
-    before = set(failure.code.splitlines())
-    added = [line.strip() for line in code.splitlines() if line not in before and line.strip()]
-    diagnosis = f"{failure.error_kind}: {failure.message}; repaired without the LLM, adding: {'; '.join(added[:5])}"
-    return patch_event(failure, diagnosis, code)
+        return False
 
 
 def patch_event(failure: TrainFailed, diagnosis: str, code: str, llm: LlmUsage | None = None) -> DebugPatched:
@@ -187,10 +266,10 @@ def patch_event(failure: TrainFailed, diagnosis: str, code: str, llm: LlmUsage |
 
 def patch_seed(failure: TrainFailed) -> int:
     """A sampling seed per experiment and attempt: a restarted debugger replays its own samples, while the next
-    attempt at the same experiment (or another experiment's same error) samples afresh. Spaced by 16: the diagnosis's
-    own retries take the first few seeds, the code replies the ones from 8 on."""
+    attempt at the same experiment (or another experiment's same error) samples afresh. Spaced by 256: within an
+    attempt, each conversation takes 32 seeds (its diagnosis's own retries the first few, code replies from 8 on)."""
     digest = hashlib.sha256(f"{failure.experiment_id}/{failure.attempt}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") * 16
+    return int.from_bytes(digest[:4], "big") * 256
 
 
 def patched_code(failed_code: str, region: Region | None, reply: str) -> str | None:
@@ -213,7 +292,7 @@ def is_whole_file(reply: str) -> bool:
 
 
 def rejection(code: str, failed_code: str) -> str | None:
-    """Why a patch is no patch: not a valid mixer, or the failed code unchanged."""
+    """Why a patch is no patch: not a valid mixer, or the code it fixes unchanged."""
     problem = static_problem(code)
     if problem is not None:
         return f"the patched code is not a valid mixer ({problem.detail})"

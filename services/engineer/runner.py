@@ -16,9 +16,7 @@ from typing import Any
 
 import torch
 
-from services.engineer.checks import run_checks
 from services.engineer.data import DataError, load_token_data
-from services.engineer.model import LanguageModel, ModelConfig
 from services.engineer.result import (
     PROGRESS_FILE,
     ProgressLine,
@@ -30,10 +28,12 @@ from services.engineer.result import (
 from services.engineer.trainer import Progress, TrainingStopped, compare_step_times, train
 from shared.mixer.baselines import BASELINES, EFFICIENCY_REFERENCE, baseline_path, load_baseline
 from shared.mixer.behaviour import behaviour_signature
+from shared.mixer.checks import run_checks
 from shared.mixer.contract import CheckFailed, failure_kind
 from shared.mixer.frames import candidate_traceback
 from shared.mixer.heartbeat import HEARTBEAT_FILE, Heartbeat
 from shared.mixer.loader import MixerFactory, mixer_factory
+from shared.mixer.model import LanguageModel, ModelConfig
 from shared.mixer.profiles import Profile, get_profile
 
 TRACEBACK_CHARS = 6000

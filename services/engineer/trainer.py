@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from services.engineer.model import LanguageModel, ModelConfig, count_parameters, model_config
 from services.engineer.result import TrainMetrics
 from shared.events import CurvePoint
 from shared.mixer.contract import CheckFailed, failure_kind
 from shared.mixer.loader import MixerFactory
+from shared.mixer.model import LanguageModel, ModelConfig, count_parameters, model_config
 from shared.mixer.profiles import Profile
 
 # ───────────────────────────── results and progress ─────────────────────────────

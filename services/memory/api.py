@@ -250,6 +250,7 @@ class FailureFixHit(_Model):
     outcome: str
     fix: FixOut | None
     fix_worked: bool | None
+    signature: str = ""
 
 
 class FailureSearchResult(_Model):
@@ -378,6 +379,8 @@ def _search_routes(router: APIRouter, get_deps: Callable[[], MemoryApiDeps]) -> 
     def search_failures(
         q: str = Query(min_length=1, max_length=4000, description="error text: kind, message, traceback"),
         k: int = Query(5, ge=1, le=MAX_K), only_fixed: bool = Query(False, description="only failures with a fix"),
+        signature: str = Query("", max_length=400, description="the failure's error signature: fixes that worked "
+                               "on the same signature come first"),
         deps: MemoryApiDeps = Depends(get_deps),
     ) -> FailureSearchResult:
         vectors = _require_vectors(deps)
@@ -385,8 +388,15 @@ def _search_routes(router: APIRouter, get_deps: Callable[[], MemoryApiDeps]) -> 
         hits = vectors.search("failures", q, k * 4 if only_fixed else k)
         docs = {d["_id"]: d for d in deps.db[FAILURES].find({"_id": {"$in": [h.id for h in hits]}})}
         out = [_failure_hit(h.id, h.score, docs[h.id]) for h in hits if h.id in docs]
+        if signature:  # a fix that worked on the same error, however differently its mixer reads
+            seen = {hit.id for hit in out}
+            same = deps.db[FAILURES].find({"signature": signature, "fix_worked": True}).sort("at", -1).limit(k)
+            out += [_failure_hit(d["_id"], 1.0, d) for d in same if d["_id"] not in seen]
         if only_fixed:
             out = [hit for hit in out if hit.fix is not None]
+        # Fixes that worked first (those on the same error signature before the others), then by similarity.
+        out.sort(key=lambda hit: (hit.fix_worked is not True, not signature or hit.signature != signature,
+                                  -hit.score))
         return FailureSearchResult(query=q, hits=out[:k])
 
     @router.get("/search/{index}", response_model=SearchResult, summary="Similarity search over one index",
@@ -407,7 +417,7 @@ def _failure_hit(failure_id: str, score: float, doc: dict[str, Any]) -> FailureF
     return FailureFixHit(
         id=failure_id, score=score, experiment_id=doc["experiment_id"], attempt=doc["attempt"],
         error_kind=doc["error_kind"], message=doc["message"], traceback_tail=(doc.get("traceback") or "")[-1500:],
-        outcome=doc.get("outcome", "unpatched"), fix_worked=doc.get("fix_worked"),
+        outcome=doc.get("outcome", "unpatched"), fix_worked=doc.get("fix_worked"), signature=doc.get("signature", ""),
         fix=FixOut(attempt=fix["attempt"], diagnosis=fix["diagnosis"], diff=fix["diff"]) if fix else None,
     )
 

@@ -56,6 +56,7 @@ from shared.events import (
     TrainSucceeded,
 )
 from shared.mixer.edit import unified_diff
+from shared.mixer.frames import error_signature
 from shared.mixer.profiles import profile_seed
 from shared.noise import Measured, best_of, pooled_sd, task_signal
 
@@ -333,6 +334,7 @@ class Projector:
             "log_tail": event.log_tail, "code": event.code, "device_seconds": event.device_seconds,
             "worker_host": event.worker_host, "at": event.occurred_at,
             "outcome": "unpatched", "fix": None, "fix_worked": None,
+            "signature": error_signature(event.error_kind, event.message, event.traceback),
         }
         self._put(FAILURES, failure_id, seq, failure)
         self._record_fix_outcome(event.experiment_id, event.attempt, seq, worked=False)

@@ -36,12 +36,17 @@ class Region:
                          for n, line in enumerate(lines, start=self.start))
 
 
+def failing_line(traceback_text: str) -> int | None:
+    """The line of the deepest traceback frame in the candidate's file."""
+    frames = _FRAME.findall(traceback_text)
+    return int(frames[-1][0]) if frames else None
+
+
 def faulty_region(code: str, traceback_text: str) -> Region | None:
     """The innermost function of the candidate's file holding the deepest traceback frame in that file."""
-    frames = _FRAME.findall(traceback_text)
-    if not frames:
+    line = failing_line(traceback_text)
+    if line is None:
         return None
-    line = int(frames[-1][0])
     try:
         tree = ast.parse(code)
     except SyntaxError:
@@ -69,6 +74,16 @@ def candidate_traceback(exc: BaseException, source: Path) -> str:
     """The traceback as the candidate's author needs it: the frames of the candidate's file, with their lines, and
     the error they raised. Along the chain of causes (a check's failure, caused by what the candidate raised), the
     deepest exception whose frames run through the file is the one shown; "" when none does."""
+    found = _candidate_error(exc, source)
+    if found is None:
+        return ""
+    error, own = found
+    return "".join(["Traceback (most recent call last):\n", *traceback.format_list(own),
+                    *traceback.format_exception_only(error)])
+
+
+def _candidate_error(exc: BaseException, source: Path) -> tuple[BaseException, list[traceback.FrameSummary]] | None:
+    """Along the chain of causes, the deepest exception whose frames run through the file, with those frames."""
     chain: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and all(current is not seen for seen in chain):
@@ -78,10 +93,58 @@ def candidate_traceback(exc: BaseException, source: Path) -> str:
     for error in reversed(chain):
         own = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == target]
         if own:
-            lines = ["Traceback (most recent call last):\n", *traceback.format_list(own),
-                     *traceback.format_exception_only(error)]
-            return "".join(lines)
+            return error, own
+    return None
+
+
+MAX_LOCALS = 16
+
+
+def frame_locals(exc: BaseException, source: Path) -> str:
+    """The locals of the candidate's frame that raised, as a debugger needs them: tensors with their shape, dtype,
+    device (and when not contiguous), numbers with their value; "" when no frame of the file raised."""
+    found = _candidate_error(exc, source)
+    if found is None:
+        return ""
+    target, tb = source.resolve(), found[0].__traceback__
+    frame = None
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == target:
+            frame = tb.tb_frame
+        tb = tb.tb_next
+    if frame is None:
+        return ""
+    described = [f"{name}: {text}" for name, value in frame.f_locals.items()
+                 if not name.startswith("__") and (text := _describe_value(value))]
+    return "; ".join(described[:MAX_LOCALS])
+
+
+def _describe_value(value: object) -> str:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        layout = "" if value.is_contiguous() else ", not contiguous"
+        return f"Tensor{tuple(value.shape)} {str(value.dtype).removeprefix('torch.')} {value.device}{layout}"
+    if isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, tuple | list | torch.Size) and len(value) <= 6 and all(isinstance(v, int) for v in value):
+        return repr(tuple(value))
+    if isinstance(value, torch.nn.Module) and not isinstance(value, torch.nn.ModuleList):
+        return type(value).__name__
     return ""
+
+
+_NUMBER = re.compile(r"\b\d+(?:\.\d+)?(?:e[-+]?\d+)?\b")
+
+
+def error_signature(kind: str, message: str, traceback_text: str = "") -> str:
+    """What a failure has in common with the same bug in another mixer: its kind, the exception's type and its
+    message with the numbers (sizes, positions, lines) taken out."""
+    last = next((line for line in reversed(traceback_text.strip().splitlines()) if line and not line[0].isspace()),
+                "")
+    text = last if re.match(r"^[\w.]+(Error|Exception|Warning)\b", last) else message
+    text = _NUMBER.sub("N", text.splitlines()[0] if text else "")
+    return f"{kind}: {' '.join(text.split())[:200]}"
 
 
 def names_the_candidate(traceback_text: str) -> bool:

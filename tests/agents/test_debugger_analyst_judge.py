@@ -38,7 +38,7 @@ def failure(world: MemoryWorld, attempt: int = 1) -> TrainFailed:
     sample = next(e for e in history_world(world) if isinstance(e, TrainFailed))
     return TrainFailed(**{f: getattr(sample, f) for f in ("event_id", "occurred_at", "producer", "campaign_id",
                                                            "experiment_id")},
-                       attempt=attempt, error_kind="efficiency", message="step time 9.1x the linear baseline",
+                       attempt=attempt, error_kind="complexity", message="elements grow as T^2.0",
                        traceback="Traceback ...\n  in forward\n", code=SLOW)
 
 
@@ -51,8 +51,10 @@ async def test_the_debugger_patches_with_context_and_a_diff(world: MemoryWorld) 
     assert patched.attempt == 2 and "cumsum" in patched.code and patched.diff.startswith("--- failed.py")
     assert patched.causation_id == failed.event_id and patched.experiment_id == failed.experiment_id
     prompt = backend.seen[0][-1]["content"]
-    assert "efficiency" in prompt and "Do not drop the idea" in prompt and "step time 9.1x" in prompt
+    # The trial reproduced the failure: the prompt shows its measurement, and the advice for the kind.
+    assert "complexity (at the complexity check)" in prompt and "grows as T^" in prompt and "Keep the idea" in prompt
     assert "Similar past failures and the fixes that worked" in prompt
+    assert "Trial: passed every trial stage" in patched.diagnosis
 
 
 async def test_the_debugger_gives_up_when_patches_are_unchanged_or_attempts_run_out(world: MemoryWorld) -> None:
@@ -111,10 +113,11 @@ async def test_the_debugger_asks_for_the_faulty_function_only_and_splices_it_bac
 
 async def test_a_missing_definition_asks_for_the_whole_file(world: MemoryWorld) -> None:
     sample = failure(world)
+    missing = SHAPE_BUG.replace("y = self.proj(x)", "y = self.proj2(x)").replace("return y[:, :-1]", "return y")
     failed = msgspec.structs.replace(
         sample, error_kind="runtime", message="forward on input (2, 1, 64) raised AttributeError(\"'Mixer' object "
-        "has no attribute 'proj2'\")", traceback=SHAPE_TRACEBACK, code=SHAPE_BUG)
-    whole = SHAPE_BUG.replace("return y[:, :-1]", "return y")
+        "has no attribute 'proj2'\")", traceback=SHAPE_TRACEBACK, code=missing)
+    whole = missing.replace("self.proj = nn.Linear", "self.proj2 = nn.Linear")
     llm, backend = scripted({"diagnosis": "proj2 is never created"}, f"```python\n{whole}```")
     outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
     assert len(outputs) == 1 and isinstance(outputs[0], DebugPatched), outputs

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from services.engineer.checks import run_checks
 from services.memory.cognition.ingest import STARTER_FILE
 from services.researcher.moves import (
     MOVES,
@@ -21,6 +20,7 @@ from services.researcher.moves import (
     without_todo,
 )
 from shared.mixer.baselines import BASELINES
+from shared.mixer.checks import run_checks
 from shared.mixer.edit import function_matching, function_source
 from shared.mixer.probe import same_computation
 from shared.mixer.profiles import PROFILES

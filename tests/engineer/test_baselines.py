@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.engineer.checks import check_complexity
 from shared.mixer.baselines import BASELINES, QUADRATIC, baseline_path, load_baseline
+from shared.mixer.checks import check_complexity
 from shared.mixer.contract import CheckFailed
 
 # (batch, seq_len, d_model, n_heads, chunk_size): odd T, T < chunk, T a multiple of chunk, one head.

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from services.engineer.checks import check_batch, check_causality, check_syntax, run_checks
 from shared.mixer.baselines import BASELINES, baseline_path
 from shared.mixer.behaviour import behaviour_signature, same_behaviour
+from shared.mixer.checks import check_batch, check_causality, check_syntax, run_checks
 from shared.mixer.contract import CheckFailed, build_mixer, check_signature
 from shared.mixer.loader import load_module
 from shared.mixer.profiles import PROFILES

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from services.engineer.model import LanguageModel, ModelConfig, count_parameters
 from services.engineer.trainer import (
     TrainingStopped,
     compare_step_times,
@@ -20,6 +19,7 @@ from services.engineer.trainer import (
 )
 from shared.mixer.baselines import load_baseline
 from shared.mixer.loader import mixer_factory
+from shared.mixer.model import LanguageModel, ModelConfig, count_parameters
 from shared.mixer.profiles import PROFILES, Profile
 
 BAD_MIXERS = Path(__file__).parent / "fixtures" / "bad_mixers"
@@ -115,7 +115,7 @@ def test_model_ties_head_and_counts_params() -> None:
 
 @pytest.mark.parametrize("name", list(PROFILES))
 def test_profile_sizes_fit_their_param_range(name: str) -> None:
-    from services.engineer.checks import check_params
+    from shared.mixer.checks import check_params
 
     profile = PROFILES[name]
     for baseline in ("linear_attention", "gated_deltanet", "mamba2"):

@@ -21,10 +21,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from services.engineer.model import LanguageModel, count_parameters, model_config
 from shared.mixer.behaviour import behaviour_signature, check_distinct
 from shared.mixer.contract import CheckFailed, build_mixer, call_mixer, check_signature, failure_kind
 from shared.mixer.loader import MixerFactory
+from shared.mixer.model import LanguageModel, count_parameters, model_config
 from shared.mixer.profiles import Profile
 
 # Fitted log-log exponent above which a mixer counts as quadratic. Linear mixers measure ~1.0, softmax

@@ -1,0 +1,257 @@
+"""Mechanical repairs: the error classes whose fix follows from the error itself, tried before an LLM is asked.
+
+Each repair is a guess with a reason: the debugger runs every one through the trial and sends the first that
+passes (or gets further), so a guess that does not fit this mixer costs seconds and is never sent. The edits are
+made on the text at the positions the parser gives, so everything else in the file stays as written.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from shared.mixer.baselines import BASELINES
+from shared.mixer.edit import repair
+from shared.mixer.frames import failing_line
+
+FACTORIES = frozenset({"zeros", "ones", "empty", "full", "arange", "eye", "randn", "rand", "linspace", "tensor",
+                       "zeros_like", "ones_like"})
+DEVICE_ERROR = re.compile(r"Expected all tensors to be on the same device|is not on the expected device|"
+                          r"device type|on device \w+ is not")
+DTYPE_ERROR = re.compile(r"scalar type|same dtype|dtype \w+ but|expected .*dtype|Double|Long")
+VIEW_ERROR = re.compile(r"view size is not compatible|Use \.reshape")
+MATMUL_SHAPES = re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)")
+INVALID_SHAPE = re.compile(r"shape '\[[^\]]*\]' is invalid for input of size \d+")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a repair reads: the failed code, its kind, message and traceback, the trial's NaN site, and the width
+    and heads the failing check built the mixer with."""
+
+    code: str
+    kind: str
+    message: str
+    traceback: str
+    nan_site: str = ""
+    d_model: int = 0
+    n_heads: int = 0
+
+    @property
+    def text(self) -> str:
+        return f"{self.message}\n{self.traceback}"
+
+    @property
+    def line(self) -> int | None:
+        return failing_line(self.traceback)
+
+
+@dataclass(frozen=True)
+class Repair:
+    code: str
+    what: str
+
+
+def candidate_repairs(failure: Failure) -> list[Repair]:
+    """Every mechanical repair whose error class the failure shows, most specific first; none twice, none that
+    leaves the code as it was."""
+    seen = {failure.code.strip()}
+    found: list[Repair] = []
+    for make in REPAIRS:
+        for candidate in make(failure):
+            if candidate.code.strip() not in seen and _parses(candidate.code):
+                seen.add(candidate.code.strip())
+                found.append(candidate)
+    return found
+
+
+def standard_repair(failure: Failure) -> Iterator[Repair]:
+    """A standard import the file uses but forgot, a helper a built-in baseline defines, Markdown fences."""
+    code = repair(failure.code, donors=[path.read_text() for path in BASELINES.values()])
+    before = set(failure.code.splitlines())
+    added = [line.strip() for line in code.splitlines() if line not in before and line.strip()]
+    if added:
+        yield Repair(code, f"added what the file uses but never defines: {'; '.join(added[:5])}")
+
+
+def view_to_reshape(failure: Failure) -> Iterator[Repair]:
+    """`.view` on a non-contiguous tensor (after a transpose): `.reshape` copies when it must."""
+    if not VIEW_ERROR.search(failure.text):
+        return
+    line = failure.line
+    if line is not None:
+        yield Repair(_on_line(failure.code, line, lambda text: text.replace(".view(", ".reshape(")),
+                     f"`.view` on a non-contiguous tensor at line {line} replaced by `.reshape`")
+    yield Repair(failure.code.replace(".view(", ".reshape("), "every `.view` replaced by `.reshape`")
+
+
+def device_and_dtype(failure: Failure) -> Iterator[Repair]:
+    """Tensors the failing function creates get the device (and dtype) of its first tensor argument."""
+    device, dtype = DEVICE_ERROR.search(failure.text), DTYPE_ERROR.search(failure.text)
+    if not (device or dtype):
+        return
+    function = _enclosing_function(failure.code, failure.line) or _method(failure.code, "forward")
+    if function is None or not _arguments(function):
+        return
+    like = _arguments(function)[0]
+    wanted = [("device", f"{like}.device")] if device else []
+    wanted += [("dtype", f"{like}.dtype")] if dtype else []
+    code = _set_factory_keywords(failure.code, function, wanted)
+    if dtype:
+        code = re.sub(r"\.double\(\)", f".to({like}.dtype)", code)
+        code = re.sub(r"dtype\s*=\s*torch\.(float64|double)", f"dtype={like}.dtype", code)
+    names = " and ".join(key for key, _ in wanted)
+    yield Repair(code, f"tensors created in `{function.name}` now take the {names} of `{like}`")
+
+
+def linear_width(failure: Failure) -> Iterator[Repair]:
+    """`mat1 and mat2 shapes cannot be multiplied (AxB and CxD)`: the layer called on the failing line expects C
+    inputs but gets B; its input width is set to the expression of ``__init__``'s arguments that equals B."""
+    shapes = MATMUL_SHAPES.search(failure.text)
+    line = failure.line
+    if shapes is None or line is None or not failure.d_model:
+        return
+    got = int(shapes.group(2))
+    called = re.findall(r"self\.(\w+)\(", failure.code.splitlines()[line - 1])
+    init = _method(failure.code, "__init__")
+    if init is None or len(_arguments(init)) < 2:
+        return
+    widths = _width_expressions(*_arguments(init)[:2], failure.d_model, failure.n_heads)
+    for name in called:
+        for call in _linear_calls(init, name):
+            for expression in (e for e, value in widths.items() if value == got):
+                yield Repair(_replace_node(failure.code, call.args[0], expression),
+                             f"`self.{name}` gets {got} inputs at line {line}: its input width is now `{expression}`")
+
+
+def infer_last_dimension(failure: Failure) -> Iterator[Repair]:
+    """`shape '[…]' is invalid for input of size N` on a view or reshape: its last size becomes -1 (inferred)."""
+    line = failure.line
+    if line is None or not INVALID_SHAPE.search(failure.text):
+        return
+    tree = ast.parse(failure.code)
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.lineno == line
+                and node.func.attr in ("view", "reshape") and len(node.args) > 1):
+            yield Repair(_replace_node(failure.code, node.args[-1], "-1"),
+                         f"the last size of the `{node.func.attr}` at line {line} is inferred (-1)")
+
+
+def swap_triangle(failure: Failure) -> Iterator[Repair]:
+    """A causality leak through a mask built with the wrong triangle: each `triu`/`tril` swapped in turn."""
+    if failure.kind != "causality":
+        return
+    swap = {"triu": "tril", "tril": "triu"}
+    for match in re.finditer(r"\b(triu|tril)\(", failure.code):
+        code = failure.code[:match.start()] + swap[match.group(1)] + failure.code[match.end() - 1:]
+        number = failure.code.count("\n", 0, match.start()) + 1
+        yield Repair(code, f"the mask at line {number} takes the other triangle ({swap[match.group(1)]})")
+
+
+def epsilon_in_division(failure: Failure) -> Iterator[Repair]:
+    """The first NaN/Inf appeared in a division: its denominator gets an epsilon."""
+    found = re.search(r" at line (\d+):", failure.nan_site)
+    if failure.kind != "nan" or found is None or "aten.div" not in failure.nan_site:
+        return
+    line = int(found.group(1))
+    denominator = re.compile(r" / (\w[\w.]*(\([^()]*\))?)")
+    if denominator.search(failure.code.splitlines()[line - 1]):
+        yield Repair(_on_line(failure.code, line, lambda text: denominator.sub(r" / (\1 + 1e-6)", text)),
+                     f"the division at line {line} gets an epsilon")
+
+
+REPAIRS: tuple[Callable[[Failure], Iterator[Repair]], ...] = (
+    standard_repair, view_to_reshape, device_and_dtype, linear_width, infer_last_dimension, swap_triangle,
+    epsilon_in_division,
+)
+
+
+# --- text surgery at parser positions --------------------------------------------------------------------------
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except SyntaxError:
+        return False
+    return True
+
+
+def _on_line(code: str, line: int, edit: Callable[[str], str]) -> str:
+    lines = code.splitlines(keepends=True)
+    lines[line - 1] = edit(lines[line - 1])
+    return "".join(lines)
+
+
+def _offset(code: str, line: int, column: int) -> int:
+    return sum(len(text) for text in code.splitlines(keepends=True)[:line - 1]) + column
+
+
+def _replace_node(code: str, node: ast.expr, text: str) -> str:
+    start = _offset(code, node.lineno, node.col_offset)
+    end = _offset(code, node.end_lineno or node.lineno, node.end_col_offset or node.col_offset)
+    return code[:start] + text + code[end:]
+
+
+def _functions(code: str) -> list[ast.FunctionDef]:
+    return [node for node in ast.walk(ast.parse(code)) if isinstance(node, ast.FunctionDef)]
+
+
+def _enclosing_function(code: str, line: int | None) -> ast.FunctionDef | None:
+    if line is None:
+        return None
+    holders = [f for f in _functions(code) if f.lineno <= line <= (f.end_lineno or f.lineno)]
+    return max(holders, key=lambda f: f.lineno) if holders else None
+
+
+def _method(code: str, name: str) -> ast.FunctionDef | None:
+    return next((f for f in _functions(code) if f.name == name), None)
+
+
+def _arguments(function: ast.FunctionDef) -> list[str]:
+    return [a.arg for a in function.args.args if a.arg != "self"]
+
+
+def _set_factory_keywords(code: str, function: ast.FunctionDef, wanted: list[tuple[str, str]]) -> str:
+    """Each `torch.<factory>(…)` call inside the function gets the keywords, replacing a keyword of that name."""
+    edits: list[tuple[int, int, str]] = []
+    for node in ast.walk(function):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in FACTORIES
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"):
+            continue
+        kept = [k for k in node.keywords if k.arg not in dict(wanted)]
+        parts = [ast.get_source_segment(code, a) or ast.unparse(a) for a in node.args]
+        parts += [f"{k.arg}={ast.get_source_segment(code, k.value) or ast.unparse(k.value)}" if k.arg
+                  else f"**{ast.unparse(k.value)}" for k in kept]
+        parts += [f"{key}={value}" for key, value in wanted]
+        start = _offset(code, node.lineno, node.col_offset)
+        end = _offset(code, node.end_lineno or node.lineno, node.end_col_offset or node.col_offset)
+        edits.append((start, end, f"torch.{node.func.attr}({', '.join(parts)})"))
+    for start, end, text in sorted(edits, reverse=True):
+        outer = [e for e in edits if e[0] < start and end < e[1]]
+        if not outer:  # a factory nested in another's arguments is rewritten with its outer call's text
+            code = code[:start] + text + code[end:]
+    return code
+
+
+def _linear_calls(init: ast.FunctionDef, attribute: str) -> Iterator[ast.Call]:
+    """The `nn.Linear(...)` calls assigned to `self.<attribute>` in `__init__`."""
+    for node in ast.walk(init):
+        if not isinstance(node, ast.Assign):
+            continue
+        targets = [t for t in node.targets if isinstance(t, ast.Attribute) and t.attr == attribute]
+        call = node.value
+        if (targets and isinstance(call, ast.Call) and call.args
+                and ast.unparse(call.func).split(".")[-1] == "Linear"):
+            yield call
+
+
+def _width_expressions(d_model: str, n_heads: str, d: int, h: int) -> dict[str, int]:
+    """Expressions a layer width is commonly written as, with their values at this width and head count."""
+    found = {d_model: d, f"2 * {d_model}": 2 * d, f"3 * {d_model}": 3 * d, f"4 * {d_model}": 4 * d,
+             f"{d_model} // 2": d // 2, n_heads: h}
+    if h:
+        found[f"{d_model} // {n_heads}"] = d // h
+    return found
