@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from shared.events import TrainFailed
-from shared.mixer.frames import failing_line, pointed_traceback
+from shared.mixer.frames import failing_line, is_pointed, pointed_traceback
 from shared.mixer.repairs import Failure
 from shared.mixer.trial import TrialOutcome
 
@@ -68,7 +68,8 @@ class Known:
 
     @property
     def line(self) -> str:
-        number = failing_line(self.traceback)
+        """The line that raised; "" for a check's verdict (its traceback only points at the method it called)."""
+        number = None if is_pointed(self.traceback) else failing_line(self.traceback)
         lines = self.code.splitlines()
         if number is None or not 0 < number <= len(lines):
             return ""

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import difflib
 import hashlib
 import json
 import logging
 import re
+import textwrap
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,7 +31,7 @@ from services.debugger.diagnosis import Known, patch_diagnosis
 from shared.events import DebugPatched, LlmUsage, TrainFailed, caused_by
 from shared.llm import LlmClient, MalformedOutput, add_usage
 from shared.memory_client import FailureHit, MemoryClient
-from shared.mixer.edit import extract_function, repair, unified_diff
+from shared.mixer.edit import extract_function, merge_functions, repair, unified_diff
 from shared.mixer.frames import Region, error_signature, faulty_region, splice
 from shared.mixer.profiles import get_profile
 from shared.mixer.repairs import DEVICE_ERROR, candidate_repairs
@@ -70,12 +72,18 @@ DIAGNOSIS_SCHEMA = {
     "properties": {
         "diagnosis": {"type": "string", "maxLength": 500,
                       "description": "the cause of the failure and the fix, in one or two sentences"},
+        "faulty_line": {"type": "string", "maxLength": 300,
+                        "description": "the one line that is wrong, copied exactly from the code"},
+        "fixed_line": {"type": "string", "maxLength": 600, "description": "that line corrected"},
     },
-    "required": ["diagnosis"],
+    "required": ["diagnosis", "faulty_line", "fixed_line"],
 }
+# Failures a check concluded (nothing in the candidate raised): the fault can be in any method, so the whole file
+# is asked for rather than the function the check called.
+VERDICT_KINDS = frozenset({"causality", "batch", "nan", "efficiency", "complexity", "params", "timeout"})
 WRITE_FIX = """\
-Now write the whole corrected file, changing only the faulty lines. Answer with one ```python code block and
-nothing else."""
+Now write each function you change, whole and corrected (methods of Mixer with their `self` argument), changing
+only the faulty lines. Answer with one ```python code block and nothing else."""
 WRITE_REGION = """\
 Now write only the corrected function `{name}` (lines {start}-{end}), changing only the faulty lines. Answer with
 that one function in one ```python code block and nothing else."""
@@ -102,9 +110,10 @@ $code
 $where
 $advice
 $history
-Find the faulty lines. The class must stay `Mixer(nn.Module)` with `__init__(self, d_model, n_heads, **kwargs)`
-and `forward(self, x)` mapping (batch, seq, d_model) to the same shape. First give your diagnosis only, as a JSON
-object with one key, "diagnosis".
+Find the faulty line. The class must stay `Mixer(nn.Module)` with `__init__(self, d_model, n_heads, **kwargs)`
+and `forward(self, x)` mapping (batch, seq, d_model) to the same shape. First answer with a JSON object only:
+"diagnosis" (the cause and the fix, in one or two sentences), "faulty_line" (the one line that is wrong, copied
+exactly from the code) and "fixed_line" (that line corrected).
 """)
 
 
@@ -220,11 +229,12 @@ class LlmPatcher:
         # A small model fixes one function far more often than it rewrites a file without breaking something else;
         # but a missing definition lives outside the function that tripped on it, so then the whole file is asked for.
         missing_definition = MISSING_DEFINITION.search(known.message) is not None
-        region = None if missing_definition else faulty_region(known.code, known.traceback)
+        whole_file = missing_definition or known.kind in VERDICT_KINDS
+        region = None if whole_file else faulty_region(known.code, known.traceback)
         messages = patch_messages(known, similar, region)
         seed = patch_seed(failure) + 32 * len(progress.fixes)
         try:
-            diagnosis = await self.llm.complete_json(messages, DIAGNOSIS_SCHEMA, max_tokens=300, temperature=0.3,
+            diagnosis = await self.llm.complete_json(messages, DIAGNOSIS_SCHEMA, max_tokens=400, temperature=0.3,
                                                      seed=seed)
         except MalformedOutput as exc:
             log.info("%s: no usable diagnosis: %s", failure.experiment_id, exc)
@@ -232,6 +242,13 @@ class LlmPatcher:
             return False
         progress.usages.append(diagnosis.usage)
         said = str(diagnosis.data["diagnosis"])
+        edited = line_edit(known.code, str(diagnosis.data["faulty_line"]), str(diagnosis.data["fixed_line"]))
+        if edited is not None and rejection(edited, known.code) is None:
+            outcome = await self.trial(edited, **flags)
+            log.info("%s: LLM line edit: %s", failure.experiment_id, outcome.summary())
+            if outcome.passed or outcome.progress > progress.trial.progress:
+                progress.advance(edited, outcome, said)
+                return outcome.passed
         ask = WRITE_FIX if region is None else WRITE_REGION.format(name=region.name, start=region.start,
                                                                   end=region.end)
         messages += [{"role": "assistant", "content": json.dumps(diagnosis.data)}, {"role": "user", "content": ask}]
@@ -257,6 +274,25 @@ class LlmPatcher:
         return False
 
 
+def line_edit(code: str, faulty: str, fixed: str) -> str | None:
+    """``code`` with the line the LLM named (matched exactly, else the one most alike) replaced by its fix,
+    re-indented to the line's depth; None when no line is like it or the fix changes nothing."""
+    lines = code.splitlines()
+    stripped = [line.strip() for line in lines]
+    wanted = faulty.strip()
+    if not wanted or not fixed.strip():
+        return None
+    match = wanted if wanted in stripped else next(iter(difflib.get_close_matches(wanted, stripped, 1, 0.75)), None)
+    if match is None:
+        return None
+    index = stripped.index(match)
+    indent = lines[index][: len(lines[index]) - len(lines[index].lstrip())]
+    replacement = [indent + line for line in textwrap.dedent(fixed.strip("\n")).splitlines()]
+    if [line.strip() for line in replacement] == [match]:
+        return None
+    return "\n".join([*lines[:index], *replacement, *lines[index + 1:]]) + "\n"
+
+
 def patch_event(failure: TrainFailed, diagnosis: str, code: str, llm: LlmUsage | None = None) -> DebugPatched:
     """The next attempt of the failed experiment, with ``code`` and its diff against the failed code."""
     return DebugPatched(**caused_by(failure, PRODUCER), attempt=failure.attempt + 1, diagnosis=diagnosis, code=code,
@@ -274,11 +310,12 @@ def patch_seed(failure: TrainFailed) -> int:
 
 def patched_code(failed_code: str, region: Region | None, reply: str) -> str | None:
     """The file after the reply: the reply itself when it is a whole file (with the top-level helpers it dropped
-    taken back from the failed file), else the failed file with the faulty function replaced by the reply's
-    function of that name (None when the reply has no such function)."""
+    taken back from the failed file); asked for the functions it changes, the failed file with each put in place;
+    asked for one function, the failed file with that function replaced by the reply's of that name (None when
+    the reply has no such function)."""
     if region is None or is_whole_file(reply):
-        # Asked for a whole file, a small model retypes the class and forgets the helper functions below it.
-        return repair(reply, donors=[failed_code])
+        # A whole file retyped by a small model forgets the helper functions below the class.
+        return repair(merge_functions(failed_code, reply), donors=[failed_code])
     function = extract_function(reply, region.name)
     return None if function is None else splice(failed_code, region, function)
 

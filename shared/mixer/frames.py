@@ -151,6 +151,11 @@ def names_the_candidate(traceback_text: str) -> bool:
     return _FRAME.search(traceback_text) is not None
 
 
+def is_pointed(traceback_text: str) -> bool:
+    """Whether the traceback is one ``pointed_traceback`` made (a check's verdict), not the candidate's own."""
+    return f'File "{CANDIDATE_FILE}", line' in traceback_text
+
+
 # The method a failure nothing in the candidate raised is pinned on: the one the failed check measured.
 _METHOD_OF_KIND = {"params": "__init__"}
 _LINE_IN_MESSAGE = re.compile(r"\bline (\d+)\b")

@@ -8,6 +8,8 @@ made on the text at the positions the parser gives, so everything else in the fi
 from __future__ import annotations
 
 import ast
+import difflib
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,10 +22,13 @@ FACTORIES = frozenset({"zeros", "ones", "empty", "full", "arange", "eye", "randn
                        "zeros_like", "ones_like"})
 DEVICE_ERROR = re.compile(r"Expected all tensors to be on the same device|is not on the expected device|"
                           r"device type|on device \w+ is not")
-DTYPE_ERROR = re.compile(r"scalar type|same dtype|dtype \w+ but|expected .*dtype|Double|Long")
+DTYPE_ERROR = re.compile(r"scalar type|same dtype|dtype \w+ but|expected .*dtype|Double|Long|float64|"
+                         r"returned torch\.\w+")
 VIEW_ERROR = re.compile(r"view size is not compatible|Use \.reshape")
 MATMUL_SHAPES = re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)")
-INVALID_SHAPE = re.compile(r"shape '\[[^\]]*\]' is invalid for input of size \d+")
+MISSING_ATTRIBUTE = re.compile(r"object has no attribute '(\w+)'")
+MISSING_NAME = re.compile(r"name '(\w+)' is not defined")
+INVALID_SHAPE = re.compile(r"shape '\[([^\]]*)\]' is invalid for input of size (\d+)")
 
 
 @dataclass(frozen=True)
@@ -126,17 +131,64 @@ def linear_width(failure: Failure) -> Iterator[Repair]:
                              f"`self.{name}` gets {got} inputs at line {line}: its input width is now `{expression}`")
 
 
-def infer_last_dimension(failure: Failure) -> Iterator[Repair]:
-    """`shape '[…]' is invalid for input of size N` on a view or reshape: its last size becomes -1 (inferred)."""
+def size_the_shape_names(failure: Failure) -> Iterator[Repair]:
+    """`shape '[…]' is invalid for input of size N` on a view or reshape: the size its last dimension must have
+    follows from N and the others. When that last size is an attribute ``__init__`` computes, its expression
+    becomes the common width expression of that value (the cause); else the last size of every view or reshape of
+    the function ending in the same expression is inferred (-1)."""
+    shape = INVALID_SHAPE.search(failure.text)
     line = failure.line
-    if line is None or not INVALID_SHAPE.search(failure.text):
+    if line is None or shape is None:
         return
-    tree = ast.parse(failure.code)
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.lineno == line
-                and node.func.attr in ("view", "reshape") and len(node.args) > 1):
-            yield Repair(_replace_node(failure.code, node.args[-1], "-1"),
-                         f"the last size of the `{node.func.attr}` at line {line} is inferred (-1)")
+    sizes, total = [int(v) for v in shape.group(1).split(",") if v.strip()], int(shape.group(2))
+    call = next((node for node in ast.walk(ast.parse(failure.code)) if isinstance(node, ast.Call)
+                 and isinstance(node.func, ast.Attribute) and node.lineno == line
+                 and node.func.attr in ("view", "reshape") and len(node.args) > 1), None)
+    if call is None or len(sizes) != len(call.args):
+        return
+    last = ast.unparse(call.args[-1])
+    others = math.prod(sizes[:-1])
+    if others and total % others == 0 and last.startswith("self."):
+        yield from _recompute_attribute(failure, last.removeprefix("self."), total // others)
+    function = _enclosing_function(failure.code, line)
+    same = [node.args[-1] for node in ast.walk(function or ast.parse(failure.code)) if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute) and node.func.attr in ("view", "reshape") and node.args
+            and ast.unparse(node.args[-1]) == last]
+    code = failure.code
+    for node in sorted(same, key=lambda n: (n.lineno, n.col_offset), reverse=True):
+        code = _replace_node(code, node, "-1")
+    yield Repair(code, f"the last size `{last}` of the views and reshapes of line {line}'s function is inferred (-1)")
+
+
+def _recompute_attribute(failure: Failure, attribute: str, wanted: int) -> Iterator[Repair]:
+    init = _method(failure.code, "__init__")
+    if init is None or len(_arguments(init)) < 2 or not failure.d_model:
+        return
+    widths = _width_expressions(*_arguments(init)[:2], failure.d_model, failure.n_heads)
+    for node in ast.walk(init):
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and ast.unparse(node.targets[0]) ==
+                f"self.{attribute}"):
+            for expression in (e for e, value in widths.items() if value == wanted):
+                yield Repair(_replace_node(failure.code, node.value, expression),
+                             f"`self.{attribute}` must be {wanted} for the reshape at line {failure.line}: it is now "
+                             f"`{expression}` (was `{ast.unparse(node.value)}`)")
+
+
+def closest_name(failure: Failure) -> Iterator[Repair]:
+    """A name the code uses but never defines, with a defined one spelt nearly the same (a typo): renamed to it.
+    `self.<attr>` is matched against the attributes the class assigns, a bare name against the file's names."""
+    attribute = MISSING_ATTRIBUTE.search(failure.text)
+    name = MISSING_NAME.search(failure.text)
+    if attribute:
+        wanted, known, prefix = attribute.group(1), _assigned_attributes(failure.code), "self."
+    elif name:
+        wanted, known, prefix = name.group(1), _bound_names(failure.code), ""
+    else:
+        return
+    use = re.compile(rf"\bself\.{re.escape(wanted)}\b" if prefix else rf"(?<![\w.]){re.escape(wanted)}\b")
+    for match in difflib.get_close_matches(wanted, sorted(known - {wanted}), n=2, cutoff=0.5):
+        code = use.sub(prefix + match, failure.code)
+        yield Repair(code, f"`{wanted}` is never defined: renamed to `{match}`, defined and spelt alike")
 
 
 def swap_triangle(failure: Failure) -> Iterator[Repair]:
@@ -151,19 +203,28 @@ def swap_triangle(failure: Failure) -> Iterator[Repair]:
 
 
 def epsilon_in_division(failure: Failure) -> Iterator[Repair]:
-    """The first NaN/Inf appeared in a division: its denominator gets an epsilon."""
+    """The first NaN/Inf appeared in a division: its denominator gets an epsilon, inside a square root when the
+    denominator is one (a root of zero has an infinite gradient)."""
     found = re.search(r" at line (\d+):", failure.nan_site)
     if failure.kind != "nan" or found is None or "aten.div" not in failure.nan_site:
         return
     line = int(found.group(1))
+    text = failure.code.splitlines()[line - 1]
+    inside = [(re.compile(r" / (\w[\w.]*)\.sqrt\(\)"), r" / (\1 + 1e-6).sqrt()"),
+              (re.compile(r" / torch\.sqrt\(([^()]*)\)"), r" / torch.sqrt(\1 + 1e-6)")]
+    for pattern, replacement in inside:
+        if pattern.search(text):
+            yield Repair(_on_line(failure.code, line, lambda t, p=pattern, r=replacement: p.sub(r, t)),
+                         f"the square root divided by at line {line} gets an epsilon inside")
     denominator = re.compile(r" / (\w[\w.]*(\([^()]*\))?)")
-    if denominator.search(failure.code.splitlines()[line - 1]):
-        yield Repair(_on_line(failure.code, line, lambda text: denominator.sub(r" / (\1 + 1e-6)", text)),
+    if denominator.search(text):
+        yield Repair(_on_line(failure.code, line, lambda t: denominator.sub(r" / (\1 + 1e-6)", t)),
                      f"the division at line {line} gets an epsilon")
 
 
 REPAIRS: tuple[Callable[[Failure], Iterator[Repair]], ...] = (
-    standard_repair, view_to_reshape, device_and_dtype, linear_width, infer_last_dimension, swap_triangle,
+    standard_repair, closest_name, view_to_reshape, device_and_dtype, linear_width, size_the_shape_names,
+    swap_triangle,
     epsilon_in_division,
 )
 
@@ -234,6 +295,18 @@ def _set_factory_keywords(code: str, function: ast.FunctionDef, wanted: list[tup
         if not outer:  # a factory nested in another's arguments is rewritten with its outer call's text
             code = code[:start] + text + code[end:]
     return code
+
+
+def _assigned_attributes(code: str) -> set[str]:
+    """`self.<name> = …` targets and `register_buffer`/`register_parameter` names."""
+    found = set(re.findall(r"\bself\.(\w+)\s*(?::[^=]*)?=(?!=)", code))
+    return found | set(re.findall(r"register_(?:buffer|parameter)\(\s*['\"](\w+)['\"]", code))
+
+
+def _bound_names(code: str) -> set[str]:
+    from shared.mixer.source import bound_names
+
+    return bound_names(ast.parse(code))
 
 
 def _linear_calls(init: ast.FunctionDef, attribute: str) -> Iterator[ast.Call]:

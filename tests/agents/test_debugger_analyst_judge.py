@@ -28,6 +28,10 @@ FAST = SLOW.replace("torch.stack([x[:, : t + 1].mean(1) for t in range(x.shape[1
                     "x.cumsum(1) / torch.arange(1, x.shape[1] + 1).view(1, -1, 1)")
 
 
+def diagnosis(text: str, faulty_line: str = "", fixed_line: str = "") -> dict[str, str]:
+    return {"diagnosis": text, "faulty_line": faulty_line, "fixed_line": fixed_line}
+
+
 def history_world(world: MemoryWorld) -> list[object]:
     events = build_history(seed=1, experiments=12)
     world.apply(*events)
@@ -44,7 +48,7 @@ def failure(world: MemoryWorld, attempt: int = 1) -> TrainFailed:
 
 async def test_the_debugger_patches_with_context_and_a_diff(world: MemoryWorld) -> None:
     failed = failure(world)
-    llm, backend = scripted({"diagnosis": "a Python loop over time"}, f"```python\n{FAST}```")
+    llm, backend = scripted(diagnosis("a Python loop over time"), f"```python\n{FAST}```")
     outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
     assert len(outputs) == 1 and isinstance(outputs[0], DebugPatched)
     patched = outputs[0]
@@ -59,7 +63,7 @@ async def test_the_debugger_patches_with_context_and_a_diff(world: MemoryWorld) 
 
 async def test_the_debugger_gives_up_when_patches_are_unchanged_or_attempts_run_out(world: MemoryWorld) -> None:
     failed = failure(world)
-    llm, backend = scripted({"diagnosis": "looks fine"}, SLOW, SLOW, SLOW)
+    llm, backend = scripted(diagnosis("looks fine"), SLOW, SLOW, SLOW)
     outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
     assert [type(e) for e in outputs] == [DebugGaveUp]
     assert "the code is unchanged" in backend.seen[2][-1]["content"]
@@ -101,7 +105,7 @@ async def test_the_debugger_asks_for_the_faulty_function_only_and_splices_it_bac
     failed = msgspec.structs.replace(sample, error_kind="contract", message="wrong output shape",
                                      traceback=SHAPE_TRACEBACK, code=SHAPE_BUG)
     fixed_method = "```python\ndef forward(self, x):\n    y = self.proj(x)\n    return y\n```"
-    llm, backend = scripted({"diagnosis": "the slice drops the last token"}, fixed_method)
+    llm, backend = scripted(diagnosis("the slice drops the last token"), fixed_method)
     outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
     assert len(outputs) == 1 and isinstance(outputs[0], DebugPatched), outputs
     patched = outputs[0].code
@@ -113,12 +117,13 @@ async def test_the_debugger_asks_for_the_faulty_function_only_and_splices_it_bac
 
 async def test_a_missing_definition_asks_for_the_whole_file(world: MemoryWorld) -> None:
     sample = failure(world)
-    missing = SHAPE_BUG.replace("y = self.proj(x)", "y = self.proj2(x)").replace("return y[:, :-1]", "return y")
+    # (Named unlike any attribute the class has: a near-miss is renamed without the LLM.)
+    missing = SHAPE_BUG.replace("y = self.proj(x)", "y = self.blend(x)").replace("return y[:, :-1]", "return y")
     failed = msgspec.structs.replace(
         sample, error_kind="runtime", message="forward on input (2, 1, 64) raised AttributeError(\"'Mixer' object "
-        "has no attribute 'proj2'\")", traceback=SHAPE_TRACEBACK, code=missing)
-    whole = missing.replace("self.proj = nn.Linear", "self.proj2 = nn.Linear")
-    llm, backend = scripted({"diagnosis": "proj2 is never created"}, f"```python\n{whole}```")
+        "has no attribute 'blend'\")", traceback=SHAPE_TRACEBACK, code=missing)
+    whole = missing.replace("self.proj = nn.Linear", "self.blend = nn.Linear")
+    llm, backend = scripted(diagnosis("blend is never created"), f"```python\n{whole}```")
     outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
     assert len(outputs) == 1 and isinstance(outputs[0], DebugPatched), outputs
     assert "only the corrected function" not in backend.seen[1][-1]["content"]
@@ -132,7 +137,7 @@ async def test_a_whole_file_reply_gets_back_the_helpers_it_dropped(world: Memory
         failure(world), error_kind="runtime", message="forward on input (2, 1, 64) raised NameError(\"name 'proj2' "
         "is not defined\")", traceback=SHAPE_TRACEBACK, code=with_helper)
     retyped = with_helper.split("\n\ndef widen")[0].replace("return y[:, :-1]", "return y")  # the helper left out
-    llm, _ = scripted({"diagnosis": "the slice drops the last token"}, f"```python\n{retyped}```")
+    llm, _ = scripted(diagnosis("the slice drops the last token"), f"```python\n{retyped}```")
     outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
     assert len(outputs) == 1 and isinstance(outputs[0], DebugPatched), outputs
     assert "def widen(y):" in outputs[0].code and "return y[:, :-1]" not in outputs[0].code

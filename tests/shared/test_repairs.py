@@ -1,0 +1,76 @@
+"""Each mechanical repair on a mixer with the bug it is for: the trial (the engineer's checks, sandboxed) fails the
+broken mixer, and the repair the failure calls for passes it."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.mixer.repairs import Failure, candidate_repairs
+from shared.mixer.trial import try_mixer
+
+pytestmark = pytest.mark.slow
+
+HEAD = "import torch\nimport torch.nn as nn\n\n\nclass Mixer(nn.Module):\n"
+INIT = ("    def __init__(self, d_model, n_heads, **kwargs):\n        super().__init__()\n"
+        "        self.heads = n_heads\n        self.proj = nn.Linear(d_model, d_model)\n")
+COUNTS = "torch.arange(1, x.shape[1] + 1, device=x.device, dtype=x.dtype).view(1, -1, 1)"
+
+
+def mixer(forward: str, init: str = INIT, head: str = HEAD) -> str:
+    return head + init + "\n    def forward(self, x):\n" + forward
+
+
+BROKEN = {
+    "a standard import": mixer(f"        y = torch.cumsum(self.proj(x), 1) / {COUNTS}\n"
+                               "        return F.gelu(y)\n"),
+    "a misspelt attribute": mixer(f"        return torch.cumsum(self.projection(x), 1) / {COUNTS}\n"),
+    "a view after a transpose": mixer(
+        "        b, t, d = x.shape\n        y = self.proj(x).view(b, t, self.heads, -1).transpose(1, 2)\n"
+        f"        y = torch.cumsum(y, 2) / {COUNTS}.unsqueeze(1)\n"
+        "        return y.transpose(1, 2).view(b, t, d)\n"),
+    "a dtype mismatch": mixer(
+        "        scale = torch.ones(x.shape[-1], dtype=torch.float64)\n"
+        "        return torch.cumsum(self.proj(x) * scale, 1) / x.shape[1]\n"),
+    "a CPU tensor on another device": mixer(
+        "        counts = torch.arange(1, x.shape[1] + 1).view(1, -1, 1)\n"
+        "        return torch.cumsum(self.proj(x), 1) / counts\n"),
+    "a layer's input width": mixer(
+        f"        return self.out(torch.cumsum(self.proj(x), 1) / {COUNTS})\n",
+        INIT + "        self.out = nn.Linear(4 * d_model, d_model)\n"),
+    "a head size": mixer(
+        "        b, t, d = x.shape\n        y = self.proj(x).reshape(b, t, self.heads, self.size)\n"
+        f"        y = torch.cumsum(y, 1) / {COUNTS}.unsqueeze(-1)\n        return y.reshape(b, t, d)\n",
+        INIT + "        self.size = 2 * d_model // n_heads\n"),
+    "a mask's triangle": mixer(
+        "        b, t, d = x.shape\n        pad = (-t) % 8\n"
+        "        v = nn.functional.pad(self.proj(x), (0, 0, 0, pad)).reshape(b, -1, 8, d)\n"
+        "        mask = torch.triu(torch.ones(8, 8, device=x.device))\n"
+        "        y = (mask / mask.sum(-1, keepdim=True)) @ v\n"
+        "        return y.reshape(b, -1, d)[:, :t]\n"),
+    "a zero denominator": mixer(
+        "        v = self.proj(x)\n        energy = torch.cumsum(v * v, 1) - torch.cumsum(v * v, 1)\n"
+        "        return v / torch.sqrt(energy)\n"),
+}
+
+
+@pytest.mark.parametrize("bug", list(BROKEN))
+def test_the_repair_for_the_error_passes_the_checks(bug: str) -> None:
+    code = BROKEN[bug]
+    device_check = "device" in bug
+    failed = try_mixer(code, "smoke", device_check=device_check, stress=True)
+    assert not failed.passed, bug
+    failure = Failure(code, failed.kind, failed.message, failed.traceback, failed.nan_site, 128, 4)
+    repairs = candidate_repairs(failure)
+    assert repairs, f"no repair offered for {bug}: {failed.summary()}"
+    outcomes = [(r, try_mixer(r.code, "smoke", device_check=device_check, stress=True)) for r in repairs]
+    passing = [r for r, outcome in outcomes if outcome.passed]
+    assert passing, [(r.what, outcome.summary()) for r, outcome in outcomes]
+    assert passing[0].what  # each repair says what it did
+
+
+def test_repairs_never_offer_the_code_unchanged_or_broken() -> None:
+    code = BROKEN["a mask's triangle"]
+    failure = Failure(code, "causality", "outputs see the future", "")
+    repairs = candidate_repairs(failure)
+    assert repairs and all(r.code.strip() != code.strip() for r in repairs)
+    assert candidate_repairs(Failure(code, "runtime", "something no repair knows", "")) == []
