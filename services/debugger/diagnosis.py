@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from shared.events import TrainFailed
 from shared.mixer.frames import failing_line, is_pointed, pointed_traceback
-from shared.mixer.repairs import Failure
+from shared.mixer.repairs import Failure, suspect_lines
 from shared.mixer.trial import TrialOutcome
 
 ADVICE = {
@@ -80,6 +80,9 @@ class Known:
         at = f" (at the {self.stage} check)" if self.stage and self.stage != "training" else ""
         rows = [f"{self.kind}{at}: {self.message[:600]}"]
         rows += [f"failing {self.line}"] if self.line else []
+        lines = self.code.splitlines()
+        rows += [f"suspect line {number}: `{lines[number - 1].strip()}`: {reason}"
+                 for number, reason in ([] if self.line else suspect_lines(self.code, self.kind))]
         rows += [f"locals there: {self.locals[:700]}"] if self.locals else []
         rows += [f"first NaN/Inf: {self.nan_site[:300]}"] if self.nan_site else []
         return "\n".join(rows)

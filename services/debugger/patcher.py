@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import difflib
 import hashlib
 import json
 import logging
@@ -72,11 +71,10 @@ DIAGNOSIS_SCHEMA = {
     "properties": {
         "diagnosis": {"type": "string", "maxLength": 500,
                       "description": "the cause of the failure and the fix, in one or two sentences"},
-        "faulty_line": {"type": "string", "maxLength": 300,
-                        "description": "the one line that is wrong, copied exactly from the code"},
-        "fixed_line": {"type": "string", "maxLength": 600, "description": "that line corrected"},
+        "line": {"type": "integer", "description": "the number of the faulty line"},
+        "fixed_line": {"type": "string", "maxLength": 600, "description": "that whole line, corrected"},
     },
-    "required": ["diagnosis", "faulty_line", "fixed_line"],
+    "required": ["diagnosis", "line", "fixed_line"],
 }
 # Failures a check concluded (nothing in the candidate raised): the fault can be in any method, so the whole file
 # is asked for rather than the function the check called.
@@ -112,8 +110,8 @@ $advice
 $history
 Find the faulty line. The class must stay `Mixer(nn.Module)` with `__init__(self, d_model, n_heads, **kwargs)`
 and `forward(self, x)` mapping (batch, seq, d_model) to the same shape. First answer with a JSON object only:
-"diagnosis" (the cause and the fix, in one or two sentences), "faulty_line" (the one line that is wrong, copied
-exactly from the code) and "fixed_line" (that line corrected).
+"diagnosis" (the cause and the fix, in one or two sentences), "line" (the number of the faulty line: the failing
+line, or a suspect line) and "fixed_line" (that whole line, corrected).
 """)
 
 
@@ -242,7 +240,8 @@ class LlmPatcher:
             return False
         progress.usages.append(diagnosis.usage)
         said = str(diagnosis.data["diagnosis"])
-        edited = line_edit(known.code, str(diagnosis.data["faulty_line"]), str(diagnosis.data["fixed_line"]))
+        log.info("%s: diagnosis: %s", failure.experiment_id, json.dumps(diagnosis.data)[:600])
+        edited = line_edit(known.code, diagnosis.data.get("line"), str(diagnosis.data["fixed_line"]))
         if edited is not None and rejection(edited, known.code) is None:
             outcome = await self.trial(edited, **flags)
             log.info("%s: LLM line edit: %s", failure.experiment_id, outcome.summary())
@@ -274,23 +273,18 @@ class LlmPatcher:
         return False
 
 
-def line_edit(code: str, faulty: str, fixed: str) -> str | None:
-    """``code`` with the line the LLM named (matched exactly, else the one most alike) replaced by its fix,
-    re-indented to the line's depth; None when no line is like it or the fix changes nothing."""
+def line_edit(code: str, number: object, fixed: str) -> str | None:
+    """``code`` with line ``number`` replaced by the fix, re-indented to the line's depth; None when there is no
+    such line or the fix changes nothing."""
     lines = code.splitlines()
-    stripped = [line.strip() for line in lines]
-    wanted = faulty.strip()
-    if not wanted or not fixed.strip():
+    if not isinstance(number, int) or not 0 < number <= len(lines) or not fixed.strip():
         return None
-    match = wanted if wanted in stripped else next(iter(difflib.get_close_matches(wanted, stripped, 1, 0.75)), None)
-    if match is None:
-        return None
-    index = stripped.index(match)
-    indent = lines[index][: len(lines[index]) - len(lines[index].lstrip())]
+    old = lines[number - 1]
+    indent = old[: len(old) - len(old.lstrip())]
     replacement = [indent + line for line in textwrap.dedent(fixed.strip("\n")).splitlines()]
-    if [line.strip() for line in replacement] == [match]:
+    if [line.strip() for line in replacement] == [old.strip()]:
         return None
-    return "\n".join([*lines[:index], *replacement, *lines[index + 1:]]) + "\n"
+    return "\n".join([*lines[:number - 1], *replacement, *lines[number:]]) + "\n"
 
 
 def patch_event(failure: TrainFailed, diagnosis: str, code: str, llm: LlmUsage | None = None) -> DebugPatched:

@@ -191,17 +191,6 @@ def closest_name(failure: Failure) -> Iterator[Repair]:
         yield Repair(code, f"`{wanted}` is never defined: renamed to `{match}`, defined and spelt alike")
 
 
-def swap_triangle(failure: Failure) -> Iterator[Repair]:
-    """A causality leak through a mask built with the wrong triangle: each `triu`/`tril` swapped in turn."""
-    if failure.kind != "causality":
-        return
-    swap = {"triu": "tril", "tril": "triu"}
-    for match in re.finditer(r"\b(triu|tril)\(", failure.code):
-        code = failure.code[:match.start()] + swap[match.group(1)] + failure.code[match.end() - 1:]
-        number = failure.code.count("\n", 0, match.start()) + 1
-        yield Repair(code, f"the mask at line {number} takes the other triangle ({swap[match.group(1)]})")
-
-
 def epsilon_in_division(failure: Failure) -> Iterator[Repair]:
     """The first NaN/Inf appeared in a division: its denominator gets an epsilon, inside a square root when the
     denominator is one (a root of zero has an infinite gradient)."""
@@ -222,10 +211,105 @@ def epsilon_in_division(failure: Failure) -> Iterator[Repair]:
                      f"the division at line {line} gets an epsilon")
 
 
+@dataclass(frozen=True)
+class Suspect:
+    """A kind of line that often causes a failure of ``kind`` the checks concluded (nothing raised, so no line is
+    known): the reason, and the line rewritten where the fix is mechanical."""
+
+    kind: str
+    pattern: re.Pattern[str]
+    reason: str
+    fix: Callable[[str, int], str | None] | None = None  # (code, line) -> code
+
+
+def _reduce_over_features(code: str, line: int) -> str | None:
+    edited = _on_line(code, line, lambda text: re.sub(r"\bdim\s*=\s*0\b", "dim=-1", text))
+    return edited if edited != code else None
+
+
+def _drop_flips(code: str, line: int) -> str | None:
+    edited = _on_line(code, line, lambda text: re.sub(r"\.flip\(\s*(1|-2|dims=\(?1,?\)?)\s*\)", "", text))
+    return edited if edited != code else None
+
+
+def _lower_triangle(code: str, line: int) -> str | None:
+    return _on_line(code, line, lambda text: re.sub(r"\btriu\(", "tril(", text))
+
+
+def _left_padding(code: str, line: int) -> str | None:
+    """`Conv1d(..., kernel, padding=k // 2)` → `padding=kernel - 1` (the caller keeps the first T outputs)."""
+    for node in ast.walk(ast.parse(code)):
+        if (isinstance(node, ast.Call) and node.lineno == line and ast.unparse(node.func).endswith("Conv1d")):
+            kernel = node.args[2] if len(node.args) > 2 else next(
+                (k.value for k in node.keywords if k.arg == "kernel_size"), None)
+            padding = next((k.value for k in node.keywords if k.arg == "padding"), None)
+            if kernel is not None and padding is not None:
+                return _replace_node(code, padding, f"{ast.unparse(kernel)} - 1")
+    return None
+
+
+def _bounded_exponent(code: str, line: int) -> str | None:
+    """`torch.exp(e)` / `e.exp()` on the line → the exponent clamped to [-30, 30], where float32 stays finite."""
+    for node in ast.walk(ast.parse(code)):
+        if not (isinstance(node, ast.Call) and node.lineno == line and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "exp"):
+            continue
+        target = node.args[0] if node.args else node.func.value
+        return _replace_node(code, target, f"({ast.unparse(target)}).clamp(-30.0, 30.0)")
+    return None
+
+
+SUSPECTS: tuple[Suspect, ...] = (
+    Suspect("batch", re.compile(r"\bdim\s*=\s*0\b|\.(mean|sum|norm|std|var|amax|softmax)\(\s*0\b"),
+            "a reduction over dim 0 mixes the samples of a batch", _reduce_over_features),
+    Suspect("batch", re.compile(r"BatchNorm"), "batch normalisation takes statistics over the batch"),
+    Suspect("causality", re.compile(r"Conv1d\(.*padding\s*="),
+            "a convolution padded on both sides sees later positions: pad kernel - 1 and keep the first T outputs",
+            _left_padding),
+    Suspect("causality", re.compile(r"\.flip\("), "a reversed sequence carries the future into the past",
+            _drop_flips),
+    Suspect("causality", re.compile(r"\btriu\("), "an upper-triangular mask keeps later positions, not earlier",
+            _lower_triangle),
+    Suspect("causality", re.compile(r"(mean|sum|softmax|amax|max|std|var)\((\s*1\b|.*dim\s*=\s*(1|-2)\b)"),
+            "a reduction over the sequence (dim 1) sees every position"),
+    Suspect("causality", re.compile(r"F\.pad\(|functional\.pad\("), "padding on the right of the sequence"),
+    Suspect("nan", re.compile(r"\bexp\(|\.exp\(\)"),
+            "an exponential of an unbounded value overflows: bound it in log space (-softplus, sigmoid)",
+            _bounded_exponent),
+    Suspect("nan", re.compile(r" / "), "a division by a value that can reach zero"),
+    Suspect("nan", re.compile(r"\blog\(|\.log\(\)|sqrt"), "a log or a root of a value that can reach zero"),
+    Suspect("efficiency", re.compile(r"^\s*for\b.*\brange\("), "a Python loop: vectorise it, or loop over chunks"),
+    Suspect("timeout", re.compile(r"^\s*(for|while)\b"), "a Python loop: vectorise it, or loop over chunks"),
+    Suspect("complexity", re.compile(r"transpose\(\s*-[12]\s*,\s*-[12]\s*\)|\.mT\b"),
+            "scores between every pair of positions (T x T): keep them inside chunks"),
+)
+MAX_SUSPECTS = 4
+
+
+def suspect_lines(code: str, kind: str) -> list[tuple[int, str]]:
+    """The lines of ``code`` that a failure of ``kind`` most often comes from, each with the reason."""
+    found: list[tuple[int, str]] = []
+    for number, text in enumerate(code.splitlines(), start=1):
+        reasons = [s.reason for s in SUSPECTS if s.kind == kind and s.pattern.search(text)]
+        if reasons and not text.strip().startswith("#"):
+            found.append((number, reasons[0]))
+    return found[:MAX_SUSPECTS]
+
+
+def suspect_fixes(failure: Failure) -> Iterator[Repair]:
+    """The mechanical fix of each suspect line of the failure's kind, one line at a time."""
+    for number, text in enumerate(failure.code.splitlines(), start=1):
+        for suspect in SUSPECTS:
+            if suspect.kind != failure.kind or suspect.fix is None or not suspect.pattern.search(text):
+                continue
+            code = suspect.fix(failure.code, number)
+            if code is not None:
+                yield Repair(code, f"line {number}: {suspect.reason}; fixed there")
+
+
 REPAIRS: tuple[Callable[[Failure], Iterator[Repair]], ...] = (
     standard_repair, closest_name, view_to_reshape, device_and_dtype, linear_width, size_the_shape_names,
-    swap_triangle,
-    epsilon_in_division,
+    epsilon_in_division, suspect_fixes,
 )
 
 

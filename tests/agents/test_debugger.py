@@ -20,8 +20,8 @@ HEAD = ("import torch\nimport torch.nn as nn\n\n\nclass Mixer(nn.Module):\n"
         "        self.proj = nn.Linear(d_model, d_model)\n\n    def forward(self, x):\n")
 COUNTS = "torch.arange(1, x.shape[1] + 1, device=x.device, dtype=x.dtype).view(1, -1, 1)"
 CAUSAL = HEAD + f"        return torch.cumsum(self.proj(x), 1) / {COUNTS}\n"
-# Reversed cumulative sums: every position sees the whole future. No mechanical repair is for this.
-LEAKS = HEAD + f"        return torch.cumsum(self.proj(x).flip(1), 1).flip(1) / {COUNTS}\n"
+# A mean over the whole sequence: every position sees the future. No mechanical repair is for this.
+LEAKS = HEAD + "        return self.proj(x) + x.mean(1, keepdim=True)\n"
 
 
 def failed(code: str, kind: str, message: str, traceback: str = "") -> TrainFailed:
@@ -30,8 +30,8 @@ def failed(code: str, kind: str, message: str, traceback: str = "") -> TrainFail
                        traceback=traceback or pointed_traceback(code, kind, message), profile="smoke")
 
 
-def diagnosis(text: str, faulty_line: str = "", fixed_line: str = "") -> dict[str, str]:
-    return {"diagnosis": text, "faulty_line": faulty_line, "fixed_line": fixed_line}
+def diagnosis(text: str, line: int = 0, fixed_line: str = "") -> dict[str, str | int]:
+    return {"diagnosis": text, "line": line, "fixed_line": fixed_line}
 
 
 async def test_a_mechanical_repair_is_tried_and_sent_without_the_llm(world: MemoryWorld) -> None:
@@ -48,7 +48,7 @@ async def test_a_mechanical_repair_is_tried_and_sent_without_the_llm(world: Memo
 
 
 async def test_a_patch_that_still_fails_its_check_is_never_published(world: MemoryWorld) -> None:
-    still_leaking = LEAKS.replace("/ torch.arange", "* 0.5 / torch.arange")
+    still_leaking = LEAKS.replace("x.mean(1", "0.5 * x.mean(1")
     reply = f"```python\ndef forward(self, x):\n{still_leaking.split('def forward(self, x):')[1]}```"
     llm, backend = scripted(diagnosis("the scale"), reply, reply, reply)
     failure = failed(LEAKS, "causality", "outputs before 1 depend on later inputs")
@@ -62,37 +62,38 @@ async def test_a_patch_that_still_fails_its_check_is_never_published(world: Memo
 
 
 async def test_a_line_edit_from_the_diagnosis_is_tried_first(world: MemoryWorld) -> None:
-    faulty = LEAKS.splitlines()[-1].strip()
     fixed = CAUSAL.splitlines()[-1].strip()
-    llm, backend = scripted(diagnosis("a reversed cumulative sum sees the future", faulty, fixed))
+    llm, backend = scripted(diagnosis("a mean over the sequence sees the future", 11, fixed))
     failure = failed(LEAKS, "causality", "outputs before 1 depend on later inputs")
     outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failure, DELIVERY)
     assert [type(e) for e in outputs] == [DebugPatched] and len(backend.seen) == 1
     assert isinstance(outputs[0], DebugPatched) and outputs[0].code.strip() == CAUSAL.strip()
-    assert "reversed cumulative sum" in outputs[0].diagnosis
+    assert "a mean over the sequence" in outputs[0].diagnosis
+    # The verdict has no raising line: the prompt pointed at the suspect line instead.
+    assert "suspect line 11: `return self.proj(x) + x.mean(1, keepdim=True)`" in backend.seen[0][-1]["content"]
 
 
 async def test_a_patch_that_gets_further_is_fixed_on_within_the_attempt(world: MemoryWorld) -> None:
     # Two bugs: an undefined helper (raised at the contract check) and the future leak behind it.
-    broken = LEAKS.replace("torch.cumsum(self.proj(x).flip(1), 1)", "prefix_sum(self.proj(x).flip(1))")
+    broken = LEAKS.replace("x.mean(1, keepdim=True)", "prefix_mean(x)")
     first_fix = f"```python\n{LEAKS}```"
     second_fix = f"```python\n{CAUSAL}```"
-    llm, backend = scripted(diagnosis("prefix_sum is undefined"), first_fix, diagnosis("now it leaks"), second_fix)
-    failure = failed(broken, "runtime", "NameError: name 'prefix_sum' is not defined")
+    llm, backend = scripted(diagnosis("prefix_mean is undefined"), first_fix, diagnosis("now it leaks"), second_fix)
+    failure = failed(broken, "runtime", "NameError: name 'prefix_mean' is not defined")
     outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failure, DELIVERY)
     assert [type(e) for e in outputs] == [DebugPatched], outputs
     patched = outputs[0]
     assert isinstance(patched, DebugPatched) and patched.code.strip() == CAUSAL.strip()
     assert "; then " in patched.diagnosis and patched.attempt == 2
     # The second conversation is about the new failure, with the code that got further.
-    assert "causality" in backend.seen[2][-1]["content"] and "prefix_sum" not in backend.seen[2][-1]["content"]
+    assert "causality" in backend.seen[2][-1]["content"] and "prefix_mean" not in backend.seen[2][-1]["content"]
 
 
 async def test_the_furthest_patch_is_sent_when_none_passes(world: MemoryWorld) -> None:
-    broken = LEAKS.replace("torch.cumsum(self.proj(x).flip(1), 1)", "prefix_sum(self.proj(x).flip(1))")
-    llm, _ = scripted(diagnosis("prefix_sum is undefined"), f"```python\n{LEAKS}```", diagnosis("leaks"),
+    broken = LEAKS.replace("x.mean(1, keepdim=True)", "prefix_mean(x)")
+    llm, _ = scripted(diagnosis("prefix_mean is undefined"), f"```python\n{LEAKS}```", diagnosis("leaks"),
                       "no code", "no code")
-    failure = failed(broken, "runtime", "NameError: name 'prefix_sum' is not defined")
+    failure = failed(broken, "runtime", "NameError: name 'prefix_mean' is not defined")
     outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failure, DELIVERY)
     assert [type(e) for e in outputs] == [DebugPatched]
     patched = outputs[0]
@@ -102,7 +103,7 @@ async def test_the_furthest_patch_is_sent_when_none_passes(world: MemoryWorld) -
 
 async def test_a_failure_the_trial_cannot_reproduce_needs_a_patch_that_passes(world: MemoryWorld) -> None:
     """A NaN at step 400 of training: the trial passes the failed code, so only a passing patch goes back."""
-    llm, _ = scripted(diagnosis("bound it", "return torch.cumsum", ""), f"```python\n{LEAKS}```",
+    llm, _ = scripted(diagnosis("bound it", 11, ""), f"```python\n{LEAKS}```",
                       f"```python\n{CAUSAL.replace('/ torch', '* 0.9 / torch')}```")
     failure = msgspec.structs.replace(failed(CAUSAL, "nan", "loss is NaN at step 400"), traceback="")
     outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failure, DELIVERY)

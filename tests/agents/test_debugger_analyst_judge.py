@@ -28,8 +28,8 @@ FAST = SLOW.replace("torch.stack([x[:, : t + 1].mean(1) for t in range(x.shape[1
                     "x.cumsum(1) / torch.arange(1, x.shape[1] + 1).view(1, -1, 1)")
 
 
-def diagnosis(text: str, faulty_line: str = "", fixed_line: str = "") -> dict[str, str]:
-    return {"diagnosis": text, "faulty_line": faulty_line, "fixed_line": fixed_line}
+def diagnosis(text: str, line: int = 0, fixed_line: str = "") -> dict[str, str | int]:
+    return {"diagnosis": text, "line": line, "fixed_line": fixed_line}
 
 
 def history_world(world: MemoryWorld) -> list[object]:

@@ -237,3 +237,15 @@ def test_openapi_documents_every_endpoint(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/experiments", "/experiments/{experiment_id}", "/sample/parents", "/search/{index}",
             "/failures/search", "/stats", "/behaviours", "/baselines/{profile}"} <= set(paths)
+
+
+def test_failure_search_puts_fixes_that_worked_first_same_signature_leading(client: TestClient,
+                                                                           module_db: Database) -> None:
+    worked = module_db["failures"].find_one({"fix_worked": True})
+    assert worked is not None and worked["signature"].startswith(f"{worked['error_kind']}: ")
+    params = {"q": "an unrelated query about nothing in particular", "k": 4, "only_fixed": True,
+              "signature": worked["signature"]}
+    hits = client.get("/failures/search", params=params).json()["hits"]
+    assert hits[0]["signature"] == worked["signature"] and hits[0]["fix_worked"] is True
+    order = [hit["fix_worked"] is not True for hit in hits]
+    assert order == sorted(order)  # every fix that worked before any that did not (or is not retrained yet)

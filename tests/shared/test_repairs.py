@@ -47,6 +47,16 @@ BROKEN = {
         "        mask = torch.triu(torch.ones(8, 8, device=x.device))\n"
         "        y = (mask / mask.sum(-1, keepdim=True)) @ v\n"
         "        return y.reshape(b, -1, d)[:, :t]\n"),
+    "a reduction over the batch": mixer(
+        "        v = self.proj(x)\n        v = v / v.norm(dim=0, keepdim=True)\n"
+        f"        return torch.cumsum(v, 1) / {COUNTS}\n"),
+    "a convolution padded on both sides": mixer(
+        f"        t = x.shape[1]\n        y = self.conv(x.transpose(1, 2))[..., :t].transpose(1, 2)\n"
+        f"        return torch.cumsum(self.proj(y), 1) / {COUNTS}\n",
+        INIT + "        self.conv = nn.Conv1d(d_model, d_model, 3, groups=d_model, padding=1)\n"),
+    "an exponential that overflows": mixer(
+        "        w = torch.exp(torch.cumsum(self.proj(x), 1))\n"
+        "        return torch.cumsum(w * x, 1) / torch.cumsum(w, 1)\n"),
     "a zero denominator": mixer(
         "        v = self.proj(x)\n        energy = torch.cumsum(v * v, 1) - torch.cumsum(v * v, 1)\n"
         "        return v / torch.sqrt(energy)\n"),
