@@ -62,6 +62,10 @@ DEBUG_FIXED = Counter(
     ["service", "attempt"],
 )
 DEBUG_GAVE_UP = Counter("asiarch_debug_gave_up_total", "Experiments the debugger gave up on.", ["service"])
+DEBUG_TRIALS = Counter(
+    "asiarch_debug_trials_total", "Patches the debugger tried in the sandbox before sending, by where they came from "
+    "(repair, llm) and what the trial said (passed, further, refused).", ["service", "source", "verdict"],
+)
 BEST_FITNESS = Gauge("asiarch_best_fitness", "Best composite fitness so far in the campaign.", ["service"])
 
 # --- LLM ------------------------------------------------------------------------------------------------------------
@@ -115,6 +119,9 @@ def init_researcher(service: str, reasons: tuple[str, ...]) -> None:
 
 def init_debugger(service: str, max_attempts: int) -> None:
     DEBUG_GAVE_UP.labels(service)
+    for source in ("repair", "llm"):
+        for verdict in ("passed", "further", "refused"):
+            DEBUG_TRIALS.labels(service, source, verdict)
     for attempt in range(2, max_attempts + 1):
         DEBUG_PATCHES.labels(service, str(attempt))
         DEBUG_FIXED.labels(service, str(attempt))

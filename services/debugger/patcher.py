@@ -27,6 +27,7 @@ from functools import partial
 from string import Template
 
 from services.debugger.diagnosis import Known, patch_diagnosis
+from shared import metrics
 from shared.events import DebugPatched, LlmUsage, TrainFailed, caused_by
 from shared.llm import LlmClient, MalformedOutput, add_usage
 from shared.memory_client import FailureHit, MemoryClient
@@ -201,7 +202,7 @@ class LlmPatcher:
             for candidate in candidate_repairs(progress.known.for_repairs(profile.d_model, profile.n_heads)):
                 outcome = await self.trial(candidate.code, **flags)
                 log.info("%s: repair %r: %s", failure.experiment_id, candidate.what, outcome.summary())
-                if outcome.passed or outcome.progress > progress.trial.progress:
+                if judged(outcome, progress.trial, "repair"):
                     progress.advance(candidate.code, outcome, f"{candidate.what} (without the LLM)")
                     further = True
                     break
@@ -218,16 +219,17 @@ class LlmPatcher:
                 return
 
     async def conversation(self, failure: TrainFailed, progress: Progress, flags: dict[str, object]) -> bool:
-        """One conversation about the current code's failure: a diagnosis, then code replies until one passes (True),
-        one gets further (False: a new conversation about its error follows) or the budget is spent."""
+        """One conversation about the current code's failure: a diagnosis (its line edit tried), then code replies
+        until one passes (True), one gets further (False: a new conversation about its error follows) or the budget
+        is spent."""
         known = progress.known
         similar = await self.memory.similar_failures(
             f"{known.kind}: {known.message}\n{known.traceback}", signature=error_signature(
                 known.kind, known.message, known.traceback))
         # A small model fixes one function far more often than it rewrites a file without breaking something else;
-        # but a missing definition lives outside the function that tripped on it, so then the whole file is asked for.
-        missing_definition = MISSING_DEFINITION.search(known.message) is not None
-        whole_file = missing_definition or known.kind in VERDICT_KINDS
+        # but a missing definition lives outside the function that tripped on it, and a check's verdict can come
+        # from any method, so then it writes the functions it changes.
+        whole_file = MISSING_DEFINITION.search(known.message) is not None or known.kind in VERDICT_KINDS
         region = None if whole_file else faulty_region(known.code, known.traceback)
         messages = patch_messages(known, similar, region)
         seed = patch_seed(failure) + 32 * len(progress.fixes)
@@ -239,18 +241,23 @@ class LlmPatcher:
             progress.replies += 1
             return False
         progress.usages.append(diagnosis.usage)
-        said = str(diagnosis.data["diagnosis"])
         log.info("%s: diagnosis: %s", failure.experiment_id, json.dumps(diagnosis.data)[:600])
+        said = str(diagnosis.data["diagnosis"])
         edited = line_edit(known.code, diagnosis.data.get("line"), str(diagnosis.data["fixed_line"]))
         if edited is not None and rejection(edited, known.code) is None:
-            outcome = await self.trial(edited, **flags)
-            log.info("%s: LLM line edit: %s", failure.experiment_id, outcome.summary())
-            if outcome.passed or outcome.progress > progress.trial.progress:
-                progress.advance(edited, outcome, said)
-                return outcome.passed
+            advanced, _ = await self.tried(failure, progress, flags, edited, said)
+            if advanced:
+                return progress.trial.passed
         ask = WRITE_FIX if region is None else WRITE_REGION.format(name=region.name, start=region.start,
                                                                   end=region.end)
         messages += [{"role": "assistant", "content": json.dumps(diagnosis.data)}, {"role": "user", "content": ask}]
+        return await self.code_replies(failure, progress, flags, messages, region, said, seed)
+
+    async def code_replies(self, failure: TrainFailed, progress: Progress, flags: dict[str, object],
+                           messages: list[dict[str, str]], region: Region | None, said: str, seed: int) -> bool:
+        """Code replies, each tried, until one gets past where the attempt stands (True when it passes) or the
+        budget is spent; a refused one is answered with why."""
+        known = progress.known
         while progress.replies < self.budget.replies and progress.completion_tokens < self.budget.completion_tokens:
             temperature = RETRY_TEMPERATURES[min(progress.replies, len(RETRY_TEMPERATURES) - 1)]
             text, usage = await self.llm.complete_text(messages, max_tokens=2048, temperature=temperature,
@@ -261,16 +268,32 @@ class LlmPatcher:
             problem = (f"the reply has no function named `{region.name if region else 'Mixer'}`" if code is None
                        else rejection(code, known.code))
             if code is not None and problem is None:
-                outcome = await self.trial(code, **flags)
-                log.info("%s: LLM patch: %s", failure.experiment_id, outcome.summary())
-                if outcome.passed or outcome.progress > progress.trial.progress:
-                    progress.advance(code, outcome, said)
-                    return outcome.passed
+                advanced, outcome = await self.tried(failure, progress, flags, code, said)
+                if advanced:
+                    return progress.trial.passed
                 problem = f"the patched code still fails. {known.failing(code, outcome).measured()}"
             log.info("%s: patch refused: %s", failure.experiment_id, problem[:300])
             messages += [{"role": "assistant", "content": text[:6000]},
                          {"role": "user", "content": RETRY.format(problem=problem)}]
         return False
+
+    async def tried(self, failure: TrainFailed, progress: Progress, flags: dict[str, object], code: str,
+                    said: str) -> tuple[bool, TrialOutcome]:
+        """Run an LLM patch through the trial; whether it got further (the attempt then advanced to it), and how
+        it fared."""
+        outcome = await self.trial(code, **flags)
+        log.info("%s: LLM patch: %s", failure.experiment_id, outcome.summary())
+        advanced = judged(outcome, progress.trial, "llm")
+        if advanced:
+            progress.advance(code, outcome, said)
+        return advanced, outcome
+
+
+def judged(outcome: TrialOutcome, reached: TrialOutcome, source: str) -> bool:
+    """Whether a tried patch gets past where the attempt stands (it passes, or fails at a later stage); counted."""
+    verdict = "passed" if outcome.passed else "further" if outcome.progress > reached.progress else "refused"
+    metrics.DEBUG_TRIALS.labels(PRODUCER, source, verdict).inc()
+    return verdict != "refused"
 
 
 def line_edit(code: str, number: object, fixed: str) -> str | None:
