@@ -174,6 +174,36 @@ def _recompute_attribute(failure: Failure, attribute: str, wanted: int) -> Itera
                              f"`{expression}` (was `{ast.unparse(node.value)}`)")
 
 
+def borrow_attributes(failure: Failure) -> Iterator[Repair]:
+    """`self.<attr>` read but assigned nowhere, which a built-in baseline's `__init__` assigns (a draft that kept its
+    parent's forward but dropped the parameters it reads): the baseline's assignments of every such attribute are
+    added at the end of `__init__`."""
+    attribute = MISSING_ATTRIBUTE.search(failure.text)
+    init = _method(failure.code, "__init__")
+    if attribute is None or init is None or not init.body:
+        return
+    read = set(re.findall(r"\bself\.(\w+)\b", failure.code))
+    missing = read - _assigned_attributes(failure.code) - {f.name for f in _functions(failure.code)}
+    for name, path in BASELINES.items():
+        donor = path.read_text()
+        donor_init = _method(donor, "__init__")
+        if donor_init is None:
+            continue
+        borrowed = [ast.get_source_segment(donor, node) or "" for node in donor_init.body
+                    if isinstance(node, ast.Assign) and any(isinstance(t, ast.Attribute) and t.attr in missing
+                                                            for t in node.targets)]
+        if not any(f"self.{attribute.group(1)}" in line for line in borrowed):
+            continue
+        indent = " " * init.body[0].col_offset
+        lines = failure.code.splitlines(keepends=True)
+        end = init.body[-1].end_lineno or init.body[-1].lineno
+        added = "".join(indent + line + "\n" for line in borrowed)
+        yield Repair("".join([*lines[:end], added, *lines[end:]]),
+                     f"`__init__` never creates {', '.join(sorted(m for m in missing if f'self.{m}' in added))}: "
+                     f"added as the {name} baseline creates them")
+        return
+
+
 def closest_name(failure: Failure) -> Iterator[Repair]:
     """A name the code uses but never defines, with a defined one spelt nearly the same (a typo): renamed to it.
     `self.<attr>` is matched against the attributes the class assigns, a bare name against the file's names."""
@@ -308,8 +338,8 @@ def suspect_fixes(failure: Failure) -> Iterator[Repair]:
 
 
 REPAIRS: tuple[Callable[[Failure], Iterator[Repair]], ...] = (
-    standard_repair, closest_name, view_to_reshape, device_and_dtype, linear_width, size_the_shape_names,
-    epsilon_in_division, suspect_fixes,
+    standard_repair, borrow_attributes, closest_name, view_to_reshape, device_and_dtype, linear_width,
+    size_the_shape_names, epsilon_in_division, suspect_fixes,
 )
 
 

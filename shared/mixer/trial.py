@@ -31,7 +31,7 @@ from shared.mixer.frames import CANDIDATE_FILE, candidate_traceback, frame_local
 from shared.mixer.sandbox import GIB, SandboxLimits, run_python_sandboxed
 
 TRIAL_FILE = "trial.json"
-TRIAL_LIMITS = SandboxLimits(wall_s=240.0, memory_bytes=4 * GIB)
+TRIAL_LIMITS = SandboxLimits(wall_s=150.0, memory_bytes=4 * GIB)
 CHECK_STAGES = ("syntax", "import", "contract", "numerics", "causality", "batch", "params", "complexity",
                 "behaviour")
 # "training" is never a trial's stage: it stands for a failure the trial does not reproduce (one only training

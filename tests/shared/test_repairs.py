@@ -23,6 +23,11 @@ def mixer(forward: str, init: str = INIT, head: str = HEAD) -> str:
 BROKEN = {
     "a standard import": mixer(f"        y = torch.cumsum(self.proj(x), 1) / {COUNTS}\n"
                                "        return F.gelu(y)\n"),
+    "a parameter its parent created": mixer(
+        "        rate = -self.A_log.exp() * nn.functional.softplus(self.a_proj(x) + self.dt_bias)\n"
+        "        gate = torch.sigmoid(rate).repeat_interleave(x.shape[-1] // self.heads, -1)\n"
+        f"        return torch.cumsum(gate * self.proj(x), 1) / {COUNTS}\n",
+        INIT + "        self.a_proj = nn.Linear(d_model, n_heads, bias=False)\n"),
     "a misspelt attribute": mixer(f"        return torch.cumsum(self.projection(x), 1) / {COUNTS}\n"),
     "a view after a transpose": mixer(
         "        b, t, d = x.shape\n        y = self.proj(x).view(b, t, self.heads, -1).transpose(1, 2)\n"
