@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import logging
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from shared.mixer.baselines import BASELINES
 from shared.mixer.edit import repair
 from shared.mixer.frames import failing_line
+
+log = logging.getLogger(__name__)
 
 FACTORIES = frozenset({"zeros", "ones", "empty", "full", "arange", "eye", "randn", "rand", "linspace", "tensor",
                        "zeros_like", "ones_like"})
@@ -50,7 +53,9 @@ class Failure:
 
     @property
     def line(self) -> int | None:
-        return failing_line(self.traceback)
+        """The failing line, when the traceback names one of this code's lines."""
+        number = failing_line(self.traceback)
+        return number if number is not None and 0 < number <= len(self.code.splitlines()) else None
 
 
 @dataclass(frozen=True)
@@ -64,8 +69,14 @@ def candidate_repairs(failure: Failure) -> list[Repair]:
     leaves the code as it was."""
     seen = {failure.code.strip()}
     found: list[Repair] = []
-    for make in REPAIRS:
-        for candidate in make(failure):
+    # Code that does not parse gets the repair that can make it parse; the others read its syntax tree.
+    for make in REPAIRS if _parses(failure.code) else (standard_repair,):
+        try:
+            candidates = list(make(failure))
+        except Exception:  # a repair that trips on this code is skipped, not the failure's debugging
+            log.warning("repair %s failed on this code", make.__name__, exc_info=True)
+            continue
+        for candidate in candidates:
             if candidate.code.strip() not in seen and _parses(candidate.code):
                 seen.add(candidate.code.strip())
                 found.append(candidate)
