@@ -93,3 +93,7 @@ def test_repairs_never_offer_the_code_unchanged_or_broken() -> None:
     repairs = candidate_repairs(failure)
     assert repairs and all(r.code.strip() != code.strip() for r in repairs)
     assert candidate_repairs(Failure(code, "runtime", "something no repair knows", "")) == []
+    # Code that does not parse, or a traceback naming a line it does not have, trips no repair.
+    assert candidate_repairs(Failure("class Mixer(:\n", "syntax", "line 1: invalid syntax", "")) == []
+    assert candidate_repairs(Failure(code, "runtime", "mat1 and mat2 shapes cannot be multiplied (2x4 and 8x4)",
+                                     'File "/runs/mixer.py", line 99, in forward', d_model=4, n_heads=1)) == []
