@@ -69,11 +69,8 @@ class Known:
     @property
     def line(self) -> str:
         """The line that raised; "" for a check's verdict (its traceback only points at the method it called)."""
-        number = None if is_pointed(self.traceback) else failing_line(self.traceback)
-        lines = self.code.splitlines()
-        if number is None or not 0 < number <= len(lines):
-            return ""
-        return f"line {number}: `{lines[number - 1].strip()}`"
+        number = None if is_pointed(self.traceback) else failing_line(self.traceback, self.code)
+        return "" if number is None else f"line {number}: `{self.code.splitlines()[number - 1].strip()}`"
 
     def measured(self) -> str:
         """The facts, one per line: the kind and the check's message, the failing line, its locals, the NaN site."""

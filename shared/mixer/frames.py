@@ -36,10 +36,14 @@ class Region:
                          for n, line in enumerate(lines, start=self.start))
 
 
-def failing_line(traceback_text: str) -> int | None:
-    """The line of the deepest traceback frame in the candidate's file."""
+def failing_line(traceback_text: str, code: str | None = None) -> int | None:
+    """The line of the deepest traceback frame in the candidate's file; with ``code``, only when it is one of its
+    lines (a traceback of another version of the file names lines it may not have)."""
     frames = _FRAME.findall(traceback_text)
-    return int(frames[-1][0]) if frames else None
+    number = int(frames[-1][0]) if frames else None
+    if number is None or code is None:
+        return number
+    return number if 0 < number <= len(code.splitlines()) else None
 
 
 def faulty_region(code: str, traceback_text: str) -> Region | None:
@@ -51,13 +55,18 @@ def faulty_region(code: str, traceback_text: str) -> Region | None:
         tree = ast.parse(code)
     except SyntaxError:
         return None
-    holders = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-               and node.lineno <= line <= (node.end_lineno or node.lineno)]
-    if not holders:
+    inner = innermost_function(tree, line)
+    if inner is None:
         return None
-    inner = max(holders, key=lambda node: node.lineno)
     start, end = def_lines(inner)
     return Region(inner.name, start, end, inner.col_offset, line)
+
+
+def innermost_function(tree: ast.AST, line: int) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    """The innermost function of the tree whose lines hold ``line``."""
+    holders = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+               and node.lineno <= line <= (node.end_lineno or node.lineno)]
+    return max(holders, key=lambda node: node.lineno) if holders else None
 
 
 def splice(code: str, region: Region, replacement: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import logging
 import math
 import re
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from shared.mixer.baselines import BASELINES
 from shared.mixer.edit import repair
-from shared.mixer.frames import failing_line
+from shared.mixer.frames import failing_line, innermost_function
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,7 @@ class Failure:
     @property
     def line(self) -> int | None:
         """The failing line, when the traceback names one of this code's lines."""
-        number = failing_line(self.traceback)
-        return number if number is not None and 0 < number <= len(self.code.splitlines()) else None
+        return failing_line(self.traceback, self.code)
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,15 @@ def candidate_repairs(failure: Failure) -> list[Repair]:
     return found
 
 
+@functools.cache
+def baseline_sources() -> dict[str, str]:
+    """The built-in baselines' source, by name: the donors of definitions a draft dropped (read once)."""
+    return {name: path.read_text() for name, path in BASELINES.items()}
+
+
 def standard_repair(failure: Failure) -> Iterator[Repair]:
     """A standard import the file uses but forgot, a helper a built-in baseline defines, Markdown fences."""
-    code = repair(failure.code, donors=[path.read_text() for path in BASELINES.values()])
+    code = repair(failure.code, donors=list(baseline_sources().values()))
     before = set(failure.code.splitlines())
     added = [line.strip() for line in code.splitlines() if line not in before and line.strip()]
     if added:
@@ -195,8 +201,7 @@ def borrow_attributes(failure: Failure) -> Iterator[Repair]:
         return
     read = set(re.findall(r"\bself\.(\w+)\b", failure.code))
     missing = read - _assigned_attributes(failure.code) - {f.name for f in _functions(failure.code)}
-    for name, path in BASELINES.items():
-        donor = path.read_text()
+    for name, donor in baseline_sources().items():
         donor_init = _method(donor, "__init__")
         if donor_init is None:
             continue
@@ -386,10 +391,8 @@ def _functions(code: str) -> list[ast.FunctionDef]:
 
 
 def _enclosing_function(code: str, line: int | None) -> ast.FunctionDef | None:
-    if line is None:
-        return None
-    holders = [f for f in _functions(code) if f.lineno <= line <= (f.end_lineno or f.lineno)]
-    return max(holders, key=lambda f: f.lineno) if holders else None
+    found = None if line is None else innermost_function(ast.parse(code), line)
+    return found if isinstance(found, ast.FunctionDef) else None
 
 
 def _method(code: str, name: str) -> ast.FunctionDef | None:
