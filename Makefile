@@ -8,11 +8,14 @@ STAMP := $(VENV)/.installed
 LLAMA_VERSION := 0.3.36
 CMAKE_ARGS ?= $(shell sh ops/llama-cmake-args.sh)
 export CMAKE_ARGS
-WHEEL_CACHE ?= $(HOME)/.cache/asiarch/wheels/$(shell echo "$(LLAMA_VERSION) $(CMAKE_ARGS)" | md5sum | cut -c1-12)
+BUILD_KEY := $(shell echo "$(LLAMA_VERSION) $(CMAKE_ARGS)" | md5sum | cut -c1-12)
+WHEEL_CACHE ?= $(HOME)/.cache/asiarch/wheels/$(BUILD_KEY)
+# The stack's LLM server, llama.cpp's own, built from the same llama.cpp sources (ops/build-llama-server.sh).
+SERVER_CACHE ?= $(HOME)/.cache/asiarch/llama-server/$(BUILD_KEY)
 
 .PHONY: run test install lint system-deps sandbox down clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml ops/build-llama-server.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
@@ -21,6 +24,7 @@ $(STAMP): pyproject.toml
 	mkdir -p $(WHEEL_CACHE)
 	$(BIN)/pip wheel --quiet --no-deps --find-links $(WHEEL_CACHE) -w $(WHEEL_CACHE) llama-cpp-python==$(LLAMA_VERSION)
 	$(BIN)/pip install --quiet --find-links $(WHEEL_CACHE) llama-cpp-python==$(LLAMA_VERSION)
+	sh ops/build-llama-server.sh $(LLAMA_VERSION) $(SERVER_CACHE) $(BIN)
 	touch $(STAMP)
 
 install: $(STAMP)

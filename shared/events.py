@@ -83,6 +83,8 @@ class LlmUsage(msgspec.Struct, frozen=True, kw_only=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
+    # Of the prompt tokens, those a server's prompt cache had already evaluated (0 where none tells).
+    cached_prompt_tokens: int = 0
 
 
 class CurvePoint(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -175,6 +177,8 @@ class TrainSucceeded(Event, frozen=True, kw_only=True, tag="train.succeeded.v1",
     # Added compatibly (omitted when empty): the checks' behaviour signature, outputs on a fixed probe. Later
     # candidates that compute the same are rejected as duplicates before they train.
     behaviour: tuple[float, ...] = ()
+    # Added compatibly: "fp32" or "bf16" (autocast); empty in events from before it was recorded (fp32 on a CPU).
+    precision: str = ""
 
 
 ErrorKind = Literal[
@@ -307,6 +311,8 @@ class BaselineMeasured(Event, frozen=True, kw_only=True, tag="baseline.measured.
     train_loss: float = 0.0
     fitness_reference: bool = False
     curve: tuple[CurvePoint, ...] = ()
+    # Added compatibly: "fp32" or "bf16" (autocast); empty in events from before it was recorded (fp32 on a CPU).
+    precision: str = ""
 
 
 class ReplicateRequested(Event, frozen=True, kw_only=True, tag="replicate.requested.v1"):

@@ -1,4 +1,5 @@
-"""The LLM client: one interface, two backends (llama.cpp in-process, any OpenAI-compatible endpoint).
+"""The LLM client: one interface, two backends (any OpenAI-compatible endpoint, the stack's LLM server among them;
+llama.cpp in-process).
 
 Agents ask for JSON under a JSON schema; the client parses it, checks the schema's required fields and types, and
 on malformed output retries with the parse error shown to the model. Token counts and latency are measured and
@@ -21,7 +22,7 @@ import httpx
 from pydantic import Field
 
 from shared import metrics
-from shared.errors import AsiarchError
+from shared.errors import AsiarchError, NotReady
 from shared.events import LlmUsage
 from shared.settings import CommonSettings
 
@@ -39,18 +40,26 @@ class MalformedOutput(LlmError):
     code = "llm_malformed"
 
 
+class LlmUnavailable(LlmError, NotReady):
+    """The LLM server does not answer or is still loading its model: the work waits for it, it is nobody's fault."""
+
+    code = "llm_unavailable"
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    cached_prompt_tokens: int = 0
 
 
 def add_usage(*usages: LlmUsage) -> LlmUsage:
     """The usage of several calls of one task, as one."""
     return LlmUsage(model=usages[-1].model, prompt_tokens=sum(u.prompt_tokens for u in usages),
                     completion_tokens=sum(u.completion_tokens for u in usages),
-                    latency_s=round(sum(u.latency_s for u in usages), 3))
+                    latency_s=round(sum(u.latency_s for u in usages), 3),
+                    cached_prompt_tokens=sum(u.cached_prompt_tokens for u in usages))
 
 
 class LlmBackend(Protocol):
@@ -118,13 +127,12 @@ class LlmClient:
     ) -> LlmReply:
         """Ask until the reply parses (and ``validate`` accepts it) or attempts run out (``MalformedOutput``)."""
         conversation = list(messages)
-        prompt_tokens = completion_tokens = 0
+        completions: list[Completion] = []
         started = time.perf_counter()
         for attempt in range(1, self.max_attempts + 1):
             completion = await self.timed_chat(conversation, schema, max_tokens, temperature,
                                                None if seed is None else seed + attempt)
-            prompt_tokens += completion.prompt_tokens
-            completion_tokens += completion.completion_tokens
+            completions.append(completion)
             try:
                 data = parse_json_reply(completion.text, schema)
                 if validate is not None:
@@ -136,9 +144,7 @@ class LlmClient:
                     {"role": "user", "content": f"That reply was rejected: {exc}. Answer again with only the JSON."},
                 ]
                 continue
-            usage = LlmUsage(model=self.backend.model_name, prompt_tokens=prompt_tokens,
-                             completion_tokens=completion_tokens, latency_s=round(time.perf_counter() - started, 3))
-            return LlmReply(data=data, usage=usage, attempts=attempt)
+            return LlmReply(data=data, usage=self.usage(completions, started), attempts=attempt)
         raise MalformedOutput(f"no acceptable reply after {self.max_attempts} attempts")
 
     async def complete_text(
@@ -147,10 +153,13 @@ class LlmClient:
         """Free text (no grammar): for code, which small models cannot reliably escape inside a JSON string."""
         started = time.perf_counter()
         completion = await self.timed_chat(messages, None, max_tokens, temperature, seed)
-        usage = LlmUsage(model=self.backend.model_name, prompt_tokens=completion.prompt_tokens,
-                         completion_tokens=completion.completion_tokens,
-                         latency_s=round(time.perf_counter() - started, 3))
-        return completion.text, usage
+        return completion.text, self.usage([completion], started)
+
+    def usage(self, completions: list[Completion], started: float) -> LlmUsage:
+        return LlmUsage(model=self.backend.model_name, prompt_tokens=sum(c.prompt_tokens for c in completions),
+                        completion_tokens=sum(c.completion_tokens for c in completions),
+                        cached_prompt_tokens=sum(c.cached_prompt_tokens for c in completions),
+                        latency_s=round(time.perf_counter() - started, 3))
 
     async def timed_chat(
         self, messages: list[Message], schema: dict[str, Any] | None, max_tokens: int, temperature: float,
@@ -168,6 +177,7 @@ class LlmClient:
         elapsed = time.perf_counter() - started
         metrics.LLM_SECONDS.labels(self.service).observe(elapsed)
         metrics.LLM_TOKENS.labels(self.service, "prompt").inc(completion.prompt_tokens)
+        metrics.LLM_TOKENS.labels(self.service, "prompt_cached").inc(completion.cached_prompt_tokens)
         metrics.LLM_TOKENS.labels(self.service, "completion").inc(completion.completion_tokens)
         if elapsed > 0:
             metrics.LLM_TOKENS_PER_SECOND.labels(self.service).set(completion.completion_tokens / elapsed)
@@ -185,12 +195,15 @@ class LlamaCppBackend:
     """
 
     def __init__(self, model: str, models_dir: Path, *, n_ctx: int = 8192, n_threads: int = 1,
-                 n_gpu_layers: int = 0, seed: int = 0, host_lock: Path | None = None) -> None:
+                 n_threads_batch: int | None = None, n_gpu_layers: int = 0, seed: int = 0,
+                 host_lock: Path | None = None) -> None:
         self.model = model
         self.models_dir = models_dir
         self.host_lock = host_lock
         self.model_name = Path(model).stem if model.endswith(".gguf") else model
-        self.options = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers, "seed": seed}
+        # n_threads_batch None: llama-cpp-python's default, every core, for the prompt.
+        self.options = {"n_ctx": n_ctx, "n_threads": n_threads, "n_threads_batch": n_threads_batch,
+                        "n_gpu_layers": n_gpu_layers, "seed": seed}
         self._llama: Any = None
         self._lock = asyncio.Lock()
 
@@ -252,9 +265,12 @@ def exclusive(lock_path: Path | None) -> Iterator[None]:
 
 
 class OpenAICompatibleBackend:
-    """Any ``/v1/chat/completions`` server: llama.cpp's server, Ollama, vLLM."""
+    """Any ``/v1/chat/completions`` server: llama.cpp's server (the stack's own), Ollama, vLLM.
 
-    def __init__(self, base_url: str, model: str, *, api_key: str = "", timeout_s: float = 600.0,
+    The timeout is long: on a CPU a code reply of a few thousand tokens, in a batch with the other agents' slots,
+    takes minutes."""
+
+    def __init__(self, base_url: str, model: str, *, api_key: str = "", timeout_s: float = 1800.0,
                  schema_style: Literal["json_schema", "json_object"] = "json_schema") -> None:
         self.base_url = base_url.rstrip("/")
         self.model_name = model
@@ -279,17 +295,28 @@ class OpenAICompatibleBackend:
             body["response_format"] = self.response_format(schema)
         try:
             response = await self.client.post(f"{self.base_url}/chat/completions", json=body)
-            response.raise_for_status()
+        except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+            raise LlmUnavailable(f"the LLM server at {self.base_url} does not answer ({exc}): see `asiarch status`"
+                                 ) from exc
         except httpx.HTTPError as exc:
             raise LlmError(f"LLM endpoint {self.base_url} failed: {exc}") from exc
-        payload = response.json()
-        usage = payload.get("usage") or {}
-        return Completion(text=payload["choices"][0]["message"].get("content") or "",
-                          prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                          completion_tokens=int(usage.get("completion_tokens", 0)))
+        if response.status_code == 503:  # llama-server while it loads the model
+            raise LlmUnavailable(f"the LLM server at {self.base_url} is not ready: {response.text[:200]}")
+        if response.is_error:
+            raise LlmError(f"LLM endpoint {self.base_url} answered {response.status_code}: {response.text[:500]}")
+        return completion_of(response.json())
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def completion_of(payload: dict[str, Any]) -> Completion:
+    usage = payload.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    return Completion(text=payload["choices"][0]["message"].get("content") or "",
+                      prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                      completion_tokens=int(usage.get("completion_tokens", 0)),
+                      cached_prompt_tokens=int(details.get("cached_tokens", 0)))
 
 
 # The default for CPU campaigns (see the README for how it was chosen).

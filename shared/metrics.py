@@ -69,7 +69,9 @@ DEBUG_TRIALS = Counter(
 BEST_FITNESS = Gauge("asiarch_best_fitness", "Best composite fitness so far in the campaign.", ["service"])
 
 # --- LLM ------------------------------------------------------------------------------------------------------------
-LLM_TOKENS = Counter("asiarch_llm_tokens_total", "LLM tokens, by kind (prompt, completion).", ["service", "kind"])
+LLM_TOKENS = Counter("asiarch_llm_tokens_total",
+                     "LLM tokens, by kind (prompt, completion; prompt_cached: the prompt tokens a server's cache "
+                     "had already evaluated).", ["service", "kind"])
 LLM_SECONDS = Histogram(
     "asiarch_llm_request_seconds", "Latency of one LLM request.", ["service"],
     buckets=(0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320, 640),
@@ -130,7 +132,7 @@ def init_debugger(service: str, max_attempts: int) -> None:
 def init_llm(service: str) -> None:
     LLM_SECONDS.labels(service)
     LLM_TOKENS_PER_SECOND.labels(service)
-    for kind in ("prompt", "completion"):
+    for kind in ("prompt", "prompt_cached", "completion"):
         LLM_TOKENS.labels(service, kind)
     for reason in ("malformed", "backend", "proposal"):
         LLM_FAILURES.labels(service, reason)

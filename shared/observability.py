@@ -15,10 +15,11 @@ PLACEHOLDER = re.compile(r"{{(\w+)}}")
 
 
 def render_config(http_ports: dict[str, int], prometheus_port: int, interval: str = "5s",
-                  host: str = "127.0.0.1") -> str:
-    """The template with every placeholder filled; a placeholder without a value is an error, not a hole."""
+                  host: str = "127.0.0.1", llm_port: int = 0) -> str:
+    """The template with every placeholder filled; a placeholder without a value is an error, not a hole.
+    ``llm_port`` 0: the stack runs no LLM server; that target stays down."""
     values = {"scrape_interval": interval, "rules_file": str(RULES), "host": host,
-              "prometheus_port": str(prometheus_port)}
+              "prometheus_port": str(prometheus_port), "port_llm": str(llm_port)}
     values |= {f"port_{name}": str(port) for name, port in http_ports.items()}
 
     def fill(match: re.Match[str]) -> str:
@@ -33,7 +34,8 @@ def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
 
 
-def start_prometheus(data_dir: Path, http_ports: dict[str, int], port: int, interval: str = "5s") -> ServerProcess:
+def start_prometheus(data_dir: Path, http_ports: dict[str, int], port: int, interval: str = "5s",
+                     llm_port: int = 0) -> ServerProcess:
     binary = prometheus_binary()
     if binary is None:
         raise ServerStartError("prometheus is not installed (Debian: apt-get install --no-install-recommends "
@@ -43,7 +45,7 @@ def start_prometheus(data_dir: Path, http_ports: dict[str, int], port: int, inte
     home = data_dir / "prometheus"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "prometheus.yml"
-    config.write_text(render_config(http_ports, port, interval))
+    config.write_text(render_config(http_ports, port, interval, llm_port=llm_port))
     argv = [binary, f"--config.file={config}", f"--storage.tsdb.path={home / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}"]
     log_path = data_dir / "logs" / "prometheus.log"

@@ -35,7 +35,11 @@ SYSTEM = ("You analyse experiments on token mixers for small language models. Yo
           "and the code differences only, and you answer with JSON only.")
 
 ANALYSE = Template("""\
-A new mixer "$name" finished training. Its motivation: $motivation
+Compare a new mixer with its relatives. Say what worked, what failed, why (tie each claim to a number or a code
+change), and what to try next. Reply with JSON: {"what_worked": "...", "what_failed": "...", "why": "...",
+"next": "..."}.
+
+The new mixer "$name" finished training. Its motivation: $motivation
 
 Measurements (val loss: lower is better, mean ± sd over seeds; task scores are accuracies$task_note):
 $table
@@ -47,9 +51,6 @@ Code changes against its parent ($parent_name):
 ```diff
 $diff
 ```
-
-Compare it with its relatives. Say what worked, what failed, why (tie each claim to a number or a code change),
-and what to try next. Reply with JSON: {"what_worked": "...", "what_failed": "...", "why": "...", "next": "..."}.
 """)
 
 RETRY = Template("""\

@@ -92,8 +92,12 @@ SYSTEM = ("You fix bugs in PyTorch token mixers with the smallest possible chang
           "and answer with JSON only.")
 
 PATCH = Template("""\
-This mixer failed during checks or training.
+A mixer failed during checks or training: find the faulty line. The class must stay `Mixer(nn.Module)` with
+`__init__(self, d_model, n_heads, **kwargs)` and `forward(self, x)` mapping (batch, seq, d_model) to the same
+shape. First answer with a JSON object only: "diagnosis" (the cause and the fix, in one or two sentences), "line"
+(the number of the faulty line: the failing line, or a suspect line) and "fixed_line" (that whole line, corrected).
 
+$advice
 What was measured:
 $measured
 Traceback (end):
@@ -107,12 +111,8 @@ $code
 ```
 
 $where
-$advice
 $history
-Find the faulty line. The class must stay `Mixer(nn.Module)` with `__init__(self, d_model, n_heads, **kwargs)`
-and `forward(self, x)` mapping (batch, seq, d_model) to the same shape. First answer with a JSON object only:
-"diagnosis" (the cause and the fix, in one or two sentences), "line" (the number of the faulty line: the failing
-line, or a suspect line) and "fixed_line" (that whole line, corrected).
+Now the JSON object: "diagnosis", "line", "fixed_line".
 """)
 
 

@@ -46,11 +46,16 @@ ANCHORS: dict[str, tuple[str, int, int]] = {  # baseline -> (description, innova
 SYSTEM = "You judge token-mixer designs fairly and consistently against fixed anchors. You answer with JSON only."
 
 JUDGE = Template("""\
-Score the new mixer "$name" on two 1–10 scales, innovation and complexity, using the anchors below for what each
-number means. Its performance is already scored from the measurements: $performance/10 ($why).
+Score a new mixer on two 1–10 scales, innovation and complexity, using the anchors below for what each number
+means.
+innovation: how new the idea is compared with the anchors (a renamed or re-tuned anchor is not new).
+complexity: 10 = simple and efficient, 1 = convoluted or costly.
+Reply with JSON: {"innovation": n, "complexity": n, "rationale": "..."}.
 
 Anchors, measured at this profile (val loss: mean ± sd over seeds, lower is better$task_note):
 $anchors
+
+The new mixer is "$name". Its performance is already scored from the measurements: $performance/10 ($why).
 
 Motivation: $motivation
 
@@ -58,10 +63,6 @@ Code changes against the parent:
 ```diff
 $diff
 ```
-
-innovation: how new the idea is compared with the anchors (a renamed or re-tuned anchor is not new).
-complexity: 10 = simple and efficient, 1 = convoluted or costly.
-Reply with JSON: {"innovation": n, "complexity": n, "rationale": "..."}.
 """)
 
 

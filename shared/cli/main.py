@@ -67,7 +67,7 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every component to be healthy.")] = 180.0,
     with_prometheus: Annotated[bool, typer.Option(help="Also run Prometheus scraping every service.")] = False,
 ) -> None:
-    """Start the embedded stack (NATS, the store, the six services) in the background, supervised."""
+    """Start the embedded stack (NATS, the store, the LLM server, the six services) in the background, supervised."""
     settings, data_dir = resolve_data_dir(data_dir)
     data_dir = stack.check_writable(data_dir)
     existing = stack.running_state(data_dir)
@@ -83,6 +83,13 @@ def up(
         state = stack.wait_until_healthy(proc, data_dir, timeout, progress)
     out.print(f"[green]stack up[/] in {time.monotonic() - started:.1f} s — data in {data_dir}")
     out.print(f"  nats  {state.nats_url}\n  store {state.mongo_uri}")
+    if "llm" in state.servers:
+        with out.status("the LLM server is loading its model…"):
+            ok, detail = stack.wait_for_llm(data_dir, timeout_s=min(timeout, 120.0))
+        url = f"http://127.0.0.1:{state.servers['llm'].port}/v1"
+        out.print(f"  llm   {url} — " + (detail if ok else f"[yellow]{detail}[/]"))
+    elif state.llm:
+        out.print(f"  llm   {state.llm}")
     if "prometheus" in state.servers:
         out.print(f"  prometheus http://127.0.0.1:{state.servers['prometheus'].port}")
     for name in SERVICE_NAMES:
@@ -169,11 +176,22 @@ def campaign_start(
     target = stack_endpoints(data_dir)
     require_steps(target, profile, "the campaign cannot start yet")
     resolve(LlmSettings().models_dir, model)  # fail now, not in every agent
+    switch_llm_model(target.data_dir, model)
     event = campaign.start_event(profile, budget, cpu_hours, gpu_hours, model, seed)
     campaign.start(target, event)
     out.print(f"campaign [bold]{event.campaign_id}[/] started: profile {profile}, budget {budget}, model {model}")
     if wait:
         follow_campaign(target, event.campaign_id)
+
+
+def switch_llm_model(data_dir: Path, model: str) -> None:
+    """The stack's LLM server serves the campaign's model before its first request."""
+    state = stack.running_state(data_dir)
+    if state is None or "llm" not in state.servers:
+        return
+    with out.status(f"the LLM server is loading {model}…"):
+        if stack.serve_model(state, model):
+            out.print(f"the LLM server now serves {model}")
 
 
 def known_profile(profile: str) -> None:

@@ -20,9 +20,16 @@ from pydantic import Field
 from shared import bus
 from shared.embedded import port_in_use, signal_group, spawn
 from shared.errors import AsiarchError, ConfigError
+from shared.llm_server import (
+    LlmServerSettings,
+    server_stats,
+    set_served_model,
+    stack_runs_server,
+    wait_until_serving,
+)
 from shared.observability import prometheus_binary
 from shared.settings import DEFAULT_HTTP_PORTS, SERVICE_NAMES, CommonSettings
-from shared.supervisor import STATE_FILE, StackState, pid_alive
+from shared.supervisor import STATE_FILE, ChildState, StackState, pid_alive
 
 
 class StackError(AsiarchError):
@@ -34,6 +41,7 @@ class StackSettings(CommonSettings):
     mongo_port: int = Field(default=27017, ge=1, le=65535)
     http_ports: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_HTTP_PORTS))
     prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    llm_port: int = Field(default=9107, ge=1, le=65535)
     memory_url: str = f"http://127.0.0.1:{DEFAULT_HTTP_PORTS['memory']}"
     # Set only when a real MongoDB should be used instead of the embedded store.
     external_mongo_uri: str | None = Field(default=None, validation_alias="ASIARCH_MONGO_URI")
@@ -54,6 +62,8 @@ def check_ports_free(settings: StackSettings, with_prometheus: bool) -> None:
     wanted = {"nats (ASIARCH_NATS_PORT)": settings.nats_port}
     if with_prometheus:
         wanted["prometheus (ASIARCH_PROMETHEUS_PORT)"] = settings.prometheus_port
+    if stack_runs_server(LlmServerSettings()):
+        wanted["llm (ASIARCH_LLM_PORT)"] = settings.llm_port
     if settings.external_mongo_uri is None:
         wanted["store (ASIARCH_MONGO_PORT)"] = settings.mongo_port
     wanted.update({f"{name} (ASIARCH_HTTP_PORTS)": settings.http_ports[name] for name in SERVICE_NAMES})
@@ -118,7 +128,7 @@ def launch(settings: StackSettings, data_dir: Path, with_prometheus: bool = Fals
     config = {
         "data_dir": str(data_dir), "nats_port": settings.nats_port, "store_port": settings.mongo_port,
         "http_ports": settings.http_ports, "mongo_uri": settings.external_mongo_uri,
-        "prometheus_port": settings.prometheus_port if with_prometheus else 0,
+        "prometheus_port": settings.prometheus_port if with_prometheus else 0, "llm_port": settings.llm_port,
     }
     argv = [sys.executable, "-m", "shared.supervisor", json.dumps(config)]
     return spawn("supervisor", argv, data_dir / "logs" / "supervisor.log")
@@ -156,6 +166,24 @@ def wait_until_healthy(proc: subprocess.Popen[bytes], data_dir: Path, timeout_s:
                 return state
         time.sleep(0.25)
     raise StackError(f"not all services were healthy after {timeout_s:.0f} s; see {data_dir / 'logs'}")
+
+
+def serve_model(state: StackState, model: str, timeout_s: float = 180.0) -> bool:
+    """Have the stack's LLM server serve ``model`` (a campaign names its own): restarted on it when it serves
+    another. True when it had to switch. A stack without its own server (an endpoint, a model per agent) is left
+    as it is: the agents switch by themselves."""
+    server = state.servers.get("llm")
+    if server is None:
+        return False
+    url = f"http://127.0.0.1:{server.port}/v1"
+    stats = server_stats(url)
+    if stats is not None and stats.model == model:
+        return False
+    set_served_model(Path(state.data_dir), model)
+    if pid_alive(server.pid):
+        signal_group(server.pid, signal.SIGTERM)  # the supervisor restarts it on the model just written
+    wait_until_serving(url, model, timeout_s)
+    return True
 
 
 # --- down -------------------------------------------------------------------------------------------------------------
@@ -213,9 +241,36 @@ async def read_bus_status(nats_url: str) -> tuple[int, dict[str, ConsumerStatus]
         await nc.close()
 
 
+def llm_status(server: ChildState) -> tuple[bool, str]:
+    """The LLM server's model and measured token rates, or why it is down."""
+    stats = server_stats(f"http://127.0.0.1:{server.port}/v1") if pid_alive(server.pid) else None
+    if stats is None:
+        return False, server.problem or f"not serving (restarts {server.restarts}; see logs/llm.log)"
+    return True, (f"{stats.model}, prompt {stats.prompt_tokens_per_s:.0f} tok/s, generation "
+                  f"{stats.completion_tokens_per_s:.1f} tok/s, {stats.prompt_tokens + stats.completion_tokens} "
+                  f"tokens so far, pid {server.pid}, port {server.port}, restarts {server.restarts}")
+
+
+def wait_for_llm(data_dir: Path, timeout_s: float) -> tuple[bool, str]:
+    """The LLM server's status once it serves, or when it cannot start (a model not pulled), or at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = StackState.read(data_dir)
+        server = state.servers.get("llm") if state else None
+        if server is None:
+            return False, "no LLM server in this stack"
+        ok, detail = llm_status(server)
+        if ok or server.problem or time.monotonic() > deadline:
+            return ok, detail
+        time.sleep(0.5)
+
+
 def collect_status(state: StackState) -> StackStatus:
     components: dict[str, tuple[bool, str]] = {}
     for name, server in state.servers.items():
+        if name == "llm":
+            components[name] = llm_status(server)
+            continue
         alive = pid_alive(server.pid) and port_in_use(server.port)
         components[name] = (alive, f"pid {server.pid}, port {server.port}" if alive else "down")
     for name, child in state.services.items():

@@ -99,6 +99,7 @@ class Measurements:
 class LlmTime:
     tasks: int = 0  # agent steps that used the LLM (one may make several requests)
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # of the prompt tokens, those the server's cache had evaluated already
     completion_tokens: int = 0
     seconds: float = 0.0
 
@@ -106,6 +107,7 @@ class LlmTime:
         if usage is not None:
             self.tasks += 1
             self.prompt_tokens += usage.prompt_tokens
+            self.cached_prompt_tokens += usage.cached_prompt_tokens
             self.completion_tokens += usage.completion_tokens
             self.seconds += usage.latency_s
 
@@ -142,6 +144,11 @@ class YieldTable:
     def share(self, seconds: float) -> float:
         return seconds / self.wall_seconds if self.wall_seconds else 0.0
 
+    @property
+    def proposals_per_hour(self) -> float:
+        """Proposals the researcher made (its rejected drafts included) per hour of the campaign's wall time."""
+        return self.proposed * 3600 / self.wall_seconds if self.wall_seconds else 0.0
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "campaign_id": self.campaign_id, "profile": self.profile, "model": self.model, "finished": self.finished,
@@ -158,10 +165,12 @@ class YieldTable:
                 "name": self.reference.name, "mean": self.reference.mean, "std": self.reference.std,
                 "threshold": self.reference.threshold},
             "llm": {"tasks": self.llm.tasks, "prompt_tokens": self.llm.prompt_tokens,
+                    "cached_prompt_tokens": self.llm.cached_prompt_tokens,
                     "completion_tokens": self.llm.completion_tokens, "seconds": round(self.llm.seconds, 1),
                     "completion_tokens_per_s": round(self.llm.completion_tokens_per_s, 2),
                     "by_agent": {k: round(v.seconds, 1) for k, v in sorted(self.llm_by_agent.items())}},
             "wall_seconds": round(self.wall_seconds, 1), "training_seconds": round(self.training_seconds, 1),
+            "proposals_per_hour": round(self.proposals_per_hour, 2),
             "llm_share": round(self.share(self.llm.seconds), 3),
             "training_share": round(self.share(self.training_seconds), 3),
         }
@@ -317,9 +326,11 @@ def rows(table: YieldTable) -> list[tuple[str, str]]:
         ("beat the best baseline beyond noise",
          _counted(table.beat_best_baseline_beyond_noise, "no baseline measured") +
          (f" (best baseline: {table.best_baseline})" if table.best_baseline else "")),
-        ("LLM", f"{llm.tasks} agent tasks, {llm.prompt_tokens:,} prompt + {llm.completion_tokens:,} completion tokens, "
-                f"{llm.completion_tokens_per_s:.1f} completion tok/s end to end"),
+        ("LLM", f"{llm.tasks} agent tasks, {llm.prompt_tokens:,} prompt ({llm.cached_prompt_tokens:,} of them "
+                f"cached) + {llm.completion_tokens:,} completion tokens, {llm.completion_tokens_per_s:.1f} completion "
+                "tok/s end to end"),
         ("wall time", f"{table.wall_seconds / 60:.1f} min" + ("" if table.finished else " (still running)")),
+        ("proposals per hour", f"{table.proposals_per_hour:.1f} (rejected drafts included)"),
         # Summed over agents, which run side by side: the share can pass 100%.
         ("LLM busy time", f"{llm.seconds / 60:.1f} min = {table.share(llm.seconds):.0%} of wall time"),
         ("training time", f"{table.training_seconds / 60:.1f} min = {table.share(table.training_seconds):.0%} of "

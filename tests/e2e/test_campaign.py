@@ -102,7 +102,9 @@ def test_a_campaign_flows_through_every_service(
 ) -> None:
     if prometheus_binary() is None:
         pytest.skip("prometheus is not installed: apt-get install --no-install-recommends prometheus")
-    env = {**stack_env(tmp_path / "var"), **CAPS, "ASIARCH_CORPUS_DIR": str(corpus_dir),
+    # The agents talk to the stack's one LLM server (no ASIARCH_LLM_BACKEND).
+    plumbing = {k: v for k, v in stack_env(tmp_path / "var").items() if k != "ASIARCH_LLM_BACKEND"}
+    env = {**plumbing, **CAPS, "ASIARCH_CORPUS_DIR": str(corpus_dir),
            "ASIARCH_EMBEDDER": "minilm", "ASIARCH_MAX_ATTEMPTS": "2",
            "ASIARCH_TRAIN_THREADS": "1", "ASIARCH_LLM_THREADS": "1", "ASIARCH_ACK_WAIT_S": "30"}
     up = asiarch(env, "up", "--with-prometheus", timeout=300)
@@ -131,6 +133,9 @@ def test_a_campaign_flows_through_every_service(
     assert {TrainStarted, TrainSucceeded, TrainFailed, AnalysisCreated, JudgeScored, FitnessComputed} <= kinds
     assert kinds & {DebugPatched, DebugGaveUp}
     assert [e for e in events if isinstance(e, (ProposalCreated, ProposalRejected)) and e.producer == "researcher"]
+    # The server's prompt cache: the agents' fixed instructions and earlier turns are not evaluated again.
+    usages = [e.llm for e in events if getattr(e, "llm", None) is not None]
+    assert sum(u.cached_prompt_tokens for u in usages) > 0.2 * sum(u.prompt_tokens for u in usages)
     assert not [e for e in events if isinstance(e, DeadLettered)]
     analysis = next(e for e in events if isinstance(e, AnalysisCreated))
     assert (Path(analysis.gallery_path) / "loss.png").is_file()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from shared import bus
+from shared.cli.stack import serve_model
 from shared.embedded import free_ports
 from shared.events import (
     DeadLettered,
@@ -29,6 +30,9 @@ from shared.events import (
     new_event_id,
     utc_now,
 )
+from shared.llm import DEFAULT_MODEL
+from shared.llm_server import LlmServerSettings, server_binary, server_stats
+from shared.models import pull, resolve
 from shared.settings import SERVICE_NAMES
 from shared.store import mongo_client
 from shared.supervisor import StackState, pid_alive
@@ -44,17 +48,18 @@ BROKEN_MIXER = "import torch\n\nclass Mixer(torch.nn.Module:\n    pass\n"
 
 def stack_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASIARCH_")}
-    nats, mongo, prometheus, *services = free_ports(3 + len(SERVICE_NAMES))
+    nats, mongo, prometheus, llm, *services = free_ports(4 + len(SERVICE_NAMES))
     env.update({
         "ASIARCH_DATA_DIR": str(data_dir), "ASIARCH_NATS_PORT": str(nats), "ASIARCH_MONGO_PORT": str(mongo),
-        "ASIARCH_PROMETHEUS_PORT": str(prometheus),
+        "ASIARCH_PROMETHEUS_PORT": str(prometheus), "ASIARCH_LLM_PORT": str(llm),
         "ASIARCH_HTTP_PORTS": json.dumps(dict(zip(SERVICE_NAMES, services, strict=True))),
         # A message held by a killed instance is redelivered after ack_wait: keep crash tests short.
         "ASIARCH_ACK_WAIT_S": "3",
         # The plumbing tests here need no semantic search; memory's own tests cover the real embedder.
         "ASIARCH_EMBEDDER": "hashing",
-        # Nor an LLM: a failed attempt goes straight to debug.gave_up.
-        "ASIARCH_MAX_ATTEMPTS": "1",
+        # Nor an LLM: a failed attempt goes straight to debug.gave_up, and no LLM server is started (the campaign
+        # test and tests/shared/test_llm_server.py run it).
+        "ASIARCH_MAX_ATTEMPTS": "1", "ASIARCH_LLM_BACKEND": "llama_cpp",
     })
     return env
 
@@ -218,6 +223,50 @@ def test_a_missing_corpus_waits_for_the_operator_and_a_killed_engineer_leaves_no
         wait_until(trained, timeout_s=300)
         events = asyncio.run(stream_events(state.nats_url))
         assert not [e for e in events if isinstance(e, (TrainFailed, DebugPatched, DebugGaveUp, DeadLettered))]
+    finally:
+        if state is not None:
+            stop_leftovers(env, state)
+
+
+@pytest.mark.slow
+def test_the_agents_share_one_supervised_llm_server(tmp_path: Path) -> None:
+    """`up` starts one llama-server for every agent: status shows its model and rates, kill -9 gets it restarted,
+    a campaign's other model gets it restarted on that model, and `down` leaves no process."""
+    settings = LlmServerSettings()
+    if server_binary(settings) is None:
+        pytest.skip("llama-server is not installed: run `make install`")
+    pull(settings.models_dir, DEFAULT_MODEL)  # a no-op once pulled
+    data_dir = tmp_path / "var"
+    env = {k: v for k, v in stack_env(data_dir).items() if k != "ASIARCH_LLM_BACKEND"}
+    up = asiarch(env, "up")
+    state = StackState.read(data_dir)
+    try:
+        assert up.returncode == 0 and state is not None, up.stdout + up.stderr
+        assert "llm" in state.servers and state.llm.startswith("server")
+        environ = Path(f"/proc/{state.services['researcher'].pid}/environ").read_bytes().split(b"\0")
+        assert b"ASIARCH_LLM_BACKEND=openai" in environ
+        url = f"http://127.0.0.1:{state.servers['llm'].port}/v1"
+        wait_until(lambda: server_stats(url) is not None, timeout_s=60)
+        llm = json.loads(asiarch(env, "status", "--json").stdout)["components"]["llm"]
+        assert llm["ok"] and DEFAULT_MODEL in llm["detail"] and "tok/s" in llm["detail"], llm
+        victim = state.servers["llm"].pid
+        os.kill(victim, signal.SIGKILL)
+
+        def restarted() -> bool:
+            now = StackState.read(data_dir)
+            return now is not None and now.servers["llm"].pid != victim and server_stats(url) is not None
+
+        wait_until(restarted, timeout_s=60)
+        # Another model, as a campaign would name it: the same file by its path is another alias.
+        other = str(resolve(settings.models_dir, DEFAULT_MODEL))
+        current = StackState.read(data_dir)
+        assert current is not None and serve_model(current, other, timeout_s=60)
+        stats = server_stats(url)
+        assert stats is not None and stats.model == other
+        assert not serve_model(current, other)  # already served: nothing restarted
+        pids = StackState.read(data_dir).all_pids()  # type: ignore[union-attr]
+        assert asiarch(env, "down").returncode == 0
+        assert [pid for pid in pids if pid_alive(pid)] == []
     finally:
         if state is not None:
             stop_leftovers(env, state)

@@ -390,7 +390,7 @@ def compose() -> dict[str, Any]:
 
 
 def test_compose_has_the_stack(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"nats", "mongo", "prometheus", "grafana", *SERVICE_NAMES}
+    assert set(compose["services"]) == {"nats", "mongo", "prometheus", "grafana", "llm", *SERVICE_NAMES}
     assert {"-js", "-sd"} <= set(compose["services"]["nats"]["command"])
     assert compose["services"]["mongo"]["image"].startswith("mongo:7")
     mounts = {v.split(":")[1] if isinstance(v, str) else v["target"]: v
@@ -408,6 +408,18 @@ def test_compose_services(compose: dict[str, Any], name: str) -> None:
     assert env["ASIARCH_HTTP_HOST"] == "0.0.0.0"
     assert f"127.0.0.1:{DEFAULT_HTTP_PORTS[name]}/healthz" in " ".join(service["healthcheck"]["test"])
     assert any(str(v).startswith("asiarch-data:/data") for v in service["volumes"])
+
+
+def test_compose_agents_share_one_llm_server(compose: dict[str, Any]) -> None:
+    llm = compose["services"]["llm"]
+    assert "llama.cpp:server" in llm["image"] and "/health" in " ".join(llm["healthcheck"]["test"])
+    command = llm["command"]
+    assert command[command.index("--alias") + 1] == "qwen2.5-coder-0.5b"
+    assert command[command.index("--model") + 1] == "/models/qwen2.5-coder-0.5b.gguf"
+    assert {"--metrics", "--parallel", "--cache-ram"} <= set(command)
+    for name in SERVICE_NAMES:
+        env = compose["services"][name]["environment"]
+        assert env["ASIARCH_LLM_BACKEND"] == "openai" and env["ASIARCH_LLM_BASE_URL"] == "http://llm:8080/v1"
 
 
 def test_compose_engineer_reserves_a_gpu(compose: dict[str, Any]) -> None:

@@ -111,6 +111,7 @@ def test_every_row_of_the_yield_table_is_counted_from_events() -> None:
     assert table.training_seconds == pytest.approx(5 * 30)
     assert table.wall_seconds == pytest.approx(h.seconds)
     assert 0 < table.share(table.llm.seconds) < 1
+    assert table.proposals_per_hour == pytest.approx(6 * 3600 / h.seconds)
     text = dict(rows(table))
     assert text["fixed by the debugger"] == "1 (1 after 2 patches)"
     assert "5.6800" in text["beat the reference beyond noise"]
