@@ -50,6 +50,8 @@ class ExperimentSpec:
     eval_samples: int = -1
     max_tokens: int = 0
     extra_args: list[str] = field(default_factory=list)
+    # bf16 autocast on a CPU, where this machine was measured to gain from it (services.engineer.precision).
+    cpu_bf16: bool = False
     # Candidates (not the baselines themselves) must behave unlike the baselines and these earlier mixers.
     distinct_from: dict[str, list[float]] | None = None
 
@@ -68,9 +70,11 @@ class ExperimentSpec:
                              stall_s=profile.stall_seconds)
 
     def args(self, source: Path) -> list[str]:
+        precision = ["--cpu-bf16"] if self.cpu_bf16 else []
         return ["--source", str(source), "--profile", self.profile, "--data-dir", str(self.data_dir.resolve()),
                 "--run-dir", str(self.run_dir), "--threads", str(self.threads), "--eval-samples",
-                str(self.eval_samples), "--max-tokens", str(self.max_tokens), *self.extra_args, *self.distinct_args()]
+                str(self.eval_samples), "--max-tokens", str(self.max_tokens), *precision, *self.extra_args,
+                *self.distinct_args()]
 
 
 def stop_message(run_dir: Path, sandbox: SandboxResult, stall_s: float | None) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from services.engineer.data import data_problem
 from services.engineer.experiment import ExperimentSpec, run_experiment
+from services.engineer.precision import cpu_bf16
 from services.engineer.result import RunResult
 from shared import metrics
 from shared.bus import Delivery
@@ -41,6 +42,7 @@ from shared.events import (
 )
 from shared.memory_client import MemoryClient, MemoryUnavailable
 from shared.mixer.frames import names_the_candidate, pointed_traceback
+from shared.mixer.profiles import get_profile
 from shared.mixer.sandbox import GIB
 from shared.mixer.source import static_problem
 
@@ -62,6 +64,13 @@ class Engineer:
     host: str = field(default_factory=socket.gethostname)
     # Where trained mixers' behaviour signatures come from; None compares candidates with the baselines only.
     memory: MemoryClient | None = None
+    # Where this machine's precision verdicts are cached (services.engineer.precision); None: always fp32 on a CPU.
+    precision_dir: Path | None = None
+
+    def cpu_bf16(self, profile: str) -> bool:
+        if self.precision_dir is None:
+            return False
+        return cpu_bf16(get_profile(profile), self.threads, self.precision_dir)
 
     def profile_for(self, event: ProposalCreated | DebugPatched) -> str:
         """The profile the candidate names; an upcast v1 proposal (or a patch of one) names none."""
@@ -100,6 +109,7 @@ class Engineer:
             run_dir=(self.runs_dir / event.experiment_id / f"attempt-{attempt}").resolve(), threads=self.threads,
             memory_bytes=self.memory_bytes,
             max_tokens=self.max_tokens, eval_samples=self.eval_samples, distinct_from=distinct_from,
+            cpu_bf16=self.cpu_bf16(profile),
         )
 
 
@@ -125,7 +135,8 @@ async def on_candidate(engineer: Engineer, event: Event, delivery: Delivery) -> 
     await delivery.emit(TrainStarted(**caused_by(event, PRODUCER, 0), attempt=attempt, worker_host=engineer.host,
                                      device=device, profile=profile))
     known = await engineer.known_behaviours(profile, event.experiment_id)
-    outcome = await asyncio.to_thread(run_experiment, engineer.spec(event, profile, attempt, known))
+    spec = await asyncio.to_thread(engineer.spec, event, profile, attempt, known)  # may measure the precision
+    outcome = await asyncio.to_thread(run_experiment, spec)
     if outcome.status == "error":
         raise NotReady(outcome.message)
     if outcome.error_kind == "duplicate":
@@ -143,7 +154,7 @@ async def on_replicate(engineer: Engineer, event: Event, delivery: Delivery) -> 
     waiting_for = await asyncio.to_thread(engineer.environment_problem, event.profile)
     if waiting_for is not None:
         raise NotReady(waiting_for)
-    spec = engineer.spec(event, event.profile, 1, distinct_from={})
+    spec = await asyncio.to_thread(engineer.spec, event, event.profile, 1, {})
     spec = dataclasses.replace(spec, run_dir=spec.run_dir.parent / f"seed-{event.seed}", distinct_from=None,
                                extra_args=["--seed", str(event.seed)])
     outcome = await asyncio.to_thread(run_experiment, spec)
@@ -190,7 +201,7 @@ def report(engineer: Engineer, event: ProposalCreated | DebugPatched, outcome: R
             train_loss=m.final_train_loss, val_loss=m.final_val_loss, benchmarks=outcome.benchmarks(),
             params=m.params, tokens=m.tokens, tokens_per_s=m.tok_per_s, device=m.device, gpu_seconds=m.gpu_seconds,
             cpu_core_seconds=m.cpu_core_seconds, checkpoint_path=m.checkpoint_path, worker_host=engineer.host,
-            behaviour=tuple(outcome.behaviour),
+            behaviour=tuple(outcome.behaviour), precision=m.precision,
         )
     trace = outcome.traceback if names_the_candidate(outcome.traceback) else pointed_traceback(
         event.code, outcome.error_kind, outcome.message)

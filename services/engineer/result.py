@@ -39,6 +39,7 @@ class TrainMetrics(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tok_per_s: float = 0.0
     step_seconds: float = 0.0  # median optimiser-step time after warm-up
     device: str = "cpu"
+    precision: str = "fp32"  # "bf16": the forward and backward under bf16 autocast (weights and optimiser fp32)
     wall_seconds: float = 0.0
     gpu_seconds: float = 0.0
     cpu_core_seconds: float = 0.0  # process CPU time over all threads

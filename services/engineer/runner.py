@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-samples", type=int, default=-1, help="samples per benchmark (-1: the profile's)")
     parser.add_argument("--max-tokens", type=int, default=0, help="cap the profile's token budget (0: no cap)")
     parser.add_argument("--seed", type=int, default=None, help="override the profile's seed")
+    parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on a CPU (fp32 otherwise)")
     parser.add_argument("--allow-quadratic", action="store_true",
                         help="the softmax reference: train even if the complexity check fails, and skip the "
                              "efficiency gate")
@@ -125,6 +126,7 @@ def experiment(args: argparse.Namespace, heartbeat: Heartbeat) -> RunResult:
         profile = profile.with_overrides(tokens=min(profile.tokens, args.max_tokens))
     if args.seed is not None:
         profile = profile.with_overrides(seed=args.seed)
+    profile = profile.with_overrides(cpu_bf16=args.cpu_bf16)
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_token_data(args.data_dir, profile.name)

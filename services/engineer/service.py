@@ -12,6 +12,7 @@ from pydantic import Field
 from services.engineer.handlers import Engineer, on_candidate, on_replicate
 from shared import metrics
 from shared.events import ERROR_KINDS, REJECTION_REASONS, DebugPatched, ProposalCreated, ReplicateRequested
+from shared.llm_server import default_llm_threads
 from shared.memory_client import MemoryClient
 from shared.mixer.sandbox import GIB
 from shared.service import Runtime, ServiceSpec, Wiring
@@ -19,9 +20,9 @@ from shared.settings import ServiceSettings
 
 
 def default_train_threads() -> int:
-    # Leave a core to the LLM and the services: on a 2-core box two training threads beside a busy LLM run slower
-    # than one.
-    return max(1, (os.cpu_count() or 2) - 1)
+    """What the stack's LLM server leaves free (``default_llm_threads``): on a 2-core box two training threads
+    beside a generating LLM run slower than one."""
+    return max(1, (os.cpu_count() or 2) - default_llm_threads())
 
 
 class EngineerSettings(ServiceSettings):
@@ -48,7 +49,7 @@ async def bootstrap(runtime: Runtime) -> Wiring:
         corpus_dir=settings.corpus(), runs_dir=settings.data_dir / "runs",
         default_profile=settings.profile, threads=settings.train_threads,
         memory_bytes=int(settings.memory_limit_gib * GIB), max_tokens=settings.max_tokens,
-        eval_samples=settings.eval_samples, memory=memory,
+        eval_samples=settings.eval_samples, memory=memory, precision_dir=settings.data_dir,
     )
     metrics.init_engineer(settings.service_name, tuple(sorted(ERROR_KINDS)), REJECTION_REASONS)
     candidate = partial(on_candidate, engineer)

@@ -69,10 +69,14 @@ def seed_everything(seed: int) -> None:
 
 
 def autocast_for(device: torch.device, profile: Profile) -> AbstractContextManager[Any]:
-    """bf16 autocast on CUDA; on CPU only when the profile opts in (fp32 otherwise)."""
-    if device.type == "cuda" or (device.type == "cpu" and profile.cpu_bf16):
+    """bf16 autocast on CUDA; on CPU only when the run says so (``cpu_bf16``: see services.engineer.precision)."""
+    if precision_of(device, profile) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def precision_of(device: torch.device, profile: Profile) -> str:
+    return "bf16" if device.type == "cuda" or (device.type == "cpu" and profile.cpu_bf16) else "fp32"
 
 
 def lr_at(step: int, profile: Profile) -> float:
@@ -230,24 +234,39 @@ def compare_step_times(
     core does not count); on a GPU the synchronised wall time. The order alternates each round, so a drift in load
     does not favour either."""
     dev = pick_device(device)
-    clock, clock_name = (time.perf_counter, "wall time") if dev.type == "cuda" else (time.process_time, "CPU time")
+    reference_s, candidate_s = interleaved_step_times([(reference, profile), (candidate, profile)], vocab_size, dev,
+                                                      pairs)
+    return StepTimes(candidate_s=candidate_s, reference_s=reference_s, clock=clock_of(dev)[1], pairs=pairs)
+
+
+def clock_of(device: torch.device) -> tuple[Callable[[], float], str]:
+    return (time.perf_counter, "wall time") if device.type == "cuda" else (time.process_time, "CPU time")
+
+
+def interleaved_step_times(setups: list[tuple[MixerFactory, Profile]], vocab_size: int, device: torch.device,
+                           pairs: int) -> list[float]:
+    """The median optimiser-step time of each (mixer, profile) setup, their steps interleaved round by round (the
+    order reversed every other round) after the first setup's profile's warm-up steps."""
+    clock = clock_of(device)[0]
     runs = []
-    for factory in (reference, candidate):
+    for factory, profile in setups:
         seed_everything(profile.seed)
-        model = LanguageModel(model_config(profile, vocab_size), factory).to(dev)
+        model = LanguageModel(model_config(profile, vocab_size), factory).to(device)
         tokens = np.random.default_rng(0).integers(0, vocab_size, size=profile.seq_len * 64, dtype=np.int64)
-        runs.append((model, make_optimizer(model, profile, dev), BatchSampler(tokens, profile.seq_len, seed=0)))
-    times: tuple[list[float], list[float]] = ([], [])
-    for round_ in range(profile.efficiency_warmup_steps + pairs):
-        for which in ((0, 1) if round_ % 2 == 0 else (1, 0)):
-            model, optimizer, sampler = runs[which]
+        runs.append((model, make_optimizer(model, profile, device), BatchSampler(tokens, profile.seq_len, seed=0),
+                     profile))
+    warmup = setups[0][1].efficiency_warmup_steps
+    times: list[list[float]] = [[] for _ in runs]
+    for round_ in range(warmup + pairs):
+        order = range(len(runs)) if round_ % 2 == 0 else reversed(range(len(runs)))
+        for which in order:
+            model, optimizer, sampler, profile = runs[which]
             start = clock()
-            train_step(model, optimizer, sampler, profile, dev, profile.lr)
-            _sync(dev)
-            if round_ >= profile.efficiency_warmup_steps:
+            train_step(model, optimizer, sampler, profile, device, profile.lr)
+            _sync(device)
+            if round_ >= warmup:
                 times[which].append(clock() - start)
-    return StepTimes(candidate_s=statistics.median(times[1]), reference_s=statistics.median(times[0]),
-                     clock=clock_name, pairs=pairs)
+    return [statistics.median(t) for t in times]
 
 
 # ───────────────────────────── the training run ─────────────────────────────
@@ -282,7 +301,8 @@ def train(
     optimizer = make_optimizer(model, profile, dev)
     sampler = BatchSampler(train_tokens, profile.seq_len, seed=profile.seed)
     total_steps = profile.total_steps
-    result = TrainMetrics(params=count_parameters(model), mixer_params=model.mixer_parameters(), device=str(dev))
+    result = TrainMetrics(params=count_parameters(model), mixer_params=model.mixer_parameters(), device=str(dev),
+                          precision=precision_of(dev, profile))
     writer = _summary_writer(run_dir) if tensorboard else None
     log_every = max(1, total_steps // 100)
     step_times: list[float] = []

@@ -26,6 +26,7 @@ from services.engineer import (
     ProgressLine,
     RunResult,
     chance_level,
+    cpu_bf16,
     data_problem,
     install_commands,
     prepare,
@@ -37,7 +38,7 @@ from shared.cli.stack import Endpoints, connect_nats, endpoints
 from shared.errors import ConfigError
 from shared.events import BaselineMeasured, CurvePoint, new_event_id, utc_now
 from shared.mixer.baselines import BASELINES, QUADRATIC
-from shared.mixer.profiles import PROFILES
+from shared.mixer.profiles import PROFILES, get_profile
 from shared.settings import CommonSettings
 
 out = Console()
@@ -148,8 +149,9 @@ def train_command(
         raise typer.BadParameter(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}", param_hint="--profile")
     require_data(profile)
     run_dir = (run_dir or CommonSettings().data_dir / "runs" / f"{file.stem}-{int(time.time())}").resolve()
+    threads = threads or EngineerSettings().train_threads
     spec = ExperimentSpec(code=file.read_text(), profile=profile, data_dir=corpus_dir(), run_dir=run_dir,
-                          threads=threads or EngineerSettings().train_threads)
+                          threads=threads, cpu_bf16=cpu_bf16(get_profile(profile), threads, CommonSettings().data_dir))
     outcome = train_with_progress(spec, f"{file.name} ({profile})")
     if as_json:
         print(json.dumps(outcome_json(outcome)))
@@ -255,10 +257,12 @@ def baseline_spec(name: str, seed: int, profile: str, root: Path, max_tokens: in
     # As many torch threads as the engineer would use: all cores beside a busy one oversubscribe, and OpenMP's
     # spinning threads then make a step many times slower (measured: 235 tok/s at smoke with 2 threads beside a
     # one-core load, 6,238 tok/s with one).
+    threads = EngineerSettings().train_threads
+    # In the precision the engineer trains candidates in on this machine, so that they compare alike.
     return ExperimentSpec(code=BASELINES[name].read_text(), profile=profile, data_dir=corpus_dir(),
-                          run_dir=(root / f"{name}-seed{seed}").resolve(), threads=EngineerSettings().train_threads,
-                          max_tokens=max_tokens,
-                          eval_samples=eval_samples, extra_args=["--seed", str(seed), *quadratic])
+                          run_dir=(root / f"{name}-seed{seed}").resolve(), threads=threads, max_tokens=max_tokens,
+                          eval_samples=eval_samples, extra_args=["--seed", str(seed), *quadratic],
+                          cpu_bf16=cpu_bf16(get_profile(profile), threads, CommonSettings().data_dir))
 
 
 def measured_event(result: RunResult, profile: str, mixer: str, seed: int, reference: bool) -> BaselineMeasured:
@@ -267,7 +271,7 @@ def measured_event(result: RunResult, profile: str, mixer: str, seed: int, refer
         event_id=new_event_id(), occurred_at=utc_now(), producer="cli", campaign_id="", profile=profile,
         mixer=mixer, seed=seed, val_loss=m.final_val_loss, benchmarks=result.benchmarks(), tokens=m.tokens,
         device=m.device, params=m.params, train_loss=m.final_train_loss, fitness_reference=reference,
-        curve=tuple(CurvePoint(step=p.step, tokens=p.tokens, loss=p.loss) for p in m.curve),
+        curve=tuple(CurvePoint(step=p.step, tokens=p.tokens, loss=p.loss) for p in m.curve), precision=m.precision,
     )
 
 
