@@ -98,17 +98,20 @@ async def catch_up(js: JetStreamContext, memory: Memory, consumer: str) -> int:
     return len(pairs)
 
 
-def apply_pairs(memory: Memory, pairs: list[tuple[int, Event]], progress: Callable[[int], None] | None = None) -> int:
-    """Replay path: batched writes to the store, one embedding batch per chunk, vectors saved at the end."""
+def apply_pairs(memory: Memory, pairs: list[tuple[int, Event]], progress: Callable[[int], None] | None = None,
+                *, fresh: bool = False) -> int:
+    """Replay path: batched writes to the store, one embedding batch per chunk, vectors saved at the end.
+    ``fresh``: the projections were just dropped (see ``Projector.apply_all``)."""
     applied = 0
-    for start in range(0, len(pairs), REPLAY_BATCH):
-        chunk = pairs[start:start + REPLAY_BATCH]
-        applied += memory.projector.apply_all(chunk, batch=REPLAY_BATCH)
-        for seq, event in chunk:
-            memory.vectors.apply(event, seq)
-        memory.vectors.flush()
-        if progress is not None:
-            progress(start + len(chunk))
+    with memory.projector.batched(REPLAY_BATCH, fresh=fresh):
+        for start in range(0, len(pairs), REPLAY_BATCH):
+            chunk = pairs[start:start + REPLAY_BATCH]
+            applied += memory.projector.apply_all(chunk)
+            for seq, event in chunk:
+                memory.vectors.apply(event, seq)
+            memory.vectors.flush()
+            if progress is not None:
+                progress(start + len(chunk))
     if memory.vectors.directory is not None:
         memory.vectors.save()
     return applied
@@ -134,7 +137,7 @@ async def replay(js: JetStreamContext, memory: Memory, job: ReplayJob) -> None:
         async with memory.lock:
             await asyncio.to_thread(memory.projector.drop)
             memory.vectors.drop()
-            await asyncio.to_thread(apply_pairs, memory, pairs, lambda n: setattr(job, "done", n))
+            await asyncio.to_thread(apply_pairs, memory, pairs, lambda n: setattr(job, "done", n), fresh=True)
         job.state = "finished"
     except Exception as exc:  # reported through the API, never lost
         log.exception("replay into %s failed", job.target)

@@ -128,12 +128,36 @@ def test_sequence_must_be_positive(db: Database) -> None:
         Projector(db).apply(HISTORY[0][1], 0)
 
 
-@pytest.mark.parametrize("batch", [7, 500])
-def test_batched_replay_writes_the_same_documents(db: Database, batch: int) -> None:
+@pytest.mark.parametrize(("batch", "fresh"), [(7, False), (500, False), (7, True), (500, True)])
+def test_batched_replay_writes_the_same_documents(db: Database, batch: int, fresh: bool) -> None:
     Projector(db).apply_all(HISTORY)
     one_by_one = digest(db)
     drop_all(db)
-    assert Projector(db).apply_all(HISTORY, batch=batch) == len(HISTORY)
+    assert Projector(db).apply_all(HISTORY, batch=batch, fresh=fresh) == len(HISTORY)
+    assert digest(db) == one_by_one
+
+
+def test_a_replay_in_chunks_after_a_drop_reads_nothing_back(db: Database) -> None:
+    """In one batched block the chunks share their documents; after a drop none is looked up in the store."""
+    Projector(db).apply_all(HISTORY)
+    one_by_one = digest(db)
+    projector = Projector(db)
+    projector.drop()
+    reads = []
+    original = projector.db.__class__.__getitem__
+
+    def counting(database: Database, name: str):  # type: ignore[no-untyped-def]
+        collection = original(database, name)
+        find_one = collection.find_one
+        collection.find_one = lambda *a, **k: reads.append(name) or find_one(*a, **k)  # type: ignore[method-assign]
+        return collection
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(projector.db.__class__, "__getitem__", counting)
+        with projector.batched(50, fresh=True):
+            for start in range(0, len(HISTORY), 50):
+                projector.apply_all(HISTORY[start:start + 50])
+    assert [name for name in reads if name != "tracking"] == []
     assert digest(db) == one_by_one
 
 
