@@ -78,12 +78,13 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True):
     cpu_hours: float = 0.0
 
 
-class LlmUsage(msgspec.Struct, frozen=True, kw_only=True):
+class LlmUsage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     model: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
-    # Of the prompt tokens, those a server's prompt cache had already evaluated (0 where none tells).
+    # Of the prompt tokens, those a server's prompt cache had already evaluated (0 where none tells). Defaults are
+    # omitted on the wire, so a usage from before this field encodes as it did.
     cached_prompt_tokens: int = 0
 
 
