@@ -42,7 +42,8 @@ class Profile:
     max_train_seconds: float | None = None  # wall-time limit -> `timeout`
     # No module forward (in the checks, a step, the evaluation) for this long -> `timeout`: a hang shows in seconds.
     stall_seconds: float = 120.0
-    # numerics on CPU: bf16 autocast only where measured not to hurt loss (see cpu profile note)
+    # In the registry: whether runs at this profile may train under bf16 autocast on a CPU measured to gain from
+    # it (services.engineer.precision; only where measured not to hurt loss). In a run: whether this one does.
     cpu_bf16: bool = False
     seed: int = 0
 
@@ -72,8 +73,8 @@ PROFILES: dict[str, Profile] = {
         val_batches=4, eval_samples_per_task=20, param_range=(300_000, 3_000_000), max_train_seconds=600,
         synthetic_tasks=("mqar",), synthetic_steps=60, stall_seconds=30,
     ),
-    # ~3.3 M params (1.6 M of them the tied 8 k embedding); 2 M tokens. fp32: bf16 autocast on CPU has not
-    # been compared for loss yet (bench/train_throughput.py --cpu-bf16 measures its speed).
+    # ~3.3 M params (1.6 M of them the tied 8 k embedding); 2 M tokens. fp32: bf16 autocast on CPU was within
+    # seed noise on a fifth of the tokens (bench/precision.py) but not yet over the whole run.
     "cpu": Profile(
         name="cpu", vocab_size=8192, d_model=192, n_layers=4, n_heads=4, seq_len=256,
         tokens=2_000_000, batch_size=16, micro_batch_size=16, lr=2e-3, warmup_steps=50,
