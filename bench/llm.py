@@ -42,6 +42,7 @@ from shared.llm_server import (
     LlmServerSettings,
     default_llm_threads,
     server_binary,
+    server_url,
     set_served_model,
     spawn_llm_server,
     wait_until_serving,
@@ -146,7 +147,7 @@ async def main(args: argparse.Namespace) -> None:
         set_served_model(data_dir, args.model)
         port = free_port()
         proc = spawn_llm_server(data_dir, port, settings)
-        url = f"http://127.0.0.1:{port}/v1"
+        url = server_url(port)
         try:
             wait_until_serving(url, args.model)
             client = LlmClient(OpenAICompatibleBackend(url, args.model), "bench")
@@ -177,7 +178,7 @@ async def rivals(args: argparse.Namespace, model_path: Path, own: tuple[float, f
     print_row("llama-cpp-python in process", in_process["prompt_tps"], in_process["generation_tps"], own)
     port = free_port()
     proc = start_llama_cpp_python_server(model_path, (args.threads, args.batch_threads), port, data_dir / "rival.log")
-    url = f"http://127.0.0.1:{port}/v1"
+    url = server_url(port)
     try:
         wait_for_models(url)
         client = LlmClient(OpenAICompatibleBackend(url, args.model, schema_style="json_object"), "bench")

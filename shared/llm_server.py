@@ -84,6 +84,11 @@ def set_served_model(data_dir: Path, model: str) -> None:
     tmp.replace(data_dir / SERVED_MODEL_FILE)
 
 
+def server_url(port: int) -> str:
+    """The OpenAI-compatible base URL of an LLM server on this host."""
+    return f"http://127.0.0.1:{port}/v1"
+
+
 def server_argv(binary: str, model_path: Path, alias: str, port: int, settings: LlmServerSettings) -> list[str]:
     return [
         binary, "--model", str(model_path), "--alias", alias, "--host", "127.0.0.1", "--port", str(port),

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from shared.embedded import ServerProcess, ServerStartError, spawn, start_mongo, start_nats, stop_process_groups
-from shared.llm_server import LlmServerSettings, spawn_llm_server, stack_runs_server
+from shared.llm_server import LlmServerSettings, server_url, spawn_llm_server, stack_runs_server
 from shared.observability import start_prometheus
 from shared.settings import SERVICE_NAMES
 
@@ -180,7 +180,7 @@ class Supervisor:
 
     @property
     def llm_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.llm}/v1"
+        return server_url(self.ports.llm)
 
     def llm_description(self) -> str:
         if self.llm_server is not None:

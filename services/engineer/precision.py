@@ -11,6 +11,7 @@ optimiser in fp32; the loss it reaches at the cpu profile was compared with fp32
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -66,7 +67,8 @@ def measure(profile: Profile, threads: int, pairs: int = 3) -> PrecisionChoice:
         fp32_s, bf16_s = interleaved_step_times(setups, profile.vocab_size, torch.device("cpu"), pairs)
     finally:
         torch.set_num_threads(previous)
-    return PrecisionChoice(bf16=fp32_s / max(bf16_s, 1e-12) >= MIN_SPEEDUP, fp32_step_s=fp32_s, bf16_step_s=bf16_s)
+    timed = PrecisionChoice(bf16=False, fp32_step_s=fp32_s, bf16_step_s=bf16_s)
+    return dataclasses.replace(timed, bf16=timed.speedup >= MIN_SPEEDUP)
 
 
 def cpu_bf16(profile: Profile, threads: int, data_dir: Path) -> bool:

@@ -151,7 +151,7 @@ def train_command(
     run_dir = (run_dir or CommonSettings().data_dir / "runs" / f"{file.stem}-{int(time.time())}").resolve()
     threads = threads or EngineerSettings().train_threads
     spec = ExperimentSpec(code=file.read_text(), profile=profile, data_dir=corpus_dir(), run_dir=run_dir,
-                          threads=threads, cpu_bf16=cpu_bf16(get_profile(profile), threads, CommonSettings().data_dir))
+                          threads=threads, cpu_bf16=trains_in_bf16(profile, threads))
     outcome = train_with_progress(spec, f"{file.name} ({profile})")
     if as_json:
         print(json.dumps(outcome_json(outcome)))
@@ -252,17 +252,21 @@ async def require_bus(stack: Endpoints) -> None:
     await nc.close()
 
 
+def trains_in_bf16(profile: str, threads: int) -> bool:
+    """The precision the engineer trains candidates in on this machine (so runs from here compare alike)."""
+    return cpu_bf16(get_profile(profile), threads, CommonSettings().data_dir)
+
+
 def baseline_spec(name: str, seed: int, profile: str, root: Path, max_tokens: int, eval_samples: int) -> ExperimentSpec:
     quadratic = ["--allow-quadratic"] if name in QUADRATIC else []
     # As many torch threads as the engineer would use: all cores beside a busy one oversubscribe, and OpenMP's
     # spinning threads then make a step many times slower (measured: 235 tok/s at smoke with 2 threads beside a
     # one-core load, 6,238 tok/s with one).
     threads = EngineerSettings().train_threads
-    # In the precision the engineer trains candidates in on this machine, so that they compare alike.
     return ExperimentSpec(code=BASELINES[name].read_text(), profile=profile, data_dir=corpus_dir(),
                           run_dir=(root / f"{name}-seed{seed}").resolve(), threads=threads, max_tokens=max_tokens,
                           eval_samples=eval_samples, extra_args=["--seed", str(seed), *quadratic],
-                          cpu_bf16=cpu_bf16(get_profile(profile), threads, CommonSettings().data_dir))
+                          cpu_bf16=trains_in_bf16(profile, threads))
 
 
 def measured_event(result: RunResult, profile: str, mixer: str, seed: int, reference: bool) -> BaselineMeasured:

@@ -21,6 +21,7 @@ from shared.cli.tail import tail
 from shared.errors import AsiarchError
 from shared.events import CampaignStarted
 from shared.llm import DEFAULT_MODEL, LlmSettings
+from shared.llm_server import server_url
 from shared.mixer.profiles import PROFILES
 from shared.mixer.sandbox import describe_isolation, detect_isolation
 from shared.models import KNOWN_MODELS, pull, read_registry, register_file, resolve
@@ -86,8 +87,7 @@ def up(
     if "llm" in state.servers:
         with out.status("the LLM server is loading its model…"):
             ok, detail = stack.wait_for_llm(data_dir, timeout_s=min(timeout, 120.0))
-        url = f"http://127.0.0.1:{state.servers['llm'].port}/v1"
-        out.print(f"  llm   {url} — " + (detail if ok else f"[yellow]{detail}[/]"))
+        out.print(f"  llm   {server_url(state.servers['llm'].port)} — " + (detail if ok else f"[yellow]{detail}[/]"))
     elif state.llm:
         out.print(f"  llm   {state.llm}")
     if "prometheus" in state.servers:

@@ -23,6 +23,7 @@ from shared.errors import AsiarchError, ConfigError
 from shared.llm_server import (
     LlmServerSettings,
     server_stats,
+    server_url,
     set_served_model,
     stack_runs_server,
     wait_until_serving,
@@ -175,7 +176,7 @@ def serve_model(state: StackState, model: str, timeout_s: float = 180.0) -> bool
     server = state.servers.get("llm")
     if server is None:
         return False
-    url = f"http://127.0.0.1:{server.port}/v1"
+    url = server_url(server.port)
     stats = server_stats(url)
     if stats is not None and stats.model == model:
         return False
@@ -243,7 +244,7 @@ async def read_bus_status(nats_url: str) -> tuple[int, dict[str, ConsumerStatus]
 
 def llm_status(server: ChildState) -> tuple[bool, str]:
     """The LLM server's model and measured token rates, or why it is down."""
-    stats = server_stats(f"http://127.0.0.1:{server.port}/v1") if pid_alive(server.pid) else None
+    stats = server_stats(server_url(server.port)) if pid_alive(server.pid) else None
     if stats is None:
         return False, server.problem or f"not serving (restarts {server.restarts}; see logs/llm.log)"
     return True, (f"{stats.model}, prompt {stats.prompt_tokens_per_s:.0f} tok/s, generation "

@@ -31,7 +31,7 @@ from shared.events import (
     utc_now,
 )
 from shared.llm import DEFAULT_MODEL
-from shared.llm_server import LlmServerSettings, server_binary, server_stats
+from shared.llm_server import LlmServerSettings, server_binary, server_stats, server_url
 from shared.models import pull, resolve
 from shared.settings import SERVICE_NAMES
 from shared.store import mongo_client
@@ -245,7 +245,7 @@ def test_the_agents_share_one_supervised_llm_server(tmp_path: Path) -> None:
         assert "llm" in state.servers and state.llm.startswith("server")
         environ = Path(f"/proc/{state.services['researcher'].pid}/environ").read_bytes().split(b"\0")
         assert b"ASIARCH_LLM_BACKEND=openai" in environ
-        url = f"http://127.0.0.1:{state.servers['llm'].port}/v1"
+        url = server_url(state.servers["llm"].port)
         wait_until(lambda: server_stats(url) is not None, timeout_s=60)
         llm = json.loads(asiarch(env, "status", "--json").stdout)["components"]["llm"]
         assert llm["ok"] and DEFAULT_MODEL in llm["detail"] and "tok/s" in llm["detail"], llm

@@ -15,6 +15,7 @@ from shared.llm_server import (
     LlmServerSettings,
     server_binary,
     server_stats,
+    server_url,
     set_served_model,
     spawn_llm_server,
     wait_until_serving,
@@ -41,7 +42,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     set_served_model(data_dir, DEFAULT_MODEL)
     port = free_port()
     proc = spawn_llm_server(data_dir, port, settings)
-    url = f"http://127.0.0.1:{port}/v1"
+    url = server_url(port)
     try:
         wait_until_serving(url, DEFAULT_MODEL, timeout_s=120)
         yield url
@@ -77,7 +78,7 @@ async def test_concurrent_agents_are_served_side_by_side(served: str) -> None:
 
 
 async def test_a_server_that_is_not_there_is_an_environment_fault(tmp_path: Path) -> None:
-    backend = OpenAICompatibleBackend(f"http://127.0.0.1:{free_port()}/v1", DEFAULT_MODEL)
+    backend = OpenAICompatibleBackend(server_url(free_port()), DEFAULT_MODEL)
     with pytest.raises(LlmUnavailable, match="does not answer") as caught:
         await backend.chat([{"role": "user", "content": "hi"}], schema=None, max_tokens=4, temperature=0.0)
     assert isinstance(caught.value, NotReady)  # the work waits for it instead of failing
