@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
+from nats.js import JetStreamContext
 from pydantic import BaseModel, Field
 
 from services.memory.api import MemoryApiDeps, create_router
@@ -19,6 +20,7 @@ from services.memory.handlers import Memory, ReplayJob, catch_up, project, repla
 from services.memory.projection import Projector, digest
 from services.memory.queries import ranked_experiments
 from services.memory.replicates import DEFAULT_TOP_K
+from services.memory.ui import create_ui_router
 from services.memory.vectors import (
     CachingEmbedder,
     HashingEmbedder,
@@ -26,6 +28,7 @@ from services.memory.vectors import (
     VectorStore,
 )
 from shared import bus, metrics
+from shared.event_text import EventLine
 from shared.events import DOMAIN_EVENTS
 from shared.service import Runtime, ServiceSpec, Wiring
 from shared.settings import ServiceSettings
@@ -163,6 +166,15 @@ async def periodic_save(memory: Memory, every_s: float) -> None:
             await asyncio.to_thread(memory.vectors.save)
 
 
+async def recent_events(js: JetStreamContext, after_seq: int, limit: int) -> list[EventLine]:
+    """The newest events on the stream after ``after_seq``, at most ``limit``, oldest first (the UI's feed)."""
+    first, last, count = await bus.stream_bounds(js)
+    if count == 0 or after_seq >= last:
+        return []
+    start = max(first, after_seq + 1, last - limit + 1)
+    return [EventLine.of(m.seq, m.subject, m.data) async for m in bus.read_stream(js, start_seq=start, until_seq=last)]
+
+
 async def bootstrap(runtime: Runtime) -> Wiring:
     settings = runtime.settings
     assert isinstance(settings, MemorySettings)
@@ -187,6 +199,7 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     router.include_router(create_router(MemoryApiDeps(db=runtime.db, vectors=vectors,
                                                       projected_seq=memory.projector.last_seq)))
     router.include_router(admin_router(runtime, memory, settings))
+    router.include_router(create_ui_router(runtime.db, partial(recent_events, runtime.js)))
     handler = partial(project, memory)
     return Wiring(handlers={event_type: handler for event_type in DOMAIN_EVENTS}, router=router,
                   tasks=[partial(periodic_save, memory, settings.save_every_s)])
