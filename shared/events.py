@@ -102,11 +102,22 @@ class ReportSection(msgspec.Struct, frozen=True, kw_only=True):
 # --- the catalogue -------------------------------------------------------------------------------------------------
 
 
-class CampaignStarted(Event, frozen=True, kw_only=True, tag="campaign.started.v1"):
+class CampaignStartedV1(Event, frozen=True, kw_only=True, tag="campaign.started.v1"):
+    """Legacy: before a campaign could run without the researcher proposing."""
+
     profile: str
     budget: Budget
     llm_model: str
     seed: int = 0
+
+
+class CampaignStarted(Event, frozen=True, kw_only=True, tag="campaign.started.v2"):
+    profile: str
+    budget: Budget
+    llm_model: str
+    seed: int = 0
+    # False: the researcher proposes nothing for it; only mixers handed in by `asiarch submit` run.
+    research: bool = True
 
 
 class CampaignStopped(Event, frozen=True, kw_only=True, tag="campaign.stopped.v1"):
@@ -427,6 +438,10 @@ def upcast_proposal_created_v1(event: Event) -> Event:
     return _with_fields(event, ProposalCreated, profile="")
 
 
+def upcast_campaign_started_v1(event: Event) -> Event:
+    return _with_fields(event, CampaignStarted)  # the researcher proposed for every campaign then
+
+
 def upcast_analysis_created_v1(event: Event) -> Event:
     return _with_fields(event, AnalysisCreated)  # no comparison table: it was not kept as data then
 
@@ -437,12 +452,14 @@ def upcast_baseline_measured_v1(event: Event) -> Event:
 
 # Each legacy type and the pure function that turns it into the next version (chained until a current type).
 UPCASTERS: dict[type[Event], Callable[[Event], Event]] = {
+    CampaignStartedV1: upcast_campaign_started_v1,
     ProposalCreatedV1: upcast_proposal_created_v1,
     AnalysisCreatedV1: upcast_analysis_created_v1,
     BaselineMeasuredV1: upcast_baseline_measured_v1,
 }
 LEGACY: tuple[type[Event], ...] = tuple(UPCASTERS)
-WireEvent = Union[AnyEvent, ProposalCreatedV1, AnalysisCreatedV1, BaselineMeasuredV1]  # every version a stream holds
+# Every version a stream holds.
+WireEvent = Union[AnyEvent, CampaignStartedV1, ProposalCreatedV1, AnalysisCreatedV1, BaselineMeasuredV1]
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(WireEvent)

@@ -20,6 +20,13 @@ DEFAULT_HTTP_PORTS: dict[str, int] = {
     "memory": 9106,
 }
 SERVICE_NAMES: tuple[str, ...] = tuple(DEFAULT_HTTP_PORTS)
+# Where memory's service serves the web UI on its HTTP port.
+UI_PREFIX = "/ui"
+
+
+def ui_url(memory_url: str) -> str:
+    """The web UI's address, given memory's HTTP address."""
+    return f"{memory_url.rstrip('/')}{UI_PREFIX}/"
 
 
 class CommonSettings(BaseSettings):

@@ -286,6 +286,7 @@ class Projector:
     def _campaign_started(self, event: CampaignStarted, seq: int) -> None:
         fields = {
             "status": "running", "profile": event.profile, "llm_model": event.llm_model, "seed": event.seed,
+            "research": event.research,
             "budget": {"experiments": event.budget.experiments, "gpu_hours": event.budget.gpu_hours,
                        "cpu_hours": event.budget.cpu_hours},
             "started_at": event.occurred_at, "stopped_at": None, "stop_reason": None,

@@ -40,6 +40,7 @@ class CampaignView:
     profile: str
     seed: int
     llm_model: str
+    research: bool  # False: the researcher proposes nothing; submitted mixers alone fill the budget
     budget_experiments: int
     budget_cpu_hours: float
     budget_gpu_hours: float
@@ -67,6 +68,7 @@ def view_of(doc: dict[str, Any], tally: Tally) -> CampaignView:
     return CampaignView(
         campaign_id=doc["_id"], status=doc.get("status", "unknown"), profile=doc.get("profile", ""),
         seed=int(doc.get("seed", 0)), llm_model=doc.get("llm_model", ""),
+        research=bool(doc.get("research", True)),  # bool(): the embedded store hands booleans back as 0/1
         budget_experiments=int(doc.get("budget_experiments", 0)),
         budget_cpu_hours=float(doc.get("budget_cpu_hours", 0.0)),
         budget_gpu_hours=float(doc.get("budget_gpu_hours", 0.0)),
@@ -124,6 +126,7 @@ def campaign_fields(event: CampaignStarted | CampaignStopped) -> dict[str, Any]:
         return {"status": "stopped", "reason": event.reason}
     return {
         "status": "running", "profile": event.profile, "seed": event.seed, "llm_model": event.llm_model,
+        "research": event.research,
         "budget_experiments": event.budget.experiments, "budget_cpu_hours": event.budget.cpu_hours,
         "budget_gpu_hours": event.budget.gpu_hours,
     }

@@ -2,7 +2,8 @@
 
 Backpressure comes from the book: a campaign gets a new proposal only while fewer than ``max_in_flight`` of its
 experiments are unfinished and its budget has room. When the budget is spent and nothing is in flight, the
-researcher stops the campaign.
+researcher stops the campaign. A campaign started without research (``campaign start --no-research``) gets no
+proposal from here: the mixers submitted to it fill its budget, and it is stopped the same way.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class ResearchLoop:
                     event_id=campaign_stopped_id(campaign.campaign_id), occurred_at=utc_now(), producer=PRODUCER,
                     campaign_id=campaign.campaign_id, reason="budget reached"))
             return
-        if campaign.in_flight >= self.max_in_flight:
+        if not campaign.research or campaign.in_flight >= self.max_in_flight:
             return
         event = await self.attempt(lambda: self.proposer.propose(
             Campaign(campaign.campaign_id, campaign.seed, campaign.llm_model, campaign.profile), campaign.proposed))

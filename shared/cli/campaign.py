@@ -19,24 +19,24 @@ class CampaignError(AsiarchError):
     code = "campaign"
 
 
-async def publish_events(nats_url: str, *events: Event) -> None:
+async def publish_events(nats_url: str, *events: Event) -> list[int]:
+    """Publish in order; each event's stream sequence (a duplicate's is the one first stored)."""
     nc = await connect_nats(nats_url)
     try:
         js = nc.jetstream()
         await bus.ensure_stream(js, duplicate_window_s=6 * 3600)
-        for event in events:
-            await bus.publish(js, event, "cli")
+        return [(await bus.publish(js, event, "cli")).seq for event in events]
     finally:
         await nc.close()
 
 
 def start_event(
-    profile: str, budget: int, cpu_hours: float, gpu_hours: float, model: str, seed: int
+    profile: str, budget: int, cpu_hours: float, gpu_hours: float, model: str, seed: int, research: bool = True
 ) -> CampaignStarted:
     return CampaignStarted(
         event_id=new_event_id(), occurred_at=utc_now(), producer="cli", campaign_id=f"c-{new_event_id()[:10]}",
         profile=profile, budget=Budget(experiments=budget, cpu_hours=cpu_hours, gpu_hours=gpu_hours),
-        llm_model=model, seed=seed,
+        llm_model=model, seed=seed, research=research,
     )
 
 
@@ -45,8 +45,9 @@ def stop_event(campaign_id: str, reason: str) -> CampaignStopped:
                            campaign_id=campaign_id, reason=reason)
 
 
-def start(stack: Endpoints, event: CampaignStarted) -> None:
-    asyncio.run(publish_events(stack.nats_url, event))
+def start(stack: Endpoints, event: CampaignStarted) -> int:
+    """Publish the campaign's start; its stream sequence."""
+    return asyncio.run(publish_events(stack.nats_url, event))[0]
 
 
 def stop(stack: Endpoints, campaign_id: str, reason: str = "stopped by user") -> None:

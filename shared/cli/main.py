@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.progress import DownloadColumn, Progress
 from rich.table import Table
 
-from shared.cli import backups, campaign, lab, memory, promote, stack, yields
-from shared.cli.tail import tail
+from shared.cli import backups, campaign, lab, memory, promote, stack, submit, yields
+from shared.cli.tail import ExperimentOver, campaign_over, follow_until, tail
 from shared.errors import AsiarchError
 from shared.events import CampaignStarted
 from shared.llm import DEFAULT_MODEL, LlmSettings
@@ -25,7 +25,7 @@ from shared.llm_server import server_url
 from shared.mixer.profiles import PROFILES
 from shared.mixer.sandbox import describe_isolation, detect_isolation
 from shared.models import KNOWN_MODELS, pull, read_registry, register_file, resolve
-from shared.settings import SERVICE_NAMES
+from shared.settings import SERVICE_NAMES, ui_url
 
 app = typer.Typer(
     name="asiarch", help="A local lab that discovers linear-attention token mixers.",
@@ -94,6 +94,8 @@ def up(
         out.print(f"  prometheus http://127.0.0.1:{state.servers['prometheus'].port}")
     for name in SERVICE_NAMES:
         out.print(f"  {name:<10} http://127.0.0.1:{state.services[name].port}/healthz")
+    memory_port = state.services["memory"].port
+    out.print(f"  web UI     {ui_url(f'http://127.0.0.1:{memory_port}')}")
 
 
 @app.command()
@@ -121,7 +123,7 @@ def status(
         body = {
             "healthy": report.healthy, "stream_messages": report.stream_messages,
             "sandbox": {"isolation": isolation, "detail": describe_isolation(isolation)},
-            "prometheus_url": report.prometheus_url,
+            "prometheus_url": report.prometheus_url, "ui_url": report.ui_url,
             "components": {name: {"ok": ok, "detail": detail} for name, (ok, detail) in report.components.items()},
             "consumers": {name: asdict(c) for name, c in report.consumers.items()},
         }
@@ -139,6 +141,8 @@ def print_status(report: stack.StackStatus) -> None:
         components.add_row(name, "[green]ok[/]" if ok else "[red]down[/]", detail)
     out.print(components)
     out.print(f"stream ASIARCH: {report.stream_messages} messages")
+    if report.ui_url:
+        out.print(f"web UI: {report.ui_url}")
     if report.prometheus_url:
         out.print(f"Prometheus: browse {report.prometheus_url} (alerts at {report.prometheus_url}/alerts)")
     consumers = Table("consumer", "pending", "ack pending", "delivered up to seq", title="consumers")
@@ -168,7 +172,10 @@ def campaign_start(
     seed: Annotated[int, typer.Option(help="Seed for parent sampling.")] = 0,
     cpu_hours: Annotated[float, typer.Option(min=0, help="Also stop after this many CPU-core hours (0: no cap).")] = 0,
     gpu_hours: Annotated[float, typer.Option(min=0, help="Also stop after this many GPU hours (0: no cap).")] = 0,
-    wait: Annotated[bool, typer.Option(help="Follow the campaign until it ends, then print the leaderboard.")] = False,
+    research: Annotated[bool, typer.Option(help="--no-research: the researcher proposes nothing; only mixers "
+                                                "handed in with `asiarch submit` run.")] = True,
+    wait: Annotated[bool, typer.Option(help="Follow the campaign until it ends, then print the leaderboard (in a "
+                                            "log: one line per event).")] = False,
     data_dir: DataDirOption = None,
 ) -> None:
     """Start a campaign on the running stack."""
@@ -177,11 +184,12 @@ def campaign_start(
     require_steps(target, profile, "the campaign cannot start yet")
     resolve(LlmSettings().models_dir, model)  # fail now, not in every agent
     switch_llm_model(target.data_dir, model)
-    event = campaign.start_event(profile, budget, cpu_hours, gpu_hours, model, seed)
-    campaign.start(target, event)
-    out.print(f"campaign [bold]{event.campaign_id}[/] started: profile {profile}, budget {budget}, model {model}")
+    event = campaign.start_event(profile, budget, cpu_hours, gpu_hours, model, seed, research)
+    seq = campaign.start(target, event)
+    out.print(f"campaign [bold]{event.campaign_id}[/] started: profile {profile}, budget {budget}, model {model}"
+              + ("" if research else "; no research: submit mixers with `asiarch submit FILE`"))
     if wait:
-        follow_campaign(target, event.campaign_id)
+        follow_campaign(target, event.campaign_id, seq)
 
 
 def switch_llm_model(data_dir: Path, model: str) -> None:
@@ -211,7 +219,17 @@ def stack_endpoints(data_dir: Path | None) -> stack.Endpoints:
     return stack.endpoints(data_dir)
 
 
-def follow_campaign(target: stack.Endpoints, campaign_id: str, poll_s: float = 5.0) -> None:
+def follow_campaign(target: stack.Endpoints, campaign_id: str, start_seq: int) -> None:
+    """Until the campaign ends: a live status line on a terminal, one line per event in a log."""
+    if sys.stdout.isatty():
+        follow_on_terminal(target, campaign_id)
+    else:
+        asyncio.run(follow_until(target.nats_url, start_seq, lambda line: line.campaign_id == campaign_id,
+                                 campaign_over(campaign_id), lambda line: print(line, flush=True)))
+    print_campaign(campaign.report(target, campaign_id), target.data_dir / "gallery")
+
+
+def follow_on_terminal(target: stack.Endpoints, campaign_id: str, poll_s: float = 5.0) -> None:
     started = time.monotonic()
     with out.status("waiting for the first proposal…") as status:
         while True:
@@ -220,8 +238,37 @@ def follow_campaign(target: stack.Endpoints, campaign_id: str, poll_s: float = 5
             counts = ", ".join(f"{k} {v}" for k, v in report.stats["by_status"].items() if v)
             status.update(f"{time.monotonic() - started:,.0f} s — {counts or 'no experiment yet'}")
             if report.stats.get("campaigns") and not report.running:
-                break
-    print_campaign(report, target.data_dir / "gallery")
+                return
+
+
+@app.command("submit")
+def submit_command(
+    file: Annotated[Path, typer.Argument(help="A mixer file: `class Mixer(torch.nn.Module)`, as the baselines.")],
+    campaign_id: Annotated[str | None, typer.Option("--campaign", help="A running campaign (default: the one "
+                                                                        "running).")] = None,
+    parent: Annotated[str | None, typer.Option(help="The experiment id or built-in baseline it derives from.")]
+    = None,
+    name: Annotated[str | None, typer.Option(help="Its name (default: the file's).")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow it, one line per event, until it is scored or given up.")]
+    = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Hand a mixer of your own to the loop: checked, trained, debugged if it fails, analysed, judged, ranked."""
+    target = stack_endpoints(data_dir)
+    found = submit.submission(target, file, campaign_id, parent, name)
+    proposal = found.proposal
+    page = f"{ui_url(target.memory_url)}experiments/{proposal.experiment_id}"
+    if submit.already_known(target, proposal.experiment_id):
+        out.print(f"{file} was submitted already as {proposal.experiment_id}: {page}")
+        return
+    seq = submit.submit(target, found)
+    out.print(f"submitted {proposal.name!r} as [bold]{proposal.experiment_id}[/] to campaign {proposal.campaign_id} "
+              f"(profile {proposal.profile}, parent {', '.join(proposal.parent_ids) or 'none'}): {page}")
+    if found.warning:
+        err.print(f"[yellow]the checks will report {found.warning}; the debugger will try to fix it[/]")
+    if wait:
+        watch = ExperimentOver(proposal.experiment_id, memory.reference_baseline(target, proposal.profile) is not None)
+        asyncio.run(follow_until(target.nats_url, seq, watch.keep, watch, lambda line: print(line, flush=True)))
 
 
 @campaign_app.command("stop")

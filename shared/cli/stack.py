@@ -29,7 +29,7 @@ from shared.llm_server import (
     wait_until_serving,
 )
 from shared.observability import prometheus_binary
-from shared.settings import DEFAULT_HTTP_PORTS, SERVICE_NAMES, CommonSettings
+from shared.settings import DEFAULT_HTTP_PORTS, SERVICE_NAMES, CommonSettings, ui_url
 from shared.supervisor import STATE_FILE, ChildState, StackState, pid_alive
 
 
@@ -220,6 +220,7 @@ class StackStatus:
     stream_messages: int
     consumers: dict[str, ConsumerStatus]
     prometheus_url: str | None = None
+    ui_url: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -279,9 +280,10 @@ def collect_status(state: StackState) -> StackStatus:
         components[name] = (ok, f"{detail}, pid {child.pid}, port {child.port}, restarts {child.restarts}")
     prometheus = state.servers.get("prometheus")
     url = f"http://127.0.0.1:{prometheus.port}" if prometheus else None
+    web = ui_url(f"http://127.0.0.1:{state.services['memory'].port}") if "memory" in state.services else None
     try:
         messages, consumers = asyncio.run(read_bus_status(state.nats_url))
     except Exception as exc:  # the status command reports a broken bus rather than crashing on it
         components["stream"] = (False, f"unreachable: {exc}")
-        return StackStatus(components, 0, {}, url)
-    return StackStatus(components, messages, consumers, url)
+        return StackStatus(components, 0, {}, url, web)
+    return StackStatus(components, messages, consumers, url, web)

@@ -1,4 +1,5 @@
-"""``asiarch events tail``: one readable line per event, as they arrive."""
+"""``asiarch events tail`` and the commands that follow a campaign or an experiment in a log: one readable line
+per event, as they arrive."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from shared.cli.stack import connect_nats
 from shared.errors import ConfigError
 from shared.event_text import EventLine
-from shared.events import BY_SUBJECT, SUBJECT_PREFIX
+from shared.events import (
+    BY_SUBJECT,
+    SUBJECT_PREFIX,
+    AnalysisCreated,
+    CampaignStopped,
+    DebugGaveUp,
+    FitnessComputed,
+    JudgeScored,
+    ProposalRejected,
+)
 
 
 def subject_filter(subject: str | None) -> str:
@@ -61,3 +71,41 @@ async def tail(
     finally:
         await lines.aclose()
     return printed
+
+
+async def follow_until(nats_url: str, start_seq: int, keep: Callable[[EventLine], bool],
+                       done: Callable[[EventLine], bool], emit: Callable[[str], None]) -> None:
+    """Emit the line of every event from ``start_seq`` on that ``keep`` selects, until one that ``done`` ends on."""
+    lines = follow(nats_url, None, start_seq)
+    try:
+        async for line in lines:
+            if keep(line):
+                emit(line.line())
+                if done(line):
+                    return
+    finally:
+        await lines.aclose()
+
+
+def campaign_over(campaign_id: str) -> Callable[[EventLine], bool]:
+    """Ends at the campaign's stop: the researcher stops it when its budget is spent and nothing is in flight."""
+    return lambda line: line.name == CampaignStopped.event_name() and line.campaign_id == campaign_id
+
+
+class ExperimentOver:
+    """Ends when nothing more is coming for one experiment: rejected, given up, or scored: its fitness where the
+    profile's fitness reference is measured, else its analysis and judging."""
+
+    def __init__(self, experiment_id: str, expects_fitness: bool) -> None:
+        self.experiment_id = experiment_id
+        self.final = {ProposalRejected.event_name(), DebugGaveUp.event_name()}
+        self.results = {FitnessComputed.event_name()} if expects_fitness else {AnalysisCreated.event_name(),
+                                                                                 JudgeScored.event_name()}
+        self.seen: set[str] = set()
+
+    def keep(self, line: EventLine) -> bool:
+        return line.experiment_id == self.experiment_id
+
+    def __call__(self, line: EventLine) -> bool:
+        self.seen.add(line.name)
+        return line.name in self.final or self.results <= self.seen

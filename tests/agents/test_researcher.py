@@ -6,11 +6,13 @@ import asyncio
 from functools import partial
 
 from services.researcher.handlers import CampaignBook
+from services.researcher.loop import ResearchLoop
 from services.researcher.moves import MOVES
 from services.researcher.proposer import SAME_CODE, BehaviourProbe, Campaign, Proposer
 from shared.events import (
     Budget,
     CampaignStarted,
+    CampaignStopped,
     DebugGaveUp,
     ProposalCreated,
     ProposalRejected,
@@ -251,3 +253,32 @@ async def test_a_layer_added_but_never_used_is_named_when_the_draft_goes_back(wo
     revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
     assert "`self.out_gate` is created in __init__ but never used" in revision
     assert isinstance(event, ProposalCreated)
+
+
+class NoProposals:
+    async def propose(self, campaign: Campaign, index: int) -> ProposalCreated:
+        raise AssertionError("a campaign without research got a proposal")
+
+
+async def test_a_campaign_without_research_runs_only_what_is_submitted_then_stops(mongo_uri: str) -> None:
+    book = CampaignBook(mongo_client(mongo_uri)["no_research"])
+    book.apply(CampaignStarted(**envelope(""), profile="smoke", budget=Budget(experiments=1), llm_model="m",
+                               research=False))
+    loop = ResearchLoop(book, NoProposals(), js=None, max_in_flight=2)  # type: ignore[arg-type]
+    published: list[object] = []
+
+    async def record(event: object) -> None:
+        published.append(event)
+
+    loop.publish = record  # type: ignore[method-assign]
+    await loop.step(book.campaign("c1"))  # type: ignore[arg-type]
+    assert published == []  # nothing proposed, and not stopped: its budget waits for submissions
+    book.apply(ProposalCreated(**{**envelope("sub-1"), "producer": "submit"}, profile="smoke", name="mine",
+                               motivation="m", code="x"))
+    await loop.step(book.campaign("c1"))  # type: ignore[arg-type]
+    assert published == []  # in flight
+    book.apply(TrainSucceeded(**envelope("sub-1"), attempt=1, profile="smoke", curve=(), train_loss=1, val_loss=1,
+                              benchmarks={}, params=1, tokens=1, tokens_per_s=1, device="cpu", gpu_seconds=0,
+                              cpu_core_seconds=1, checkpoint_path=""))
+    await loop.step(book.campaign("c1"))  # type: ignore[arg-type]
+    assert [type(e) for e in published] == [CampaignStopped]

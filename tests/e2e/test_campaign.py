@@ -2,16 +2,18 @@
 
 Events must flow through every service: the researcher proposes with the LLM, the engineer trains in the sandbox,
 the debugger patches a failure with the LLM, the analyst and the judge report with the LLM, memory computes the
-fitness, and the researcher stops the campaign at its budget. Two proposals are injected beside the researcher's
-(a GLA variant that trains, one with a shape bug) so the success and the failure paths run whatever the small model
-writes.
-A real Prometheus scrapes the stack meanwhile, and every dashboard panel's query must return data.
+fitness, and the researcher stops the campaign at its budget. Two mixers are handed in with `asiarch submit` beside
+the researcher's proposals (a GLA variant that trains, one with a shape bug), so the success and the failure paths
+run whatever the small model writes, and both show in the web UI. `campaign start --wait` follows it all in a log,
+one line per event. A real Prometheus scrapes the stack meanwhile, and every dashboard panel's query must return
+data.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 import urllib.parse
 from pathlib import Path
@@ -20,9 +22,9 @@ import httpx
 import pytest
 
 from shared import bus
+from shared.embedded import stop_process_group
 from shared.events import (
     AnalysisCreated,
-    CampaignStopped,
     DeadLettered,
     DebugGaveUp,
     DebugPatched,
@@ -37,14 +39,12 @@ from shared.events import (
     TrainStarted,
     TrainSucceeded,
     decode,
-    new_event_id,
-    utc_now,
 )
 from shared.llm import DEFAULT_MODEL, LlmSettings
 from shared.models import pull
 from shared.observability import prometheus_binary
 from shared.supervisor import StackState
-from tests.e2e.test_stack import asiarch, stack_env, stop_leftovers, wait_until
+from tests.e2e.test_stack import ASIARCH, asiarch, stack_env, stop_leftovers, wait_until
 from tests.engineer.variants import gla_variant
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "ops" / "grafana" / "dashboards"
@@ -59,15 +59,13 @@ def model() -> str:
     return DEFAULT_MODEL
 
 
-async def inject(nats_url: str, campaign_id: str) -> None:
-    nc = await bus.connect(nats_url, "test")
-    js = nc.jetstream()
-    for name, code in (("gla-variant", gla_variant()), ("shape-bug", SHAPE_BUG.read_text())):
-        await bus.publish(js, ProposalCreated(
-            event_id=new_event_id(), occurred_at=utc_now(), producer="test", campaign_id=campaign_id,
-            experiment_id=f"injected-{name}", name=name, motivation="injected by the test", code=code,
-            profile="smoke", parent_ids=("baseline:gla",)))
-    await nc.close()
+def submit(env: dict[str, str], code: str, name: str, tmp_path: Path) -> str:
+    """Hand a mixer in as a user would; the experiment id it was given."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(code)
+    done = asiarch(env, "submit", str(path), "--parent", "gla", "--name", name)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.split(" as ")[1].split()[0]
 
 
 async def stream(nats_url: str) -> list[Event]:
@@ -119,20 +117,30 @@ def test_a_campaign_flows_through_every_service(
     assert "fitness reference (deltanet, 2 seeds) is recorded" in baselines.stdout
     again = asiarch(env, "baselines", "--profile", "smoke", "--only", "deltanet", "--if-missing")
     assert again.returncode == 0 and "already measured" in again.stdout, again.stdout + again.stderr
-    started = asiarch(env, "campaign", "start", "--profile", "smoke", "--budget", "3", "--model", model)
-    assert started.returncode == 0, started.stderr
-    campaign_id = started.stdout.split("campaign ")[1].split()[0]
-    asyncio.run(inject(state.nats_url, campaign_id))
-
-    def stopped() -> bool:
-        return any(isinstance(e, CampaignStopped) for e in asyncio.run(stream(state.nats_url)))
-
-    wait_until(stopped, timeout_s=1500)
+    # Followed in a log: stdout is a pipe, so one line per event until the campaign stops, then the leaderboard.
+    follower = subprocess.Popen([*ASIARCH, "campaign", "start", "--profile", "smoke", "--budget", "3", "--model",
+                                 model, "--wait"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+    request.addfinalizer(lambda: stop_process_group(follower))  # type: ignore[arg-type]
+    assert follower.stdout is not None
+    first = follower.stdout.readline()
+    assert "started" in first, first + follower.stdout.read()
+    campaign_id = first.split("campaign ")[1].split()[0]
+    good = submit(env, gla_variant(), "gla-variant", tmp_path)
+    broken = submit(env, SHAPE_BUG.read_text(), "shape-bug", tmp_path)
+    log, _ = follower.communicate(timeout=1500)
+    lines = log.splitlines()
+    assert follower.returncode == 0, log
+    assert any(" train.succeeded " in line and good[:12] in line for line in lines), log
+    assert any(" campaign.stopped " in line for line in lines) and "leaderboard" in log, log
     events = asyncio.run(stream(state.nats_url))
     kinds = {type(e) for e in events}
     assert {TrainStarted, TrainSucceeded, TrainFailed, AnalysisCreated, JudgeScored, FitnessComputed} <= kinds
     assert kinds & {DebugPatched, DebugGaveUp}
     assert [e for e in events if isinstance(e, (ProposalCreated, ProposalRejected)) and e.producer == "researcher"]
+    assert any(isinstance(e, TrainSucceeded) and e.experiment_id == good for e in events)
+    assert any(isinstance(e, (DebugPatched, DebugGaveUp)) and e.experiment_id == broken for e in events)
+    ui_shows_the_submissions(state, good, broken)
     # The server's prompt cache: the agents' fixed instructions and earlier turns are not evaluated again.
     usages = [e.llm for e in events if getattr(e, "llm", None) is not None]
     assert sum(u.cached_prompt_tokens for u in usages) > 0.2 * sum(u.prompt_tokens for u in usages)
@@ -152,6 +160,16 @@ def test_a_campaign_flows_through_every_service(
     counts = json.loads(yielded.stdout)
     assert {"beat_parent_beyond_noise", "beat_best_baseline_beyond_noise"} <= set(counts), yielded.stdout
     replay_gives_the_same_memory(env, state, tmp_path)
+
+
+def ui_shows_the_submissions(state: StackState, good: str, broken: str) -> None:
+    ui = f"http://127.0.0.1:{state.services['memory'].port}/ui"
+    board = httpx.get(f"{ui}/", timeout=30)
+    assert board.status_code == 200 and f'data-id="{good}"' in board.text and f'data-id="{broken}"' in board.text
+    page = httpx.get(f"{ui}/experiments/{good}", timeout=30)
+    assert page.status_code == 200 and "gla-variant" in page.text and "polyline" in page.text
+    attempts = httpx.get(f"{ui}/experiments/{broken}", timeout=30).text
+    assert "attempt 1: " in attempts
 
 
 def replicates_settled(events: list[Event]) -> bool:

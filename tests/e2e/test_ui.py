@@ -185,7 +185,7 @@ def test_the_live_feed_shows_a_new_event_without_a_reload(stack: Stack, browser:
     browser.get(f"{stack.ui}/events")  # type: ignore[attr-defined]
     before = len(browser.find_elements(By.CSS_SELECTOR, "#feed tbody tr"))  # type: ignore[attr-defined]
     assert before > 0
-    # The scripted campaign is over already: stopping it again changes nothing but its reason.
+    # The scripted campaign is over already: memory keeps its first stop, so this changes no page but the feed.
     probe = CampaignStopped(event_id="ui-test-feed", occurred_at=HISTORY[-1].occurred_at, producer="test",
                             campaign_id=HISTORY[-1].campaign_id, reason="the feed's probe")
     asyncio.run(publish(stack.memory.env["ASIARCH_NATS_URL"], [probe]))

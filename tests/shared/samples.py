@@ -11,6 +11,7 @@ from shared.events import (
     BaselineMeasuredV1,
     Budget,
     CampaignStarted,
+    CampaignStartedV1,
     CampaignStopped,
     CognitionAdded,
     CognitionDoc,
@@ -49,7 +50,7 @@ LLM = LlmUsage(model="qwen2.5-coder-0.5b", prompt_tokens=812, completion_tokens=
 
 SAMPLES: list[Event] = [
     CampaignStarted(**envelope(1, ""), profile="smoke", budget=Budget(experiments=20, gpu_hours=0.0, cpu_hours=2.5),
-                    llm_model="qwen2.5-coder-0.5b", seed=7),
+                    llm_model="qwen2.5-coder-0.5b", seed=7, research=False),
     ProposalCreated(**envelope(2), name="gated-delta-mix", motivation="Gate the delta rule per head.", code=CODE,
                     profile="smoke", parent_ids=("exp-0",), cognition_ids=("cog-deltanet",), llm=LLM),
     ProposalRejected(**envelope(3), reason="duplicate", detail="cosine 0.97 to exp-0"),
@@ -100,6 +101,8 @@ SAMPLES: list[Event] = [
 
 # Each legacy version, as a stream written before its successor holds it; they decode to current types.
 LEGACY_SAMPLES: list[Event] = [
+    CampaignStartedV1(**envelope(1, ""), profile="smoke", budget=Budget(experiments=20, gpu_hours=0.0, cpu_hours=2.5),
+                      llm_model="qwen2.5-coder-0.5b", seed=7),
     AnalysisCreatedV1(**envelope(9), sections=(ReportSection(title="What worked", body="The gate."),),
                       compared_with=("exp-0",), gallery_path="gallery/exp-1", llm=LLM),
     BaselineMeasuredV1(**envelope(14, ""), profile="smoke", mixer="deltanet", seed=1, val_loss=4.9581,

@@ -21,9 +21,11 @@ from pymongo.database import Database
 from services.memory.ui import views
 from services.memory.ui.charts import loss_chart
 from shared.event_text import EventLine
+from shared.mixer.baselines import baseline_of_ref
+from shared.settings import UI_PREFIX
 
 HERE = Path(__file__).resolve().parent
-PREFIX = "/ui"
+PREFIX = UI_PREFIX
 BOARD_ROWS = 200
 FEED_EVENTS = 100
 # The newest events the feed reads: (after this stream sequence, at most this many) -> lines, oldest first.
@@ -51,6 +53,7 @@ def templates() -> Jinja2Templates:
     found.env.filters["number"] = number
     found.env.filters["when"] = when
     found.env.globals["prefix"] = PREFIX
+    found.env.globals["baseline_of_ref"] = baseline_of_ref
     return found
 
 

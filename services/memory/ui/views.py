@@ -15,7 +15,7 @@ from pymongo.database import Database
 
 from services.memory import queries
 from services.memory.projection import EXPERIMENTS, FAILURES
-from shared.mixer.baselines import BASELINE_REF_PREFIX, BASELINES
+from shared.mixer.baselines import BASELINES, baseline_of_ref
 from shared.mixer.edit import unified_diff
 from shared.noise import Measured, Verdict, compare
 
@@ -71,13 +71,6 @@ def measured_loss(doc: Doc) -> Measured | None:
     return Measured(float(doc["val_loss"]), doc.get("val_loss_sd"), max(1, int(doc.get("seeds") or 1)))
 
 
-def baseline_name(parent_id: str) -> str | None:
-    """The built-in baseline a parent id names (``baseline:deltanet``), else None."""
-    if parent_id.startswith(BASELINE_REF_PREFIX):
-        return parent_id.removeprefix(BASELINE_REF_PREFIX)
-    return None
-
-
 class Baselines:
     """Each profile's baselines, read once per page."""
 
@@ -96,7 +89,7 @@ def parent_loss(doc: Doc, parents: dict[str, Doc], baselines: ProfileBaselines) 
     first = (doc.get("parent_ids") or [None])[0]
     if first is None:
         return None
-    name = baseline_name(first)
+    name = baseline_of_ref(first)
     if name is not None:
         return baselines.losses.get(name)
     parent = parents.get(first)
@@ -185,9 +178,9 @@ def parent_code(doc: Doc, parents: dict[str, Doc]) -> str | None:
     first = (doc.get("parent_ids") or [None])[0]
     if first is None:
         return None
-    name = baseline_name(first)
+    name = baseline_of_ref(first)
     if name is not None:
-        return BASELINES[name].read_text() if name in BASELINES else None
+        return BASELINES[name].read_text()
     parent = parents.get(first)
     return parent.get("code") if parent else None
 
@@ -242,7 +235,7 @@ class TreeNode:
     @property
     def label(self) -> str:
         if self.doc is None:
-            return baseline_name(self.id) or self.id
+            return baseline_of_ref(self.id) or self.id
         return self.doc.get("name") or self.id
 
 
