@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ import httpx
 from shared import bus
 from shared.cli.stack import Endpoints, connect_nats
 from shared.errors import AsiarchError
+from shared.event_text import EventLine
 from shared.events import Budget, CampaignStarted, CampaignStopped, Event, campaign_stopped_id, new_event_id, utc_now
 from shared.noise import Measured
 
@@ -64,6 +66,74 @@ class CampaignReport:
         return any(c.get("status") == "running" for c in self.stats.get("campaigns", []))
 
 
+def memory_response(stack: Endpoints, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
+    """Memory's answer to a GET, whatever its status; an error naming memory when it does not answer at all."""
+    try:
+        with httpx.Client(base_url=stack.memory_url, timeout=30) as http:
+            return http.get(path, params=params)
+    except httpx.HTTPError as exc:
+        raise CampaignError(f"memory did not answer {path} at {stack.memory_url}: {exc}") from exc
+
+
+def memory_json(stack: Endpoints, path: str, params: dict[str, Any] | None = None) -> Any:
+    response = memory_response(stack, path, params)
+    if response.status_code != 200:
+        raise CampaignError(f"memory answered {path} with {response.status_code}: {response.text[:300]}")
+    return response.json()
+
+
+def campaign_experiments(stack: Endpoints, campaign_id: str) -> list[dict[str, Any]]:
+    """Every experiment of the campaign (pages of memory's listing), best fitness first."""
+    items: list[dict[str, Any]] = []
+    while True:
+        page = memory_json(stack, "/experiments", {"campaign_id": campaign_id, "sort": "fitness", "limit": 200,
+                                                   "offset": len(items)})
+        items += page["items"]
+        if len(items) >= page["total"] or not page["items"]:
+            return items
+
+
+FINAL = ("rejected", "gave_up")
+
+
+def unsettled(stack: Endpoints, campaign_id: str) -> list[str]:
+    """The campaign's experiments that more is coming for: still training or being debugged, trained but not yet
+    ranked (a campaign starts only once its profile's fitness reference is measured, so each trained run gets a
+    fitness), or waiting for a second seed."""
+    return [e["name"] or e["id"] for e in campaign_experiments(stack, campaign_id)
+            if e["status"] not in FINAL and (e["status"] != "trained" or e.get("fitness") is None
+                                              or e.get("awaiting_replicate"))]
+
+
+class CampaignOver:
+    """When following a campaign ends: once it is stopped and every experiment of it is settled (``unsettled``),
+    or ``settle_timeout_s`` after the stop, for a run that is never scored (its judge's messages dead-lettered)."""
+
+    def __init__(self, stack: Endpoints, campaign_id: str, settle_timeout_s: float = 1800.0,
+                 check_every_s: float = 3.0) -> None:
+        self.stack, self.campaign_id = stack, campaign_id
+        self.settle_timeout_s, self.check_every_s = settle_timeout_s, check_every_s
+        self.stopped_at: float | None = None
+        self.checked_at = 0.0
+        self.pending: list[str] = []
+
+    def keep(self, line: EventLine) -> bool:
+        return line.campaign_id == self.campaign_id
+
+    def __call__(self, line: EventLine | None) -> bool:
+        if line is not None and line.name == CampaignStopped.event_name():
+            self.stopped_at = time.monotonic()
+        return self.settled()
+
+    def settled(self) -> bool:
+        now = time.monotonic()
+        if self.stopped_at is None or now - self.checked_at < self.check_every_s:
+            return False
+        self.checked_at = now
+        self.pending = unsettled(self.stack, self.campaign_id)
+        return not self.pending or now - self.stopped_at > self.settle_timeout_s
+
+
 def report(stack: Endpoints, campaign_id: str | None, top: int = 10) -> CampaignReport:
     params = {"campaign_id": campaign_id} if campaign_id else {}
     try:
@@ -75,6 +145,12 @@ def report(stack: Endpoints, campaign_id: str | None, top: int = 10) -> Campaign
     except httpx.HTTPError as exc:
         raise CampaignError(f"memory did not answer: {exc}") from exc
     return CampaignReport(stats=stats.json(), leaderboard=board.json()["items"])
+
+
+def running_campaigns(stack: Endpoints) -> list[dict[str, Any]]:
+    """The campaigns running now, oldest first."""
+    campaigns = report(stack, None, top=1).stats.get("campaigns", [])
+    return sorted((c for c in campaigns if c.get("status") == "running"), key=lambda c: str(c.get("started_at", "")))
 
 
 def latest_campaign(stack: Endpoints) -> str | None:

@@ -33,6 +33,7 @@ from services.engineer import (
     run_experiment,
 )
 from shared.cli.campaign import publish_events
+from shared.cli.console import err, out
 from shared.cli.memory import profile_baselines, reference_baseline
 from shared.cli.stack import Endpoints, connect_nats, endpoints
 from shared.errors import ConfigError
@@ -41,8 +42,6 @@ from shared.mixer.baselines import BASELINES, QUADRATIC
 from shared.mixer.profiles import PROFILES, get_profile
 from shared.settings import CommonSettings
 
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
 data_app = typer.Typer(help="The training corpus.", no_args_is_help=True)
 
 EXIT_CANDIDATE_FAILED = 3

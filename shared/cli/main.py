@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import DownloadColumn, Progress
 from rich.table import Table
 
 from shared.cli import backups, campaign, lab, memory, promote, stack, submit, yields
-from shared.cli.tail import ExperimentOver, campaign_over, follow_until, tail
+from shared.cli.console import err, out
+from shared.cli.tail import ExperimentOver, follow_until, tail
 from shared.errors import AsiarchError
 from shared.events import CampaignStarted
 from shared.llm import DEFAULT_MODEL, LlmSettings
@@ -41,8 +41,6 @@ app.add_typer(campaign_app, name="campaign")
 models_app = typer.Typer(help="Local GGUF models for the agents.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
 
 DataDirOption = Annotated[
     Path | None,
@@ -184,8 +182,12 @@ def campaign_start(
     require_steps(target, profile, "the campaign cannot start yet")
     resolve(LlmSettings().models_dir, model)  # fail now, not in every agent
     switch_llm_model(target.data_dir, model)
+    already = campaign.running_campaigns(target)
     event = campaign.start_event(profile, budget, cpu_hours, gpu_hours, model, seed, research)
     seq = campaign.start(target, event)
+    for other in already:  # the stack serves every running campaign: this one shares it with them
+        err.print(f"[yellow]campaign {other['_id']} ({other.get('profile')}) is still running beside it and shares "
+                  f"the stack; `asiarch campaign stop --id {other['_id']}` ends it[/]")
     out.print(f"campaign [bold]{event.campaign_id}[/] started: profile {profile}, budget {budget}, model {model}"
               + ("" if research else "; no research: submit mixers with `asiarch submit FILE`"))
     if wait:
@@ -220,24 +222,31 @@ def stack_endpoints(data_dir: Path | None) -> stack.Endpoints:
 
 
 def follow_campaign(target: stack.Endpoints, campaign_id: str, start_seq: int) -> None:
-    """Until the campaign ends: a live status line on a terminal, one line per event in a log."""
+    """Until the campaign is over (stopped, and what was in flight scored): a live status line on a terminal, one
+    line per event in a log."""
+    over = campaign.CampaignOver(target, campaign_id)
     if sys.stdout.isatty():
-        follow_on_terminal(target, campaign_id)
+        follow_on_terminal(target, over)
     else:
-        asyncio.run(follow_until(target.nats_url, start_seq, lambda line: line.campaign_id == campaign_id,
-                                 campaign_over(campaign_id), lambda line: print(line, flush=True)))
+        asyncio.run(follow_until(target.nats_url, start_seq, over.keep, over, lambda line: print(line, flush=True)))
+    if over.pending:
+        err.print(f"[yellow]still not scored {over.settle_timeout_s / 60:.0f} min after the stop: "
+                  f"{', '.join(over.pending)}[/]")
     print_campaign(campaign.report(target, campaign_id), target.data_dir / "gallery")
 
 
-def follow_on_terminal(target: stack.Endpoints, campaign_id: str, poll_s: float = 5.0) -> None:
+def follow_on_terminal(target: stack.Endpoints, over: campaign.CampaignOver, poll_s: float = 5.0) -> None:
     started = time.monotonic()
     with out.status("waiting for the first proposal…") as status:
         while True:
             time.sleep(poll_s)
-            report = campaign.report(target, campaign_id)
+            report = campaign.report(target, over.campaign_id)
             counts = ", ".join(f"{k} {v}" for k, v in report.stats["by_status"].items() if v)
-            status.update(f"{time.monotonic() - started:,.0f} s — {counts or 'no experiment yet'}")
-            if report.stats.get("campaigns") and not report.running:
+            status.update(f"{time.monotonic() - started:,.0f} s — {counts or 'no experiment yet'}"
+                          + (" — stopped, scoring what was in flight" if over.stopped_at else ""))
+            if over.stopped_at is None and report.stats.get("campaigns") and not report.running:
+                over.stopped_at = time.monotonic()
+            if over.settled():
                 return
 
 

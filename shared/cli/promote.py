@@ -14,9 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
-from shared.cli.campaign import CampaignError, publish_events
+from shared.cli.campaign import CampaignError, campaign_experiments, memory_json, memory_response, publish_events
 from shared.cli.stack import Endpoints
 from shared.events import ProposalCreated, derived_event_id, utc_now
 from shared.noise import spearman
@@ -29,27 +27,6 @@ def promoted_id(experiment_id: str, profile: str) -> str:
     return f"{experiment_id}@{profile}"
 
 
-def _get(stack: Endpoints, path: str, params: dict[str, Any] | None = None) -> Any:
-    try:
-        with httpx.Client(base_url=stack.memory_url, timeout=30) as http:
-            response = http.get(path, params=params)
-            response.raise_for_status()
-            return response.json()
-    except httpx.HTTPError as exc:
-        raise CampaignError(f"memory did not answer {path}: {exc}") from exc
-
-
-def campaign_experiments(stack: Endpoints, campaign_id: str) -> list[dict[str, Any]]:
-    """Every experiment of the campaign (pages of memory's listing), best fitness first."""
-    items: list[dict[str, Any]] = []
-    while True:
-        page = _get(stack, "/experiments", {"campaign_id": campaign_id, "sort": "fitness", "limit": 200,
-                                            "offset": len(items)})
-        items += page["items"]
-        if len(items) >= page["total"] or not page["items"]:
-            return items
-
-
 def top_runs(experiments: list[dict[str, Any]], profile: str, top: int) -> list[dict[str, Any]]:
     """The best ``top`` runs trained at ``profile`` by fitness (promotions themselves are never promoted again)."""
     ranked = [e for e in experiments if e.get("profile") == profile and e.get("fitness") is not None
@@ -58,7 +35,7 @@ def top_runs(experiments: list[dict[str, Any]], profile: str, top: int) -> list[
 
 
 def promotion(stack: Endpoints, summary: dict[str, Any], profile: str) -> ProposalCreated:
-    detail = _get(stack, f"/experiments/{summary['id']}")["experiment"]
+    detail = memory_json(stack, f"/experiments/{summary['id']}")["experiment"]
     return ProposalCreated(
         event_id=derived_event_id(promoted_id(summary["id"], profile), PRODUCER, 0), occurred_at=utc_now(),
         producer=PRODUCER,
@@ -71,7 +48,7 @@ def promotion(stack: Endpoints, summary: dict[str, Any], profile: str) -> Propos
 
 
 def campaign_profile(stack: Endpoints, campaign_id: str) -> str:
-    campaigns = _get(stack, "/stats", {"campaign_id": campaign_id})["campaigns"]
+    campaigns = memory_json(stack, "/stats", {"campaign_id": campaign_id})["campaigns"]
     return str(campaigns[0]["profile"]) if campaigns else ""
 
 
@@ -100,8 +77,7 @@ def wait_for(stack: Endpoints, ids: list[str], progress: Callable[[dict[str, str
 
 
 def _get_or_none(stack: Endpoints, experiment_id: str) -> dict[str, Any] | None:
-    with httpx.Client(base_url=stack.memory_url, timeout=30) as http:
-        response = http.get(f"/experiments/{experiment_id}")
+    response = memory_response(stack, f"/experiments/{experiment_id}")
     return None if response.status_code == 404 else response.json()["experiment"]
 
 
@@ -135,8 +111,8 @@ def agreement(stack: Endpoints, campaign_id: str, to: str) -> StageAgreement:
                 parent["id"], to) and experiment.get("val_loss") is not None and parent.get("val_loss") is not None:
             pairs.append(StagePair(parent.get("name") or parent["id"], "run", parent["val_loss"],
                                    experiment["val_loss"]))
-    first = {m["mixer"]: m for m in _get(stack, f"/baselines/{source}")["mixers"]}
-    second = {m["mixer"]: m for m in _get(stack, f"/baselines/{to}")["mixers"]}
+    first = {m["mixer"]: m for m in memory_json(stack, f"/baselines/{source}")["mixers"]}
+    second = {m["mixer"]: m for m in memory_json(stack, f"/baselines/{to}")["mixers"]}
     for mixer in sorted(set(first) & set(second)):
         if first[mixer]["val_loss_mean"] is not None and second[mixer]["val_loss_mean"] is not None:
             pairs.append(StagePair(mixer, "baseline", first[mixer]["val_loss_mean"], second[mixer]["val_loss_mean"]))

@@ -13,9 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from shared.cli.campaign import CampaignError, publish_events
+from shared.cli.campaign import CampaignError, memory_json, memory_response, publish_events
 from shared.cli.stack import Endpoints
 from shared.events import ProposalCreated, derived_event_id, utc_now
 from shared.mixer.baselines import BASELINES, baseline_of_ref, baseline_ref
@@ -66,19 +64,9 @@ def motivation_of(code: str, path: Path) -> str:
     return (docstring or f"Submitted by hand from {path.name}.")[:2000]
 
 
-def _get(stack: Endpoints, path: str) -> httpx.Response:
-    try:
-        with httpx.Client(base_url=stack.memory_url, timeout=30) as http:
-            return http.get(path)
-    except httpx.HTTPError as exc:
-        raise SubmitError(f"memory did not answer at {stack.memory_url}: {exc}") from exc
-
-
 def running_campaign(stack: Endpoints, campaign_id: str | None) -> dict[str, object]:
     """The campaign named (it must be running), else the one running; refused when none is."""
-    response = _get(stack, "/stats")
-    response.raise_for_status()
-    campaigns = response.json()["campaigns"]
+    campaigns = memory_json(stack, "/stats")["campaigns"]
     if campaign_id is not None:
         found = next((c for c in campaigns if c["_id"] == campaign_id), None)
         if found is None:
@@ -100,17 +88,22 @@ def parent_ref(stack: Endpoints, parent: str | None) -> tuple[str, ...]:
         return ()
     if baseline_of_ref(parent) or parent in BASELINES:
         return (baseline_ref(baseline_of_ref(parent) or parent),)
-    if _get(stack, f"/experiments/{parent}").status_code == 404:
+    if memory_response(stack, f"/experiments/{parent}").status_code == 404:
         raise SubmitError(f"no experiment {parent!r} and no baseline of that name; baselines: "
                           f"{', '.join(sorted(BASELINES))}")
     return (parent,)
+
+
+def submitted_id(campaign_id: str, code: str) -> str:
+    """Short enough for the leaderboard's column, and derived: the same file to the same campaign is one proposal."""
+    return "sub-" + hashlib.sha256(f"{campaign_id}\n{code}".encode()).hexdigest()[:12]
 
 
 def submission(stack: Endpoints, path: Path, campaign_id: str | None, parent: str | None,
                name: str | None) -> Submission:
     code = read_mixer(path)
     campaign = running_campaign(stack, campaign_id)
-    experiment_id = f"{campaign['_id']}-sub-{hashlib.sha256(code.encode()).hexdigest()[:10]}"
+    experiment_id = submitted_id(str(campaign["_id"]), code)
     proposal = ProposalCreated(
         event_id=derived_event_id(experiment_id, PRODUCER, 0), occurred_at=utc_now(), producer=PRODUCER,
         campaign_id=str(campaign["_id"]), experiment_id=experiment_id, name=name or path.stem,
@@ -123,7 +116,7 @@ def submission(stack: Endpoints, path: Path, campaign_id: str | None, parent: st
 
 
 def already_known(stack: Endpoints, experiment_id: str) -> bool:
-    return _get(stack, f"/experiments/{experiment_id}").status_code == 200
+    return memory_response(stack, f"/experiments/{experiment_id}").status_code == 200
 
 
 def submit(stack: Endpoints, found: Submission) -> int:

@@ -15,7 +15,6 @@ from shared.events import (
     BY_SUBJECT,
     SUBJECT_PREFIX,
     AnalysisCreated,
-    CampaignStopped,
     DebugGaveUp,
     FitnessComputed,
     JudgeScored,
@@ -34,9 +33,10 @@ def subject_filter(subject: str | None) -> str:
     return full
 
 
-async def follow(nats_url: str, subject: str | None, start_seq: int | None) -> AsyncIterator[EventLine]:
+async def follow(nats_url: str, subject: str | None, start_seq: int | None,
+                 idle_s: float | None = None) -> AsyncIterator[EventLine | None]:
     """Every event on ``subject`` from stream sequence ``start_seq`` on (None: only those published from now),
-    as lines, until the caller stops iterating."""
+    as lines, until the caller stops iterating; with ``idle_s``, None after each ``idle_s`` without an event."""
     nc = await connect_nats(nats_url, "asiarch-tail")
     js = nc.jetstream()
     policy = DeliverPolicy.NEW if start_seq is None else DeliverPolicy.BY_START_SEQUENCE
@@ -45,8 +45,10 @@ async def follow(nats_url: str, subject: str | None, start_seq: int | None) -> A
     try:
         while True:
             try:
-                msg = await sub.next_msg(timeout=1.0)
+                msg = await sub.next_msg(timeout=idle_s or 1.0)
             except asyncio.TimeoutError:
+                if idle_s is not None:
+                    yield None
                 continue
             yield EventLine.of(msg.metadata.sequence.stream, msg.subject, msg.data)
     finally:
@@ -64,6 +66,7 @@ async def tail(
     lines = follow(nats_url, subject, 1 if from_start else None)
     try:
         async for line in lines:
+            assert line is not None  # no idle ticks were asked for
             emit(line.line())
             printed += 1
             if limit is not None and printed >= limit:
@@ -74,22 +77,21 @@ async def tail(
 
 
 async def follow_until(nats_url: str, start_seq: int, keep: Callable[[EventLine], bool],
-                       done: Callable[[EventLine], bool], emit: Callable[[str], None]) -> None:
-    """Emit the line of every event from ``start_seq`` on that ``keep`` selects, until one that ``done`` ends on."""
-    lines = follow(nats_url, None, start_seq)
+                       done: Callable[[EventLine | None], bool], emit: Callable[[str], None]) -> None:
+    """Emit the line of every event from ``start_seq`` on that ``keep`` selects, until ``done`` says so: it is
+    asked after each selected event, and each second without one (with None)."""
+    lines = follow(nats_url, None, start_seq, idle_s=1.0)
     try:
         async for line in lines:
-            if keep(line):
+            if line is None:
+                if done(None):
+                    return
+            elif keep(line):
                 emit(line.line())
                 if done(line):
                     return
     finally:
         await lines.aclose()
-
-
-def campaign_over(campaign_id: str) -> Callable[[EventLine], bool]:
-    """Ends at the campaign's stop: the researcher stops it when its budget is spent and nothing is in flight."""
-    return lambda line: line.name == CampaignStopped.event_name() and line.campaign_id == campaign_id
 
 
 class ExperimentOver:
@@ -106,6 +108,8 @@ class ExperimentOver:
     def keep(self, line: EventLine) -> bool:
         return line.experiment_id == self.experiment_id
 
-    def __call__(self, line: EventLine) -> bool:
+    def __call__(self, line: EventLine | None) -> bool:
+        if line is None:
+            return False
         self.seen.add(line.name)
         return line.name in self.final or self.results <= self.seen

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from shared import bus
@@ -102,6 +103,9 @@ def test_up_status_down_leaves_no_process(running_stack: tuple[dict[str, str], S
     assert report["healthy"] is True
     assert set(report["components"]) >= {"nats", "store", *SERVICE_NAMES}
     assert set(report["consumers"]) == set(SERVICE_NAMES)
+    web = httpx.get(report["ui_url"], timeout=30)
+    assert web.status_code == 200 and "Leaderboard" in web.text, report["ui_url"]
+    assert f"web UI: {report['ui_url']}" in asiarch(env, "status").stdout
     pids = [pid for pid in state.all_pids()]
     assert len(pids) == 1 + 2 + len(SERVICE_NAMES) and all(pid_alive(pid) for pid in pids)
     down = asiarch(env, "down")
