@@ -8,18 +8,22 @@ edit) and what to do in it, in terms of the ``Mixer`` contract only (``forward(s
 parent its ``requires`` pattern matches; a parent its ``present`` pattern matches already has it.
 
 Each move comes from the cognition base (the entries it cites). The LLM still writes the code, names the mixer
-and argues the motivation; the move fixes what to try.
+and argues the motivation; the move fixes what to try. The moves are data: the built-in ones are entries of the
+library file ``moves.json`` beside this module.
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
+import json
 import random
 import re
 import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 TODO = "# TODO: the change goes here"
 
@@ -105,11 +109,13 @@ def _after_signature(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
 class Move:
     id: str
     title: str
-    why: str
+    why: str  # the rationale: what the change buys, in a sentence
     steps: tuple[Step, ...]
     cognition: tuple[str, ...]  # ids of the cognition entries behind it
     present: str  # a regex that matches a parent that already has it
     requires: str = ""  # a regex the parent must match for the steps to make sense
+    # Where it came from: "built-in", or the cognition entry or analysis it was learned from.
+    provenance: str = "built-in"
 
     def applies_to(self, code: str) -> bool:
         if re.search(self.present, code):
@@ -120,96 +126,54 @@ class Move:
     def instruction(self) -> str:
         return " ".join([self.why, *(step.instruction for step in self.steps)])
 
+    @property
+    def functions(self) -> tuple[str, ...]:
+        """The sites its steps rewrite (a function name, or the pattern that finds the function)."""
+        return tuple(dict.fromkeys(step.site for step in self.steps))
 
-# Queries and keys held in variables named q and k (``q = ...`` or ``q, k, v = ...``).
-QK = r"\bq\b[^=\n]*=[^=]"
-AFTER_QK = r"after:^\s*[\w, ]*\b[qk]\b[\w, ]*=[^=]"
-BETA_SIGMOID = r"beta\s*=[^\n]*sigmoid"
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any]) -> Move:
+        """A move from its library entry (see ``LIBRARY``); a malformed entry raises ``MoveError``."""
+        try:
+            steps = tuple(Step(s["site"], s["instruction"], s.get("anchor", "end")) for s in entry["steps"])
+            move = cls(id=entry["id"], title=entry["title"], why=entry["rationale"], steps=steps,
+                       cognition=tuple(entry.get("cognition", ())), present=entry["present"],
+                       requires=entry.get("requires", ""), provenance=entry.get("provenance", "built-in"))
+        except (KeyError, TypeError) as exc:
+            raise MoveError(f"move entry {entry.get('id', '?') if isinstance(entry, dict) else entry!r}: "
+                            f"missing or malformed {exc}") from exc
+        for pattern in (move.present, move.requires, *(step.site for step in steps)):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise MoveError(f"move {move.id}: bad pattern {pattern!r}: {exc}") from exc
+        if not steps:
+            raise MoveError(f"move {move.id}: no step")
+        return move
 
 
-def init_line(line: str) -> Step:
-    return Step("__init__", f"In `__init__`, replace the TODO comment by this line: `{line}`.")
+class MoveError(ValueError):
+    """A move library entry that cannot be a move."""
 
 
-def after_qk(lines: str) -> Step:
-    """New lines right after the queries and keys are computed, in whichever function computes them."""
-    return Step(QK, f"Replace the TODO comment by {lines}, right after `q` and `k` are computed.", anchor=AFTER_QK)
+# The built-in moves, as data: each a title, a rationale, the cognition entries behind it, the patterns saying whether
+# a parent has it or can take it, and per step the function to rewrite, where the change goes and what to write.
+LIBRARY = Path(__file__).resolve().parent / "moves.json"
 
 
-def on_return(change: str) -> Step:
-    """A change to what ``forward`` returns; saying to keep the whole expression stops a small model from
-    replacing it (seen: ``return self.out_norm(o)`` in place of ``return self._output(o)``)."""
-    return Step("forward", f"On the marked line, keep the whole expression it returns and {change}.", anchor="return")
+def load_library(path: Path = LIBRARY) -> tuple[Move, ...]:
+    try:
+        entries = json.loads(path.read_text())["moves"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise MoveError(f"cannot read the move library {path}: {exc}") from exc
+    moves = tuple(Move.from_entry(entry) for entry in entries)
+    ids = [move.id for move in moves]
+    if len(set(ids)) != len(ids):
+        raise MoveError(f"the move library {path} repeats an id: {sorted(i for i in ids if ids.count(i) > 1)}")
+    return moves
 
 
-MOVES: tuple[Move, ...] = (
-    Move(
-        "short-conv", "a short causal convolution before mixing",
-        "Each token also sees the three before it, through a depthwise causal convolution.",
-        (init_line("self.short_conv = nn.Conv1d(d_model, d_model, kernel_size=4, padding=3, groups=d_model)"),
-         Step("forward", "In `forward`, replace the TODO comment by this line: "
-                         "`x = self.short_conv(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)` "
-                         "(keeping the first seq outputs keeps it causal).", anchor="start")),
-        ("starter:short-conv", "starter:h3"), present=r"Conv1d|short_conv"),
-    Move(
-        "token-shift", "token shift: blend each token with the previous one",
-        "Every token is mixed with the one before it, as in RWKV.",
-        (init_line("self.shift_mix = nn.Parameter(torch.full((d_model,), 0.5))"),
-         Step("forward", "In `forward`, replace the TODO comment by these two lines: "
-                         "`previous = F.pad(x, (0, 0, 1, 0))[:, :-1]` and `x = x + self.shift_mix * (previous - x)`.",
-              anchor="start")),
-        ("starter:rwkv4",), present=r"shift_mix|token_shift|previous"),
-    Move(
-        "output-gate", "a sigmoid output gate",
-        "Each channel learns when to let the mixed result through.",
-        (init_line("self.out_gate = nn.Linear(d_model, d_model)"),
-         on_return("multiply it by `torch.sigmoid(self.out_gate(x))`, where `x` is forward's input")),
-        ("starter:rfa-gated", "starter:gla"), present=r"out_gate|\bg_proj\b|gate_proj"),
-    Move(
-        "value-gate", "a SiLU gate on the values",
-        "The values written into the state are gated by the token (a GLU on the values, as in H3 and Hyena).",
-        (init_line("self.v_gate = nn.Linear(d_model, d_model, bias=False)"),
-         Step(r"self\.v_proj\(x\)", "On the marked line, replace `self.v_proj(x)` by "
-                                   "`self.v_proj(x) * F.silu(self.v_gate(x))`.", anchor=r"self\.v_proj\(x\)")),
-        ("starter:h3", "starter:hyena"), present=r"v_gate", requires=r"self\.v_proj\(x\)"),
-    Move(
-        "skip-path", "a learned direct path for the current token",
-        "A per-channel shortcut for the current token, like Mamba's D term.",
-        (init_line("self.skip = nn.Parameter(torch.zeros(d_model))"),
-         on_return("add `self.skip * x` to it, where `x` is forward's input")),
-        ("starter:mamba-selective",), present=r"self\.skip\b|self\.D\b"),
-    Move(
-        "output-norm", "normalise the read-out",
-        "The read-out keeps a stable scale whatever the state holds.",
-        (init_line("self.out_norm = nn.LayerNorm(d_model)"),
-         on_return("wrap it: `return self.out_norm(...)`, with that whole expression inside")),
-        ("starter:output-norm", "starter:transnormer"), present=r"out_norm|head_norm|RMSNorm|LayerNorm|GroupNorm"),
-    Move(
-        "qk-l2-norm", "L2-normalised queries and keys",
-        "Unit-length queries and keys bound every update of the state.",
-        (after_qk("`q = F.normalize(q, dim=-1)` and `k = F.normalize(k, dim=-1)`"),),
-        ("starter:qk-l2-norm", "starter:deltanet"), present=r"normalize\(", requires=QK),
-    Move(
-        "silu-qk", "SiLU on queries and keys",
-        "The model can switch features off before they reach the state, as Gated DeltaNet and Mamba-2 do.",
-        (after_qk("`q = F.silu(q)` and `k = F.silu(k)`"),),
-        ("starter:gated-deltanet", "starter:qk-l2-norm"), present=r"silu\([^)]*\b(q|k|q_proj|k_proj)\b",
-        requires=QK),
-    Move(
-        "softmax-features", "a softmax feature map over the head dimension",
-        "Still positive, but sharper than elu + 1, which makes attention less diffuse.",
-        (Step(r"elu\(", "On the marked line, replace the feature map `F.elu(...) + 1` of the queries and keys by "
-                        "a softmax over the last dimension: `q.softmax(dim=-1)` and `k.softmax(dim=-1)`.",
-              anchor=r"elu\("),),
-        ("starter:hedgehog", "starter:performer-favor"), present=r"softmax\(dim=-1\)", requires=r"elu\("),
-    Move(
-        "negative-eigenvalues", "beta in (0, 2): negative eigenvalues for the delta rule",
-        "The state transition can have negative eigenvalues, which helps state tracking (DeltaProduct, RWKV-7).",
-        (Step(BETA_SIGMOID, "On the marked line, multiply the sigmoid that gives `beta` by 2, so beta lies in "
-                            "(0, 2): `beta = 2 * torch.sigmoid(...)`.", anchor=BETA_SIGMOID),),
-        ("starter:deltaproduct", "starter:rwkv7"), present=r"2(\.0)?\s*\*\s*torch\.sigmoid|sigmoid\([^)]*\)\s*\*\s*2",
-        requires=BETA_SIGMOID),
-)
+MOVES: tuple[Move, ...] = load_library()
 
 
 def applicable(code: str, moves: Iterable[Move] = MOVES) -> list[Move]:

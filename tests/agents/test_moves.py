@@ -13,9 +13,11 @@ from services.memory.cognition.ingest import STARTER_FILE
 from services.researcher.moves import (
     MOVES,
     TODO,
+    MoveError,
     Step,
     applicable,
     choose_move,
+    load_library,
     restore_cut_tail,
     without_todo,
 )
@@ -125,3 +127,19 @@ def test_a_function_cut_short_after_its_change_gets_its_last_lines_back() -> Non
     assert restore_cut_tail(PROJECT, whole) == whole  # nothing missing: unchanged
     changed_end = PROJECT.replace("    return q, k, v", "    return q, k, v * 2")
     assert restore_cut_tail(PROJECT, changed_end) == changed_end  # a changed last line is a change, not a cut
+
+
+def test_the_library_is_data_and_a_malformed_entry_is_refused(tmp_path: Path) -> None:
+    entry = {"id": "x", "title": "t", "rationale": "r", "present": "x_gate",
+             "steps": [{"site": "forward", "instruction": "do it", "anchor": "return"}]}
+    path = tmp_path / "moves.json"
+    path.write_text(json.dumps({"moves": [entry]}))
+    (move,) = load_library(path)
+    assert move.steps[0].anchor == "return" and move.provenance == "built-in" and move.functions == ("forward",)
+    for broken in ({**entry, "steps": []}, {**entry, "present": "("}, {k: v for k, v in entry.items() if k != "title"}):
+        path.write_text(json.dumps({"moves": [broken]}))
+        with pytest.raises(MoveError):
+            load_library(path)
+    path.write_text(json.dumps({"moves": [entry, entry]}))
+    with pytest.raises(MoveError, match="repeats an id"):
+        load_library(path)
