@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from shared.mixer.source import find_mixer, static_problem
 
 PRODUCER = "submit"
 MAX_BYTES = 256 * 1024
+MIXER_CLASS = re.compile(r"^class\s+Mixer\b", re.MULTILINE)
 
 
 class SubmitError(CampaignError):
@@ -48,7 +50,9 @@ def read_mixer(path: Path) -> str:
     try:
         tree = ast.parse(code)
     except SyntaxError:
-        return code  # a syntax error is a bug like any other: the debugger gets it
+        if MIXER_CLASS.search(code) is None:  # not Python at all (a README, say): nothing to debug
+            raise SubmitError(f"{path} is not Python and defines no `class Mixer`") from None
+        return code  # a syntax error in a mixer is a bug like any other: the debugger gets it
     if find_mixer(tree) is None:
         raise SubmitError(f"{path} defines no top-level `class Mixer(torch.nn.Module)`: that class is what trains "
                           "(docs/architecture.md, the mixer contract)")

@@ -20,6 +20,7 @@ def test_a_baseline_file_is_a_mixer(tmp_path: Path) -> None:
     (b"", "is empty"),
     (b"\xff\xfe\x00garbage", "not UTF-8"),
     (b"import torch\n\nclass Other(torch.nn.Module):\n    pass\n", "defines no top-level `class Mixer"),
+    ("# A README \u2014 not code\n\nSome prose.\n".encode(), "is not Python"),
 ])
 def test_what_cannot_be_a_mixer_is_refused(tmp_path: Path, content: bytes, reason: str) -> None:
     path = tmp_path / "mine.py"
