@@ -136,28 +136,24 @@ class CampaignOver:
 
 def report(stack: Endpoints, campaign_id: str | None, top: int = 10) -> CampaignReport:
     params = {"campaign_id": campaign_id} if campaign_id else {}
-    try:
-        with httpx.Client(base_url=stack.memory_url, timeout=10) as http:
-            stats = http.get("/stats", params=params)
-            stats.raise_for_status()
-            board = http.get("/experiments", params={**params, "sort": "fitness", "limit": top})
-            board.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise CampaignError(f"memory did not answer: {exc}") from exc
-    return CampaignReport(stats=stats.json(), leaderboard=board.json()["items"])
+    stats = memory_json(stack, "/stats", params)
+    board = memory_json(stack, "/experiments", {**params, "sort": "fitness", "limit": top})
+    return CampaignReport(stats=stats, leaderboard=board["items"])
 
 
-def running_campaigns(stack: Endpoints) -> list[dict[str, Any]]:
-    """The campaigns running now, oldest first."""
-    campaigns = report(stack, None, top=1).stats.get("campaigns", [])
-    return sorted((c for c in campaigns if c.get("status") == "running"), key=lambda c: str(c.get("started_at", "")))
+def all_campaigns(stack: Endpoints) -> list[dict[str, Any]]:
+    """Every campaign memory knows, oldest first."""
+    return sorted(memory_json(stack, "/stats")["campaigns"], key=lambda c: str(c.get("started_at", "")))
+
+
+def running_of(campaigns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for c in campaigns if c.get("status") == "running"]
 
 
 def latest_campaign(stack: Endpoints) -> str | None:
-    campaigns = report(stack, None).stats.get("campaigns", [])
-    running = [c for c in campaigns if c.get("status") == "running"]
-    chosen = running or campaigns
-    return str(sorted(chosen, key=lambda c: str(c.get("started_at", "")))[-1]["_id"]) if chosen else None
+    campaigns = all_campaigns(stack)
+    chosen = running_of(campaigns) or campaigns
+    return str(chosen[-1]["_id"]) if chosen else None
 
 
 def loss_over_seeds(row: dict[str, Any]) -> str:

@@ -182,7 +182,7 @@ def campaign_start(
     require_steps(target, profile, "the campaign cannot start yet")
     resolve(LlmSettings().models_dir, model)  # fail now, not in every agent
     switch_llm_model(target.data_dir, model)
-    already = campaign.running_campaigns(target)
+    already = campaign.running_of(campaign.all_campaigns(target))
     event = campaign.start_event(profile, budget, cpu_hours, gpu_hours, model, seed, research)
     seq = campaign.start(target, event)
     for other in already:  # the stack serves every running campaign: this one shares it with them

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.cli.campaign import CampaignError, memory_json, memory_response, publish_events
+from shared.cli.campaign import CampaignError, all_campaigns, memory_response, publish_events, running_of
 from shared.cli.stack import Endpoints
 from shared.events import ProposalCreated, derived_event_id, utc_now
 from shared.mixer.baselines import BASELINES, baseline_of_ref, baseline_ref
@@ -70,7 +70,7 @@ def motivation_of(code: str, path: Path) -> str:
 
 def running_campaign(stack: Endpoints, campaign_id: str | None) -> dict[str, object]:
     """The campaign named (it must be running), else the one running; refused when none is."""
-    campaigns = memory_json(stack, "/stats")["campaigns"]
+    campaigns = all_campaigns(stack)
     if campaign_id is not None:
         found = next((c for c in campaigns if c["_id"] == campaign_id), None)
         if found is None:
@@ -78,7 +78,7 @@ def running_campaign(stack: Endpoints, campaign_id: str | None) -> dict[str, obj
         if found.get("status") != "running":
             raise SubmitError(f"campaign {campaign_id} is {found.get('status')}: submit to a running one")
         return found
-    running = sorted((c for c in campaigns if c.get("status") == "running"), key=lambda c: str(c.get("started_at")))
+    running = running_of(campaigns)
     if not running:
         raise SubmitError("no campaign is running: start one, e.g. `asiarch campaign start --no-research` to run "
                           "only submitted mixers, or name one with --campaign")

@@ -14,7 +14,7 @@ from typing import Any
 from pymongo.database import Database
 
 from services.memory import queries
-from services.memory.projection import EXPERIMENTS, FAILURES
+from services.memory.projection import CAMPAIGNS, EXPERIMENTS, FAILURES
 from shared.mixer.baselines import BASELINES, baseline_of_ref
 from shared.mixer.edit import unified_diff
 from shared.noise import Measured, Verdict, compare
@@ -144,9 +144,8 @@ def leaderboard(db: Database, campaign_id: str | None, limit: int) -> Board:
     baselines = Baselines(db)
     rows = [BoardRow(rank, d, measured_loss(d), verdicts(d, parents, baselines.at(d.get("profile") or "")))
             for rank, d in enumerate(docs, start=1)]
-    stats = queries.campaign_stats(db, campaign_id)
-    every = queries.campaign_stats(db, None)["campaigns"] if campaign_id else stats["campaigns"]
-    return Board(campaign_id, rows, total, stats, sorted(every, key=lambda c: str(c.get("started_at", ""))))
+    every = sorted(db[CAMPAIGNS].find(), key=lambda c: str(c.get("started_at", "")))
+    return Board(campaign_id, rows, total, queries.campaign_stats(db, campaign_id), every)
 
 
 # --- one experiment -----------------------------------------------------------------------------------------------
@@ -211,13 +210,14 @@ def experiment(db: Database, experiment_id: str) -> ExperimentView | None:
     if doc is None:
         return None
     parent_ids = list(doc.get("parent_ids") or [])
-    parents = experiments_by_id(db, set(parent_ids))
+    family = queries.lineage(db, doc)
+    parents = {p["_id"]: p for p in family.parents}
     baselines = ProfileBaselines.read(db, doc.get("profile") or "")
     before = parent_code(doc, parents)
     tasks = sorted({t for run in (doc.get("seed_runs") or {}).values() for t in run.get("benchmarks") or {}})
     return ExperimentView(
         doc=doc, loss=measured_loss(doc), verdicts=verdicts(doc, parents, baselines),
-        parents=[(p, parents.get(p)) for p in parent_ids], children=queries.lineage(db, doc).children,
+        parents=[(p, parents.get(p)) for p in parent_ids], children=family.children,
         parent_code=before, diff=unified_diff(before, doc.get("code") or "", "parent", "this") if before else "",
         curves=experiment_curves(doc, parents, baselines), attempts=attempts(db, doc), tasks=tasks,
     )
