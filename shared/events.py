@@ -99,6 +99,10 @@ class ReportSection(msgspec.Struct, frozen=True, kw_only=True):
     body: str
 
 
+# The analysis section that says what to try next: the researcher learns moves from it.
+NEXT_STEPS_SECTION = "What to try next"
+
+
 # --- the catalogue -------------------------------------------------------------------------------------------------
 
 
@@ -111,13 +115,26 @@ class CampaignStartedV1(Event, frozen=True, kw_only=True, tag="campaign.started.
     seed: int = 0
 
 
-class CampaignStarted(Event, frozen=True, kw_only=True, tag="campaign.started.v2"):
+class CampaignStartedV2(Event, frozen=True, kw_only=True, tag="campaign.started.v2"):
+    """Legacy: before a campaign could be a control arm."""
+
+    profile: str
+    budget: Budget
+    llm_model: str
+    seed: int = 0
+    research: bool = True
+
+
+class CampaignStarted(Event, frozen=True, kw_only=True, tag="campaign.started.v3"):
     profile: str
     budget: Budget
     llm_model: str
     seed: int = 0
     # False: the researcher proposes nothing for it; only mixers handed in by `asiarch submit` run.
     research: bool = True
+    # The control arm: the researcher draws built-in moves uniformly and shows the LLM no analyses and no
+    # cognition, and learns no move, so a campaign beside it shows what memory and selection add.
+    control: bool = False
 
 
 class CampaignStopped(Event, frozen=True, kw_only=True, tag="campaign.stopped.v1"):
@@ -135,13 +152,35 @@ class ProposalCreatedV1(Event, frozen=True, kw_only=True, tag="proposal.created.
     llm: LlmUsage | None = None
 
 
-class ProposalCreated(Event, frozen=True, kw_only=True, tag="proposal.created.v2"):
+class ProposalCreatedV2(Event, frozen=True, kw_only=True, tag="proposal.created.v2"):
+    """Legacy: before proposals named the move they apply. Decoded only to be upcast to ``ProposalCreated``."""
+
+    name: str
+    motivation: str
+    code: str
+    profile: str
+    parent_ids: tuple[str, ...] = ()
+    cognition_ids: tuple[str, ...] = ()
+    llm: LlmUsage | None = None
+
+
+# What a proposal's change is, besides a move of the library: the LLM's own choice (the free mode), a mixer handed in
+# by `asiarch submit`, a trained mixer re-run at another profile (`asiarch promote`: no change), or not recorded (a
+# proposal from before proposals named their move).
+FREE_MOVE, SUBMITTED, PROMOTED, UNRECORDED_MOVE = "free", "submitted", "promoted", ""
+NOT_LIBRARY_MOVES: frozenset[str] = frozenset({FREE_MOVE, SUBMITTED, PROMOTED, UNRECORDED_MOVE})
+
+
+class ProposalCreated(Event, frozen=True, kw_only=True, tag="proposal.created.v3"):
     name: str
     motivation: str
     code: str
     # The profile to train at, so the engineer needs no view of campaigns. Empty only in an upcast v1 proposal,
     # which trains at the engineer's default profile.
     profile: str
+    # The id of the library move the change applies (a built-in one, or one a ``move.learned`` added), or one of
+    # one of NOT_LIBRARY_MOVES. Memory keeps each move's record by it.
+    move: str = UNRECORDED_MOVE
     parent_ids: tuple[str, ...] = ()
     cognition_ids: tuple[str, ...] = ()
     llm: LlmUsage | None = None
@@ -162,6 +201,34 @@ class ProposalRejected(Event, frozen=True, kw_only=True, tag="proposal.rejected.
     motivation: str = ""
     code: str = ""
     parent_ids: tuple[str, ...] = ()
+    # Added compatibly, like llm: the move the rejected draft applied (see ``ProposalCreated.move``), so a move
+    # that yields rejected drafts has that on its record.
+    move: str = ""
+
+
+class MoveStep(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of a move: the function to rewrite (``__init__``, ``forward``, or a regex found in the function's
+    source), where in it the change goes (see ``services/researcher/moves.py``) and what to write."""
+
+    site: str
+    anchor: str
+    instruction: str
+
+
+class MoveLearned(Event, frozen=True, kw_only=True, tag="move.learned.v1"):
+    """A move added to the library during a campaign. Published once a proposal made with it passed the checks
+    and the behaviour probe (``experiment_id`` is that proposal), so every move in the log has been used."""
+
+    move_id: str
+    title: str
+    rationale: str
+    # Where it came from: "cognition:<entry id>" (an entry's design insight and guidance) or "analysis:<experiment
+    # id>" (what that run's analysis said to try next).
+    provenance: str
+    steps: tuple[MoveStep, ...]
+    cognition_ids: tuple[str, ...] = ()
+    requires: str = ""  # a regex a parent must match for it to apply ("" any parent)
+    llm_model: str = ""
 
 
 class TrainStarted(Event, frozen=True, kw_only=True, tag="train.started.v1"):
@@ -406,6 +473,7 @@ AnyEvent = Union[
     CampaignStopped,
     ProposalCreated,
     ProposalRejected,
+    MoveLearned,
     TrainStarted,
     TrainSucceeded,
     TrainFailed,
@@ -435,11 +503,19 @@ def _with_fields(event: Event, current: type[Event], **added: Any) -> Event:
 
 
 def upcast_proposal_created_v1(event: Event) -> Event:
-    return _with_fields(event, ProposalCreated, profile="")
+    return _with_fields(event, ProposalCreatedV2, profile="")
+
+
+def upcast_proposal_created_v2(event: Event) -> Event:
+    return _with_fields(event, ProposalCreated, move=UNRECORDED_MOVE)
 
 
 def upcast_campaign_started_v1(event: Event) -> Event:
-    return _with_fields(event, CampaignStarted)  # the researcher proposed for every campaign then
+    return _with_fields(event, CampaignStartedV2)  # the researcher proposed for every campaign then
+
+
+def upcast_campaign_started_v2(event: Event) -> Event:
+    return _with_fields(event, CampaignStarted)  # no control arm then
 
 
 def upcast_analysis_created_v1(event: Event) -> Event:
@@ -453,13 +529,16 @@ def upcast_baseline_measured_v1(event: Event) -> Event:
 # Each legacy type and the pure function that turns it into the next version (chained until a current type).
 UPCASTERS: dict[type[Event], Callable[[Event], Event]] = {
     CampaignStartedV1: upcast_campaign_started_v1,
+    CampaignStartedV2: upcast_campaign_started_v2,
     ProposalCreatedV1: upcast_proposal_created_v1,
+    ProposalCreatedV2: upcast_proposal_created_v2,
     AnalysisCreatedV1: upcast_analysis_created_v1,
     BaselineMeasuredV1: upcast_baseline_measured_v1,
 }
 LEGACY: tuple[type[Event], ...] = tuple(UPCASTERS)
 # Every version a stream holds.
-WireEvent = Union[AnyEvent, CampaignStartedV1, ProposalCreatedV1, AnalysisCreatedV1, BaselineMeasuredV1]
+WireEvent = Union[AnyEvent, CampaignStartedV1, CampaignStartedV2, ProposalCreatedV1, ProposalCreatedV2,
+                  AnalysisCreatedV1, BaselineMeasuredV1]
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(WireEvent)

@@ -48,6 +48,8 @@ class ExperimentBrief(_Doc):
     bench_mean: float | None = None
     benchmarks: dict[str, float] = {}  # each task's mean over the seeds
     profile: str = ""
+    move: str = ""
+    moves_in_line: list[str] = []  # the library moves made along its first-parent line
 
     def measured(self) -> Measured | None:
         if self.val_loss is None:
@@ -117,6 +119,7 @@ class Hit(_Doc):
     label: str = ""
     source: str | None = None
     page: int | None = None
+    text: str = ""  # cognition only: the entry's design insight and implementation guidance
 
 
 class SearchResult(_Doc):
@@ -200,6 +203,34 @@ class Behaviours(_Doc):
     items: list[Behaviour] = []
 
 
+class MoveStep(_Doc):
+    site: str
+    anchor: str
+    instruction: str
+
+
+class LearnedMove(_Doc):
+    id: str
+    title: str
+    rationale: str
+    provenance: str
+    steps: list[MoveStep]
+    cognition_ids: list[str] = []
+    requires: str = ""
+
+
+class MoveRecord(_Doc):
+    drawn: int = 0
+    settled: int = 0
+    trained: int = 0
+    beat_parent: int = 0
+
+
+class Moves(_Doc):
+    learned: list[LearnedMove] = []
+    records: dict[str, MoveRecord] = {}
+
+
 class MemoryClient:
     def __init__(self, base_url: str, timeout_s: float = 30.0,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -261,3 +292,8 @@ class MemoryClient:
         """Trained mixers' behaviour signatures at the profile."""
         result = await self._get("/behaviours", {"profile": profile}, Behaviours)
         return result.items if result else []
+
+    async def moves(self, campaign_id: str | None = None) -> Moves:
+        """The moves campaigns learned, and each move's record (over every campaign, or one)."""
+        found = await self._get("/moves", {"campaign_id": campaign_id}, Moves)
+        return found if found is not None else Moves()

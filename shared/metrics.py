@@ -37,6 +37,7 @@ SERVICE_READY = Gauge("asiarch_service_ready", "1 when the service's NATS connec
 # A count, not a flag per campaign: one campaign stopping leaves the others counted, and no id becomes a label.
 CAMPAIGN_RUNNING = Gauge("asiarch_campaign_running", "Campaigns running.", ["service"])
 PROPOSALS = Counter("asiarch_proposals_total", "Proposals published by the researcher.", ["service"])
+MOVES_LEARNED = Counter("asiarch_moves_learned_total", "Moves added to the library by the researcher.", ["service"])
 PROPOSALS_REJECTED = Counter(
     "asiarch_proposals_rejected_total", "Proposals rejected before training, by reason.", ["service", "reason"]
 )
@@ -113,6 +114,7 @@ def init_engineer(service: str, error_kinds: tuple[str, ...], reasons: tuple[str
 def init_researcher(service: str, reasons: tuple[str, ...]) -> None:
     CAMPAIGN_RUNNING.labels(service).set(0)
     PROPOSALS.labels(service)
+    MOVES_LEARNED.labels(service)
     for reason in reasons:
         PROPOSALS_REJECTED.labels(service, reason)
     for outcome in FINISH_OUTCOMES:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from string import Template
 
 from services.analyst.comparison import contradictions, facts, markdown
-from shared.events import ComparisonRow, LlmUsage, ReportSection
+from shared.events import NEXT_STEPS_SECTION, ComparisonRow, LlmUsage, ReportSection
 from shared.llm import LlmClient, Message
 from shared.mixer.edit import unified_diff
 
@@ -29,7 +29,7 @@ REPORT_SCHEMA = {
     "required": ["what_worked", "what_failed", "why", "next"],
 }
 SECTION_TITLES = {"what_worked": "What worked", "what_failed": "What failed", "why": "Why",
-                  "next": "What to try next"}
+                  "next": NEXT_STEPS_SECTION}
 
 SYSTEM = ("You analyse experiments on token mixers for small language models. You reason from the measured numbers "
           "and the code differences only, and you answer with JSON only.")

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo.database import Database
 
-from services.memory import queries
+from services.memory import moves, queries
 from services.memory.fitness import get_baseline
 from services.memory.projection import FAILURES
 from services.memory.vectors import COGNITION_INDEX, INDEX_NAMES, VectorStore
@@ -119,6 +119,8 @@ class ExperimentSummary(_Model):
                                                         "and it is not drawn as a parent until then")
     bench_mean: float | None = None
     attempts: int = 0
+    move: str = Field("", description="the library move its proposal applied, or free / submitted / promoted")
+    moves_in_line: list[str] = Field([], description="the library moves made along its first-parent line")
     created_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
 
@@ -214,6 +216,7 @@ class SearchHit(_Model):
     label: str = Field("", description="experiment name, failure kind or cognition title")
     source: str | None = None
     page: int | None = None
+    text: str = Field("", description="cognition only: the entry's design insight and implementation guidance")
 
 
 class BehaviourOut(_Model):
@@ -256,6 +259,38 @@ class FailureFixHit(_Model):
 class FailureSearchResult(_Model):
     query: str
     hits: list[FailureFixHit]
+
+
+class MoveStepOut(_Model):
+    site: str
+    anchor: str
+    instruction: str
+
+
+class LearnedMoveOut(_Model):
+    id: str = Field(validation_alias="_id")
+    title: str
+    rationale: str
+    provenance: str = Field(description="cognition:<entry> or analysis:<experiment> it was learned from")
+    steps: list[MoveStepOut]
+    cognition_ids: list[str] = []
+    requires: str = ""
+    llm_model: str = ""
+    campaign_id: str = ""
+    learned_with: str = Field("", description="the experiment whose proposal validated it")
+    learned_at: dt.datetime | None = None
+
+
+class MoveRecordOut(_Model):
+    drawn: int = Field(description="experiments whose proposal named it")
+    settled: int = Field(description="of those, the ones trained, rejected or given up")
+    trained: int
+    beat_parent: int = Field(description="trained and better than their parent beyond seed noise")
+
+
+class MovesOut(_Model):
+    learned: list[LearnedMoveOut]
+    records: dict[str, MoveRecordOut] = Field(description="move id -> its record (moves never drawn are absent)")
 
 
 class StatsOut(_Model):
@@ -367,6 +402,15 @@ def _experiment_routes(router: APIRouter, get_deps: Callable[[], MemoryApiDeps])
                             noise_sd=summary.get("noise_sd"), best=summary.get("best"),
                             signal=summary.get("signal") or {}, signal_tasks=summary.get("signal_tasks") or [])
 
+    @router.get("/moves", response_model=MovesOut, summary="The moves learned, and every move's record")
+    def list_moves(
+        campaign_id: str | None = Query(None, min_length=1, description="records of this campaign's experiments only"),
+        deps: MemoryApiDeps = Depends(get_deps),
+    ) -> MovesOut:
+        records = moves.move_records(deps.db, campaign_id)
+        return MovesOut(learned=[LearnedMoveOut.model_validate(doc) for doc in moves.learned_moves(deps.db)],
+                        records={move: MoveRecordOut.model_validate(r.as_dict()) for move, r in records.items()})
+
     @router.get("/stats", response_model=StatsOut, response_model_by_alias=True, summary="Campaign statistics")
     def stats(
         campaign_id: str | None = Query(None, min_length=1), deps: MemoryApiDeps = Depends(get_deps),
@@ -428,7 +472,8 @@ def _labelled(db: Database, index: str, hits: list[Any]) -> list[SearchHit]:
     if index == COGNITION_INDEX:
         docs = {d["_id"]: d for d in db["cognition"].find({"_id": {"$in": ids}})}
         return [SearchHit(id=h.id, score=h.score, label=docs.get(h.id, {}).get("title", ""),
-                          source=docs.get(h.id, {}).get("source"), page=docs.get(h.id, {}).get("page"))
+                          source=docs.get(h.id, {}).get("source"), page=docs.get(h.id, {}).get("page"),
+                          text=design_text(docs.get(h.id, {})))
                 for h in hits]
     if index == "failures":
         docs = {d["_id"]: d for d in db[FAILURES].find({"_id": {"$in": ids}}, {"error_kind": 1, "message": 1})}
@@ -437,3 +482,10 @@ def _labelled(db: Database, index: str, hits: list[Any]) -> list[SearchHit]:
         docs = {d["_id"]: d for d in db["experiments"].find({"_id": {"$in": ids}}, {"name": 1})}
         labels = {i: d.get("name", "") for i, d in docs.items()}
     return [SearchHit(id=h.id, score=h.score, label=labels.get(h.id, "")) for h in hits]
+
+
+def design_text(doc: dict[str, Any], limit: int = 1500) -> str:
+    """What a cognition entry says to build: a curated entry's insight, idea and implementation guidance, a
+    document chunk's own text."""
+    curated = [doc.get(key) or "" for key in ("insight", "idea", "implementation")]
+    return ("\n".join(part for part in curated if part) or doc.get("text") or "")[:limit]

@@ -1,5 +1,5 @@
 """The MongoDB projection of the event log: experiments, failures, campaigns, the measured baselines, the
-cognition base, and the tracking state.
+cognition base, the moves learned, and the tracking state.
 
 Every document written here carries ``_seq``, the stream sequence of the last event that changed it, and every
 write is guarded by ``_seq < seq``. So an event delivered twice changes nothing, and an event half-applied before a
@@ -37,6 +37,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.memory.cognition import COGNITION, as_document
 from shared.events import (
+    NOT_LIBRARY_MOVES,
     AnalysisCreated,
     BaselineMeasured,
     CampaignStarted,
@@ -47,6 +48,7 @@ from shared.events import (
     Event,
     FitnessComputed,
     JudgeScored,
+    MoveLearned,
     ProposalCreated,
     ProposalRejected,
     ReplicateRequested,
@@ -70,9 +72,11 @@ TRACKING = "tracking"
 # baseline by profile and mixer.
 BASELINES = "baselines"
 BASELINE_MIXERS = "baseline_mixers"
+# The moves added to the library during campaigns (``move.learned``); the built-in ones are the researcher's file.
+MOVES = "moves"
 # Every collection here derives from the event log: dropped and rebuilt by a replay, compared by the replay tests.
 PROJECTED_COLLECTIONS: tuple[str, ...] = (EXPERIMENTS, FAILURES, CAMPAIGNS, BASELINES, BASELINE_MIXERS, COGNITION,
-                                          TRACKING)
+                                          MOVES, TRACKING)
 
 STATUSES: tuple[str, ...] = ("proposed", "rejected", "training", "failed", "patched", "gave_up", "trained")
 
@@ -124,6 +128,7 @@ class Projector:
             ReplicateTrained: self._replicate_trained,
             BaselineMeasured: self._baseline_measured,
             CognitionAdded: self._cognition_added,
+            MoveLearned: self._move_learned,
         }
 
     # --- tracking ---------------------------------------------------------------------------------------------
@@ -286,7 +291,7 @@ class Projector:
     def _campaign_started(self, event: CampaignStarted, seq: int) -> None:
         fields = {
             "status": "running", "profile": event.profile, "llm_model": event.llm_model, "seed": event.seed,
-            "research": event.research,
+            "research": event.research, "control": event.control,
             "budget": {"experiments": event.budget.experiments, "gpu_hours": event.budget.gpu_hours,
                        "cpu_hours": event.budget.cpu_hours},
             "started_at": event.occurred_at, "stopped_at": None, "stop_reason": None,
@@ -303,10 +308,11 @@ class Projector:
     # --- proposals --------------------------------------------------------------------------------------------
 
     def _proposal_created(self, event: ProposalCreated, seq: int) -> None:
-        parent_code = ""
+        parent_code, parent_moves = "", []
         if event.parent_ids:
             parent = self._get(EXPERIMENTS, event.parent_ids[0])
             parent_code = (parent or {}).get("code") or ""
+            parent_moves = (parent or {}).get("moves_in_line") or []
             if parent is not None:
                 # Kept on the parent so UCB reads its visit count with the ranking instead of scanning every
                 # experiment's parents per request (seconds at 10 k experiments). The seq guard keeps it exact.
@@ -317,7 +323,10 @@ class Projector:
         fields = {
             "name": event.name, "motivation": event.motivation, "parent_ids": list(event.parent_ids),
             "cognition_ids": list(event.cognition_ids), "status": "proposed", "code": event.code,
-            "code_versions": [version], "created_at": event.occurred_at,
+            "code_versions": [version], "created_at": event.occurred_at, "move": event.move,
+            # The library moves made along its first-parent line, its own last: a move already made there is not
+            # drawn for it again (a learned move has no pattern saying whether a parent has it).
+            "moves_in_line": [*parent_moves, *([event.move] if event.move not in NOT_LIBRARY_MOVES else [])],
         }
         self._update_experiment(event, seq, lambda doc: {**fields, "llm": _add_llm(doc.get("llm"), llm)})
 
@@ -331,6 +340,8 @@ class Projector:
             if event.code and not doc.get("code"):  # a draft the researcher never published: kept to be read
                 # Its parent stays under the rejection: a draft that never ran is nobody's child.
                 fields |= {"name": event.name, "motivation": event.motivation, "code": event.code}
+            if event.move and not doc.get("move"):
+                fields["move"] = event.move
             return fields
 
         self._update_experiment(event, seq, change)
@@ -502,6 +513,16 @@ class Projector:
             fields |= {"mixer": event.mixer, "runs": seeds, **seed_stats(seeds)}
         self._put(BASELINES, event.profile, seq, fields)
 
+    def _move_learned(self, event: MoveLearned, seq: int) -> None:
+        if self._get(MOVES, event.move_id) is not None:
+            return  # learned once: a second proposal that found the same move keeps the first one's provenance
+        self._put(MOVES, event.move_id, seq, {
+            "title": event.title, "rationale": event.rationale, "provenance": event.provenance,
+            "steps": [msgspec.to_builtins(step) for step in event.steps], "cognition_ids": list(event.cognition_ids),
+            "requires": event.requires, "llm_model": event.llm_model, "campaign_id": event.campaign_id,
+            "learned_with": event.experiment_id, "learned_at": event.occurred_at,
+        })
+
     def _cognition_added(self, event: CognitionAdded, seq: int) -> None:
         for removed in event.removed_ids:
             self._delete(COGNITION, removed, seq)
@@ -559,7 +580,8 @@ def _new_experiment(event: Event) -> Doc:
     """Defaults for an experiment first seen with ``event`` (usually its proposal; a baseline run has none)."""
     return {
         "_id": event.experiment_id, "_seq": 0, "campaign_id": event.campaign_id, "name": "", "motivation": "",
-        "parent_ids": [], "cognition_ids": [], "status": "proposed", "code": "", "code_versions": [],
+        "parent_ids": [], "cognition_ids": [], "status": "proposed", "code": "", "code_versions": [], "move": "",
+        "moves_in_line": [],
         "attempts": 0, "n_failures": 0, "n_patches": 0, "n_children": 0, "profile": "", "last_error": None,
         "rejection": None,
         "gave_up": None, "train": None, "val_loss": None, "val_loss_sd": None, "seeds": 0, "seed_runs": {},

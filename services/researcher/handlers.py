@@ -41,6 +41,7 @@ class CampaignView:
     seed: int
     llm_model: str
     research: bool  # False: the researcher proposes nothing; submitted mixers alone fill the budget
+    control: bool  # the control arm: uniform built-in moves, no analyses, no cognition, nothing learned
     budget_experiments: int
     budget_cpu_hours: float
     budget_gpu_hours: float
@@ -69,6 +70,7 @@ def view_of(doc: dict[str, Any], tally: Tally) -> CampaignView:
         campaign_id=doc["_id"], status=doc.get("status", "unknown"), profile=doc.get("profile", ""),
         seed=int(doc.get("seed", 0)), llm_model=doc.get("llm_model", ""),
         research=bool(doc.get("research", True)),  # bool(): the embedded store hands booleans back as 0/1
+        control=bool(doc.get("control", False)),
         budget_experiments=int(doc.get("budget_experiments", 0)),
         budget_cpu_hours=float(doc.get("budget_cpu_hours", 0.0)),
         budget_gpu_hours=float(doc.get("budget_gpu_hours", 0.0)),
@@ -126,7 +128,7 @@ def campaign_fields(event: CampaignStarted | CampaignStopped) -> dict[str, Any]:
         return {"status": "stopped", "reason": event.reason}
     return {
         "status": "running", "profile": event.profile, "seed": event.seed, "llm_model": event.llm_model,
-        "research": event.research,
+        "research": event.research, "control": event.control,
         "budget_experiments": event.budget.experiments, "budget_cpu_hours": event.budget.cpu_hours,
         "budget_gpu_hours": event.budget.gpu_hours,
     }

@@ -19,7 +19,15 @@ from services.researcher.handlers import CampaignBook, CampaignView
 from services.researcher.proposer import Campaign, Proposer
 from shared import bus, metrics
 from shared.errors import TransientError
-from shared.events import CampaignStopped, Event, ProposalRejected, campaign_stopped_id, utc_now
+from shared.events import (
+    CampaignStopped,
+    Event,
+    MoveLearned,
+    ProposalCreated,
+    ProposalRejected,
+    campaign_stopped_id,
+    utc_now,
+)
 from shared.llm import LlmError
 
 log = logging.getLogger(__name__)
@@ -54,15 +62,17 @@ class ResearchLoop:
             return
         if not campaign.research or campaign.in_flight >= self.max_in_flight:
             return
-        event = await self.attempt(lambda: self.proposer.propose(
-            Campaign(campaign.campaign_id, campaign.seed, campaign.llm_model, campaign.profile), campaign.proposed))
-        if event is None:
+        events = await self.attempt(lambda: self.proposer.propose(
+            Campaign(campaign.campaign_id, campaign.seed, campaign.llm_model, campaign.profile, campaign.control),
+            campaign.proposed))
+        if events is None:
             await asyncio.sleep(self.retry_s)
             return
-        await self.publish(event)
+        for event in events:  # a move learned goes out before the proposal that names it
+            await self.publish(event)
         await self.wait_until_counted(campaign.campaign_id, campaign.proposed)
 
-    async def attempt(self, make: Callable[[], Coroutine[Any, Any, Event]]) -> Event | None:
+    async def attempt(self, make: Callable[[], Coroutine[Any, Any, list[Event]]]) -> list[Event] | None:
         try:
             return await make()
         except TransientError as exc:
@@ -76,8 +86,10 @@ class ResearchLoop:
         await bus.publish(self.js, event, PRODUCER)
         if isinstance(event, ProposalRejected):
             metrics.PROPOSALS_REJECTED.labels(PRODUCER, event.reason).inc()
-        else:
+        elif isinstance(event, ProposalCreated):
             metrics.PROPOSALS.labels(PRODUCER).inc()
+        elif isinstance(event, MoveLearned):
+            metrics.MOVES_LEARNED.labels(PRODUCER).inc()
 
     async def wait_until_counted(self, campaign_id: str, before: int, timeout_s: float = 30.0) -> None:
         """Our own event comes back through the consumer; wait for it so the next step sees it in flight."""

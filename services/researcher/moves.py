@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import ast
 import difflib
+import hashlib
 import json
+import math
 import random
 import re
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from shared.memory_client import LearnedMove
+from shared.mixer.edit import function_matching
 
 TODO = "# TODO: the change goes here"
 
@@ -120,7 +125,10 @@ class Move:
     def applies_to(self, code: str) -> bool:
         if re.search(self.present, code):
             return False
-        return not self.requires or re.search(self.requires, code) is not None
+        if self.requires and re.search(self.requires, code) is None:
+            return False
+        # A learned move names the functions of the parent it was learned on: another parent may not have them.
+        return all(function_matching(code, step.site) is not None for step in self.steps)
 
     @property
     def instruction(self) -> str:
@@ -176,14 +184,89 @@ def load_library(path: Path = LIBRARY) -> tuple[Move, ...]:
 MOVES: tuple[Move, ...] = load_library()
 
 
-def applicable(code: str, moves: Iterable[Move] = MOVES) -> list[Move]:
-    return [move for move in moves if move.applies_to(code)]
+# A learned move has no pattern saying a parent has it: the parent's line of moves says (memory's moves_in_line).
+NEVER_PRESENT = r"(?!)"
+LEARNED_PREFIX = "learned-"
+# Reward of a settled draw, for the bandit: trained and better than the parent beyond noise is what is sought; a
+# trained mixer that is not better still shows the move yields runnable code; rejected or given up earns nothing.
+BEAT_PARENT_REWARD, TRAINED_REWARD = 1.0, 0.25
+# The value assumed for a move drawn but not settled yet (its draws are still counted as visits).
+UNSETTLED_VALUE = TRAINED_REWARD
+# UCB's exploration constant: rewards lie in [0, 1], so a half keeps a move with a good record ahead of one
+# drawn a few times more rarely, without starving the rest.
+DEFAULT_EXPLORATION = 0.5
+
+
+def from_learned(entry: LearnedMove) -> Move:
+    """A move of the library as ``move.learned`` added it (memory's record of it)."""
+    steps = tuple(Step(step.site, step.instruction, step.anchor) for step in entry.steps)
+    return Move(id=entry.id, title=entry.title, why=entry.rationale, steps=steps, cognition=tuple(entry.cognition_ids),
+                present=NEVER_PRESENT, requires=entry.requires, provenance=entry.provenance)
+
+
+def site_of(function: str, is_method: bool) -> str:
+    """The step site that finds ``function`` again: a Mixer method by its name, a module function by its def line
+    (its bare name would also match the functions that call it)."""
+    return function if is_method else rf"def {re.escape(function)}\("
+
+
+def learned_move_id(title: str, steps: Sequence[Step]) -> str:
+    """The same move written twice gets one id."""
+    text = json.dumps([title.strip().lower(), [(s.site, s.anchor, s.instruction.strip()) for s in steps]])
+    return LEARNED_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def applicable(code: str, moves: Iterable[Move] = MOVES, made: Iterable[str] = ()) -> list[Move]:
+    """The moves that apply to a parent with ``code`` whose line has not made them yet (``made``: move ids)."""
+    done = set(made)
+    return [move for move in moves if move.id not in done and move.applies_to(code)]
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a move did so far (memory's move record): drawn, settled, trained, beat its parent beyond noise."""
+
+    drawn: int = 0
+    settled: int = 0
+    trained: int = 0
+    beat_parent: int = 0
+
+    def value(self) -> float:
+        if not self.settled:
+            return UNSETTLED_VALUE
+        rewards = BEAT_PARENT_REWARD * self.beat_parent + TRAINED_REWARD * (self.trained - self.beat_parent)
+        return rewards / self.settled
+
+
+def ucb_move(candidates: Sequence[Move], records: Mapping[str, Record], seed: int, cognition_ids: Sequence[str] = (),
+             exploration: float = DEFAULT_EXPLORATION) -> Move | None:
+    """UCB1 over the candidates: mean reward plus ``exploration·sqrt(ln N / n)``, n a move's draws. A move never
+    drawn goes first; among those, one behind the retrieved cognition is three times as likely."""
+    if not candidates:
+        return None
+    fresh = [move for move in candidates if not records.get(move.id, Record()).drawn]
+    if fresh:
+        return cognition_weighted(fresh, cognition_ids, seed)
+    plays = sum(records[move.id].drawn for move in candidates)
+
+    def score(move: Move) -> float:
+        record = records[move.id]
+        return record.value() + exploration * math.sqrt(math.log(plays) / record.drawn)
+
+    best = max(score(move) for move in candidates)
+    tied = [move for move in candidates if score(move) >= best - 1e-12]
+    return random.Random(seed).choice(tied)
 
 
 def choose_move(code: str, cognition_ids: Sequence[str], seed: int, moves: Iterable[Move] = MOVES) -> Move | None:
-    """A move the parent does not have yet, drawn with the seed; moves behind the retrieved cognition count
-    three times, so the analysis of the parent steers the choice. None when every move is already there."""
-    candidates = applicable(code, moves)
+    """A move the parent does not have yet, drawn with the seed (see ``cognition_weighted``). None when every move
+    is already there."""
+    return cognition_weighted(applicable(code, moves), cognition_ids, seed)
+
+
+def cognition_weighted(candidates: Sequence[Move], cognition_ids: Sequence[str], seed: int) -> Move | None:
+    """One of ``candidates`` drawn with the seed; moves behind the retrieved cognition count three times, so the
+    analysis of the parent steers the choice."""
     if not candidates:
         return None
     retrieved = set(cognition_ids)

@@ -121,6 +121,54 @@ $code
 """)
 
 
+ANCHORS = ("start", "end", "return")
+
+
+def move_schema(functions: list[str]) -> dict[str, object]:
+    """A new move for a parent whose editable functions are ``functions``: one or two steps, each on one of them."""
+    step = {"type": "object", "properties": {
+        "function": {"type": "string", "enum": functions},
+        "where": {"type": "string", "enum": list(ANCHORS)},
+        "instruction": {"type": "string", "maxLength": 400},
+    }, "required": ["function", "where", "instruction"]}
+    return {"type": "object", "properties": {
+        "title": {"type": "string", "maxLength": 80},
+        "rationale": {"type": "string", "maxLength": 300},
+        "steps": {"type": "array", "items": step, "minItems": 1, "maxItems": 2},
+    }, "required": ["title", "rationale", "steps"]}
+
+
+INVENT = Template("""\
+Turn the idea at the end into one new, concrete change to the parent mixer: a design move that the parent does
+not have yet. It can add something, or fix a weakness of the parent (a nonlinearity applied twice, a layer created
+in __init__ and never used, a decay that cannot reach 1).
+
+Write it as one or two steps. Each step names one function of the parent to rewrite, where in that function the new
+lines go ("start": first lines of the body, "end": last lines of the body, "return": at the return line) and what to
+write there, in one or two sentences naming the layers and tensors, e.g. "Add self.decay = nn.Linear(d_model,
+n_heads) at the end." A step that adds a layer in __init__ needs a step that uses it in forward.
+
+Reply with JSON only: {"title": "...", "rationale": "what it buys, in a sentence", "steps": [{"function": "...",
+"where": "...", "instruction": "..."}]}
+
+$contract
+## Parent: $parent_name
+```python
+$parent_code
+```
+
+## The idea: $source_title
+$source_text
+""")
+
+
+def invent_messages(**fields: str) -> list[dict[str, str]]:
+    """The prompt for a new move: the fixed instructions and the contract first (cached across tasks), then the
+    parent and the idea."""
+    return [{"role": "system", "content": SYSTEM},
+            {"role": "user", "content": INVENT.substitute(contract=contract_text(), **fields)}]
+
+
 def contract_text() -> str:
     return CONTRACT.substitute(allowed=", ".join(sorted(ALLOWED_IMPORTS - {"__future__"})))
 

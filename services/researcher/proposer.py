@@ -9,11 +9,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from services.researcher.moves import MOVES, Move, choose_move, restore_cut_tail, without_todo
+from services.researcher.moves import (
+    DEFAULT_EXPLORATION,
+    MOVES,
+    NEVER_PRESENT,
+    Move,
+    Record,
+    Step,
+    applicable,
+    cognition_weighted,
+    from_learned,
+    learned_move_id,
+    restore_cut_tail,
+    site_of,
+    ucb_move,
+    without_todo,
+)
 from services.researcher.prompts import (
     IDEA_SCHEMA,
     PROPOSAL_SCHEMA,
@@ -21,13 +37,27 @@ from services.researcher.prompts import (
     REVISE,
     STEP,
     WRITE_CODE,
+    invent_messages,
+    move_schema,
     proposal_messages,
 )
-from shared.events import Event, LlmUsage, ProposalCreated, ProposalRejected, new_event_id, utc_now
+from shared.events import (
+    FREE_MOVE,
+    NEXT_STEPS_SECTION,
+    Event,
+    LlmUsage,
+    MoveLearned,
+    MoveStep,
+    ProposalCreated,
+    ProposalRejected,
+    new_event_id,
+    utc_now,
+)
 from shared.llm import LlmClient, add_usage, parse_json_reply
-from shared.memory_client import ExperimentBrief, MemoryClient
+from shared.memory_client import ExperimentBrief, Hit, MemoryClient
 from shared.mixer.baselines import baseline_of_ref, baseline_ref
 from shared.mixer.edit import (
+    editable_functions,
     extract_function,
     for_prompt,
     function_matching,
@@ -57,6 +87,8 @@ class Campaign:
     seed: int
     llm_model: str
     profile: str
+    # The control arm: built-in moves drawn uniformly, no analyses or cognition in the prompt, nothing learned.
+    control: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +99,25 @@ class ParentContext:
     motivation: str
     results: str
     analysis: str
+    next_steps: str = ""  # what its analysis said to try next
+    moves_made: tuple[str, ...] = ()  # the library moves made along its line
+
+
+@dataclass(frozen=True)
+class Idea:
+    """What a new move is made from: a cognition entry's design guidance, or an analysis's next steps."""
+
+    title: str
+    text: str
+    provenance: str
+    cognition_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Invention:
+    move: Move
+    llm_model: str
+    usage: LlmUsage
 
 
 @dataclass(frozen=True)
@@ -80,7 +131,8 @@ class Proposer:
     """``moves`` empty leaves the choice of the change to the LLM; ``probe`` None skips the behaviour check."""
 
     def __init__(self, llm: LlmClient, memory: MemoryClient, baselines: dict[str, Path], example: str,
-                 revisions: int = 2, moves: Sequence[Move] = MOVES, probe: BehaviourProbe | None = None) -> None:
+                 revisions: int = 2, moves: Sequence[Move] = MOVES, probe: BehaviourProbe | None = None,
+                 invent_share: float = 0.0, exploration: float = DEFAULT_EXPLORATION) -> None:
         self.llm = llm
         self.memory = memory
         self.baselines = {name: path for name, path in baselines.items() if name != "softmax_attention"}
@@ -89,42 +141,105 @@ class Proposer:
         self.revisions = revisions
         self.moves = tuple(moves)
         self.probe = probe
+        # The share of proposals that make a new move rather than draw one (all of them when none applies).
+        self.invent_share = invent_share
+        self.exploration = exploration  # UCB's, over the moves
 
-    async def propose(self, campaign: Campaign, index: int) -> Event:
+    async def propose(self, campaign: Campaign, index: int) -> list[Event]:
+        """The events of one proposal: ``move.learned`` when it made a new move and the draft passed, then
+        ``proposal.created`` or ``proposal.rejected``."""
         if campaign.llm_model:
             self.llm.use_model(campaign.llm_model)  # each campaign's proposals come from the model it named
         experiment_id = new_event_id()[:16]
         sample = await self.memory.sample_parents(campaign.campaign_id, seed=proposal_seed(campaign, index, "parents"))
         parent = await self.parent_context(sample.parent, index)
-        cognition = await self.memory.search("cognition", parent.analysis or parent.motivation, k=3)
+        cognition = [] if campaign.control else await self.memory.search(
+            "cognition", parent.analysis or parent.motivation, k=3)
         cognition_ids = tuple(hit.id for hit in cognition)
-        move = choose_move(parent.code, cognition_ids, seed=proposal_seed(campaign, index, "move"), moves=self.moves)
+        move, invention = await self.choose_move(campaign, index, parent, cognition)
         from_baseline = baseline_of_ref(parent.ref) is not None
         messages = proposal_messages(
             move=move, example_name=None if from_baseline else self.example,
             example_code="" if from_baseline else for_prompt(self.baselines[self.example].read_text()),
             parent_name=parent.name, parent_results=parent.results, parent_motivation=parent.motivation,
-            parent_code=for_prompt(parent.code), parent_analysis=parent.analysis or "(not analysed yet)",
+            parent_code=for_prompt(parent.code),
+            parent_analysis="(not shown)" if campaign.control else parent.analysis or "(not analysed yet)",
             references=describe_references(sample.references),
             cognition="\n".join(f"- {hit.label}" for hit in cognition) or "(none retrieved)",
         )
         # Seeded per campaign and proposal: reproducible, yet a restarted researcher does not replay old samples.
         draft, usage, problem = await self.draft(messages, seed=proposal_seed(campaign, index, "llm"),
                                                  parent=parent, move=move)
+        if invention is not None:
+            usage = add_usage(invention.usage, usage)
         envelope = {"event_id": new_event_id(), "occurred_at": utc_now(), "producer": PRODUCER,
                     "campaign_id": campaign.campaign_id, "experiment_id": experiment_id}
         if problem is None:
             problem = await self.duplicate_problem(draft, parent)
+        move_id = move.id if move is not None else FREE_MOVE
         if problem is not None:
             log.info("proposal rejected (%s): %s", problem.reason, problem.detail)
-            return ProposalRejected(**envelope, reason=problem.reason, detail=problem.detail,  # type: ignore[arg-type]
-                                    llm=usage, name=draft.name, motivation=draft.motivation, code=draft.code,
-                                    parent_ids=(parent.ref,))
-        return ProposalCreated(
+            return [ProposalRejected(**envelope, reason=problem.reason, detail=problem.detail,  # type: ignore[arg-type]
+                                     llm=usage, name=draft.name, motivation=draft.motivation, code=draft.code,
+                                     parent_ids=(parent.ref,), move=move_id)]
+        learned = [] if invention is None else [learned_event(invention, {**envelope, "event_id": new_event_id()})]
+        return [*learned, ProposalCreated(
             **envelope, name=draft.name, motivation=draft.motivation, code=draft.code, profile=campaign.profile,
-            parent_ids=(parent.ref,),
+            move=move_id, parent_ids=(parent.ref,),
             cognition_ids=tuple(dict.fromkeys(cognition_ids + (move.cognition if move else ()))), llm=usage,
-        )
+        )]
+
+    async def choose_move(self, campaign: Campaign, index: int, parent: ParentContext,
+                          cognition: list[Hit]) -> tuple[Move | None, Invention | None]:
+        """The move to make: none without a library (the LLM chooses); in the control arm a built-in one drawn
+        uniformly; else a new one (``invent_share`` of the time, or when none applies) or the library's best by
+        UCB over the moves that apply to the parent."""
+        seed = proposal_seed(campaign, index, "move")
+        if not self.moves:
+            return None, None
+        if campaign.control:
+            return cognition_weighted(applicable(parent.code, self.moves, parent.moves_made), (), seed), None
+        known = await self.memory.moves()
+        library = [*self.moves, *(from_learned(entry) for entry in known.learned)]
+        candidates = applicable(parent.code, library, parent.moves_made)
+        invent = random.Random(proposal_seed(campaign, index, "invent")).random() < self.invent_share
+        if self.invent_share > 0 and (invent or not candidates):
+            invention = await self.invent(parent, cognition, seed)
+            if invention is not None:
+                return invention.move, invention
+        records = {move: Record(r.drawn, r.settled, r.trained, r.beat_parent) for move, r in known.records.items()}
+        cognition_ids = tuple(hit.id for hit in cognition)
+        return ucb_move(candidates, records, seed, cognition_ids, self.exploration), None
+
+    async def invent(self, parent: ParentContext, cognition: list[Hit], seed: int) -> Invention | None:
+        """A new move for the parent, written by the LLM from one idea (see ``ideas``); None when there is no
+        idea to work from or the reply names no function of the parent."""
+        ideas = self.ideas(parent, cognition)
+        if not ideas:
+            return None
+        idea = random.Random(seed).choice(ideas)
+        shown = for_prompt(parent.code)
+        functions = {node.name: is_method for node, is_method in editable_functions(shown)}
+        reply = await self.llm.complete_json(
+            invent_messages(parent_name=parent.name, parent_code=shown, source_title=idea.title,
+                            source_text=idea.text),
+            move_schema(list(functions)), max_tokens=400, seed=seed)
+        steps = tuple(Step(site_of(step["function"], functions[step["function"]]), str(step["instruction"]).strip(),
+                           step["where"])
+                      for step in reply.data["steps"] if step.get("function") in functions)
+        title = str(reply.data["title"]).strip()
+        if not steps or not title:
+            return None
+        move = Move(id=learned_move_id(title, steps), title=title, why=str(reply.data["rationale"]).strip(),
+                    steps=steps, cognition=idea.cognition_ids, present=NEVER_PRESENT, provenance=idea.provenance)
+        return Invention(move, reply.usage.model, reply.usage)
+
+    @staticmethod
+    def ideas(parent: ParentContext, cognition: list[Hit]) -> list[Idea]:
+        """What a new move can come from: what the parent's analysis said to try next, and the design guidance
+        of the cognition entries retrieved for it."""
+        found = [Idea(NEXT_STEPS_SECTION, parent.next_steps, f"analysis:{parent.ref}")] if parent.next_steps else []
+        return found + [Idea(hit.label, hit.text, f"cognition:{hit.id}", (hit.id,)) for hit in cognition if hit.text]
 
     async def draft(self, messages: list[dict[str, str]], seed: int, parent: ParentContext,
                     move: Move | None = None) -> tuple[Draft, LlmUsage, StaticProblem | None]:
@@ -247,9 +362,12 @@ class Proposer:
             found = await self.memory.experiment(parent.id)
             if found is not None and found.experiment.code:
                 e = found.experiment
-                analysis = "\n\n".join(f"{s.title}: {s.body}" for s in (e.analysis.sections if e.analysis else []))
+                sections = e.analysis.sections if e.analysis else []
+                analysis = "\n\n".join(f"{s.title}: {s.body}" for s in sections)
+                next_steps = next((s.body for s in sections if s.title == NEXT_STEPS_SECTION), "")
                 return ParentContext(ref=e.id, name=e.name, code=e.code, motivation=e.motivation,
-                                     results=results_line(e), analysis=analysis)
+                                     results=results_line(e), analysis=analysis, next_steps=next_steps,
+                                     moves_made=tuple(e.moves_in_line))
         # Nothing ranked yet: start from the baselines in turn, so early proposals explore different families.
         names = sorted(self.baselines)
         name = names[index % len(names)]
@@ -301,3 +419,12 @@ def missing_change(code: str, move: Move | None) -> str:
     if move is not None:
         told.append(f"The change to make: {move.instruction}")
     return " ".join(t for t in told if t)
+
+
+def learned_event(invention: Invention, envelope: dict[str, object]) -> MoveLearned:
+    move = invention.move
+    return MoveLearned(**envelope, move_id=move.id, title=move.title, rationale=move.why,  # type: ignore[arg-type]
+                       provenance=move.provenance, cognition_ids=move.cognition, requires=move.requires,
+                       steps=tuple(MoveStep(site=s.site, anchor=s.anchor, instruction=s.instruction)
+                                   for s in move.steps),
+                       llm_model=invention.llm_model)

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from services.researcher.handlers import CampaignBook, on_campaign_started, on_event
 from services.researcher.loop import ResearchLoop
-from services.researcher.moves import MOVES
+from services.researcher.moves import DEFAULT_EXPLORATION, MOVES
 from services.researcher.proposer import Proposer
 from shared import metrics
 from shared.agent import AgentSettings, agent_clients
@@ -42,6 +42,11 @@ class ResearcherSettings(AgentSettings):
     behaviour_probe: bool = True
     # The probe compares outputs at this profile's width; the smallest is quickest and tells copies apart as well.
     probe_profile: str = "smoke"
+    # The share of proposals that make a new move (from a cognition entry or an analysis) rather than draw one
+    # from the library; a move is added once a proposal made with it passes the checks and the probe.
+    invent_share: float = Field(default=0.3, ge=0.0, le=1.0)
+    # UCB's exploration constant over the moves (rewards are in [0, 1]).
+    move_exploration: float = Field(default=DEFAULT_EXPLORATION, ge=0.0)
 
 
 async def bootstrap(runtime: Runtime) -> Wiring:
@@ -53,7 +58,8 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     probe = partial(asyncio.to_thread, same_computation, profile=settings.probe_profile)
     proposer = Proposer(llm, memory, BASELINES, settings.example_baseline, settings.revisions,
                         moves=MOVES if settings.guided_moves else (),
-                        probe=probe if settings.behaviour_probe else None)
+                        probe=probe if settings.behaviour_probe else None, invent_share=settings.invent_share,
+                        exploration=settings.move_exploration)
     loop = ResearchLoop(book, proposer, runtime.js, max_in_flight=settings.max_in_flight)
     handler = partial(on_event, book)
     handlers = {event_type: handler for event_type in FOLLOWED}

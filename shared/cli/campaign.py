@@ -33,12 +33,13 @@ async def publish_events(nats_url: str, *events: Event) -> list[int]:
 
 
 def start_event(
-    profile: str, budget: int, cpu_hours: float, gpu_hours: float, model: str, seed: int, research: bool = True
+    profile: str, budget: int, cpu_hours: float, gpu_hours: float, model: str, seed: int, research: bool = True,
+    control: bool = False,
 ) -> CampaignStarted:
     return CampaignStarted(
         event_id=new_event_id(), occurred_at=utc_now(), producer="cli", campaign_id=f"c-{new_event_id()[:10]}",
         profile=profile, budget=Budget(experiments=budget, cpu_hours=cpu_hours, gpu_hours=gpu_hours),
-        llm_model=model, seed=seed, research=research,
+        llm_model=model, seed=seed, research=research, control=control,
     )
 
 

@@ -172,6 +172,9 @@ def campaign_start(
     gpu_hours: Annotated[float, typer.Option(min=0, help="Also stop after this many GPU hours (0: no cap).")] = 0,
     research: Annotated[bool, typer.Option(help="--no-research: the researcher proposes nothing; only mixers "
                                                 "handed in with `asiarch submit` run.")] = True,
+    control: Annotated[bool, typer.Option(help="The control arm: built-in moves drawn uniformly, no analyses or "
+                                               "cognition shown to the LLM, no move learned; run it beside a "
+                                               "campaign with the same seed to see what memory adds.")] = False,
     wait: Annotated[bool, typer.Option(help="Follow the campaign until it ends, then print the leaderboard (in a "
                                             "log: one line per event).")] = False,
     data_dir: DataDirOption = None,
@@ -183,13 +186,14 @@ def campaign_start(
     resolve(LlmSettings().models_dir, model)  # fail now, not in every agent
     switch_llm_model(target.data_dir, model)
     already = campaign.running_of(campaign.all_campaigns(target))
-    event = campaign.start_event(profile, budget, cpu_hours, gpu_hours, model, seed, research)
+    event = campaign.start_event(profile, budget, cpu_hours, gpu_hours, model, seed, research, control)
     seq = campaign.start(target, event)
     for other in already:  # the stack serves every running campaign: this one shares it with them
         err.print(f"[yellow]campaign {other['_id']} ({other.get('profile')}) is still running beside it and shares "
                   f"the stack; `asiarch campaign stop --id {other['_id']}` ends it[/]")
     out.print(f"campaign [bold]{event.campaign_id}[/] started: profile {profile}, budget {budget}, model {model}"
-              + ("" if research else "; no research: submit mixers with `asiarch submit FILE`"))
+              + ("" if research else "; no research: submit mixers with `asiarch submit FILE`")
+              + ("; control arm" if control else ""))
     if wait:
         follow_campaign(target, event.campaign_id, seq)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from shared.cli.campaign import CampaignError, campaign_experiments, memory_json, memory_response, publish_events
 from shared.cli.stack import Endpoints
-from shared.events import ProposalCreated, derived_event_id, utc_now
+from shared.events import PROMOTED, ProposalCreated, derived_event_id, utc_now
 from shared.noise import spearman
 
 PRODUCER = "promote"
@@ -43,7 +43,7 @@ def promotion(stack: Endpoints, summary: dict[str, Any], profile: str) -> Propos
         name=f"{summary.get('name') or summary['id']} @ {profile}",
         motivation=f"Promoted from {summary['id']} ({detail.get('profile')}) to verify at {profile}. "
                    f"{detail.get('motivation', '')}"[:2000],
-        code=detail["code"], profile=profile, parent_ids=(summary["id"],),
+        code=detail["code"], profile=profile, move=PROMOTED, parent_ids=(summary["id"],),
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from shared.cli.campaign import CampaignError, all_campaigns, memory_response, publish_events, running_of
 from shared.cli.stack import Endpoints
-from shared.events import ProposalCreated, derived_event_id, utc_now
+from shared.events import SUBMITTED, ProposalCreated, derived_event_id, utc_now
 from shared.mixer.baselines import BASELINES, baseline_of_ref, baseline_ref
 from shared.mixer.source import find_mixer, static_problem
 
@@ -111,7 +111,7 @@ def submission(stack: Endpoints, path: Path, campaign_id: str | None, parent: st
     proposal = ProposalCreated(
         event_id=derived_event_id(experiment_id, PRODUCER, 0), occurred_at=utc_now(), producer=PRODUCER,
         campaign_id=str(campaign["_id"]), experiment_id=experiment_id, name=name or path.stem,
-        motivation=motivation_of(code, path), code=code, profile=str(campaign["profile"]),
+        motivation=motivation_of(code, path), code=code, profile=str(campaign["profile"]), move=SUBMITTED,
         parent_ids=parent_ref(stack, parent),
     )
     problem = static_problem(code)

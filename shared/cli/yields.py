@@ -19,6 +19,7 @@ from typing import Any
 from shared import bus
 from shared.cli.stack import connect_nats
 from shared.events import (
+    FREE_MOVE,
     AnalysisCreated,
     BaselineMeasured,
     CampaignStarted,
@@ -28,6 +29,7 @@ from shared.events import (
     Event,
     JudgeScored,
     LlmUsage,
+    MoveLearned,
     ProposalCreated,
     ProposalRejected,
     ReplicateTrained,
@@ -132,6 +134,10 @@ class YieldTable:
     beat_reference: int | None = None
     reference: Reference | None = None
     trained_ids: list[str] = field(default_factory=list)
+    moves_learned: int = 0  # moves this campaign added to the library
+    # Each proposal's move, and every move learned by any campaign up to now (a later campaign reuses them).
+    moves: dict[str, str] = field(default_factory=dict)
+    learned_ids: set[str] = field(default_factory=set)
     beat_parent_beyond_noise: int | None = None  # None: no parent could be compared (no noise known)
     beat_best_baseline_beyond_noise: int | None = None  # None: no baseline measured at the profile
     best_baseline: str | None = None
@@ -140,6 +146,11 @@ class YieldTable:
     training_seconds: float = 0.0
     wall_seconds: float = 0.0
     finished: bool = False
+
+    @property
+    def trained_with_learned_moves(self) -> int:
+        """Trained mixers whose change is not one of the built-in moves: a learned move, or the LLM's own."""
+        return sum(1 for e in self.trained_ids if self.moves.get(e) in self.learned_ids | {FREE_MOVE})
 
     def share(self, seconds: float) -> float:
         return seconds / self.wall_seconds if self.wall_seconds else 0.0
@@ -156,6 +167,7 @@ class YieldTable:
             "passed_first_try": self.passed_first_try,
             "fixed_after_patches": {str(k): v for k, v in sorted(self.fixed_after_patches.items())},
             "gave_up": self.gave_up, "trained": self.trained,
+            "moves_learned": self.moves_learned, "trained_with_learned_moves": self.trained_with_learned_moves,
             "best_val_loss": min(self.val_losses) if self.val_losses else None,
             "beat_reference": self.beat_reference,
             "beat_parent_beyond_noise": self.beat_parent_beyond_noise,
@@ -184,6 +196,8 @@ def tally(events: Iterable[Event], campaign_id: str, reference: Reference | None
     first_at = last_at = None
     for event in events:
         measurements.add(event)
+        if isinstance(event, MoveLearned):
+            table.learned_ids.add(event.move_id)
         if event.campaign_id != campaign_id:
             continue
         first_at = first_at or event.occurred_at
@@ -217,7 +231,10 @@ def _count(table: YieldTable, event: Event, started: dict[tuple[str, int], Event
         table.profile, table.model = event.profile, event.llm_model
     elif isinstance(event, CampaignStopped):
         table.finished = True
+    elif isinstance(event, MoveLearned):
+        table.moves_learned += 1
     elif isinstance(event, ProposalCreated):
+        table.moves[event.experiment_id] = event.move
         if at_another_profile(table, event.profile):
             table.promoted += 1
         else:
@@ -320,6 +337,8 @@ def rows(table: YieldTable) -> list[tuple[str, str]]:
         ("fixed by the debugger", f"{sum(table.fixed_after_patches.values())}" + (f" ({fixed})" if fixed else "")),
         ("debugger gave up", str(table.gave_up)),
         ("trained", str(table.trained)),
+        ("moves learned", str(table.moves_learned)),
+        ("trained with a learned move or the LLM's own", str(table.trained_with_learned_moves)),
         ("best val loss", f"{min(table.val_losses):.4f}" if table.val_losses else "-"),
         ("beat the reference beyond noise", beat),
         ("beat their parent beyond noise", _counted(table.beat_parent_beyond_noise, "no seed noise measured")),

@@ -54,7 +54,7 @@ def proposer(world: MemoryWorld, *replies: object, **options: object) -> tuple[P
 
 async def test_a_first_proposal_starts_from_a_baseline_and_is_repaired(world: MemoryWorld) -> None:
     agent, backend = proposer(world, {"name": "gated-cumsum", "motivation": "gate a running sum"}, GOOD_CODE)
-    event = await agent.propose(CAMPAIGN, index=0)
+    event = (await agent.propose(CAMPAIGN, index=0))[-1]
     assert isinstance(event, ProposalCreated)
     assert event.code.startswith("import torch\nimport torch.nn as nn\n") and "```" not in event.code
     assert event.parent_ids[0].startswith("baseline:") and event.llm is not None
@@ -67,7 +67,7 @@ async def test_a_first_proposal_starts_from_a_baseline_and_is_repaired(world: Me
 async def test_static_problems_are_shown_to_the_llm_then_rejected(world: MemoryWorld) -> None:
     bad = "```python\nimport os\nclass Mixer:\n    pass\n```"
     agent, backend = proposer(world, {"name": "x", "motivation": "m"}, bad, bad)
-    event = await agent.propose(CAMPAIGN, index=1)
+    event = (await agent.propose(CAMPAIGN, index=1))[-1]
     assert isinstance(event, ProposalRejected) and event.reason == "contract"
     assert "class Mixer:" in event.code and event.parent_ids[0].startswith("baseline:")  # the draft, to read back
     assert event.llm is not None and event.llm.completion_tokens > 0  # the LLM's work is spend even when rejected
@@ -78,7 +78,7 @@ async def test_static_problems_are_shown_to_the_llm_then_rejected(world: MemoryW
 async def test_the_parent_unchanged_is_sent_back_then_a_duplicate(world: MemoryWorld) -> None:
     parent = BASELINES["deltanet"].read_text()
     agent, backend = proposer(world, {"name": "same", "motivation": "m"}, parent, parent)
-    event = await agent.propose(CAMPAIGN, index=0)  # index 0 picks deltanet, the first baseline by name
+    event = (await agent.propose(CAMPAIGN, index=0))[-1]  # index 0 picks deltanet, the first baseline by name
     assert isinstance(event, ProposalRejected) and event.reason == "duplicate"
     revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
     assert "of the code is the parent's (deltanet)" in revision and "motivation" in revision
@@ -87,16 +87,16 @@ async def test_the_parent_unchanged_is_sent_back_then_a_duplicate(world: MemoryW
 async def test_a_parent_copy_revised_into_a_change_is_proposed(world: MemoryWorld) -> None:
     parent = BASELINES["deltanet"].read_text()
     agent, _ = proposer(world, {"name": "gated", "motivation": "gate a running sum"}, parent, GOOD_CODE)
-    event = await agent.propose(CAMPAIGN, index=0)
+    event = (await agent.propose(CAMPAIGN, index=0))[-1]
     assert isinstance(event, ProposalCreated) and "torch.sigmoid(self.gate(x))" in event.code
 
 
 async def test_a_near_copy_of_a_past_experiment_is_a_duplicate(world: MemoryWorld) -> None:
     first, _ = proposer(world, {"name": "a", "motivation": "gate a running sum"}, GOOD_CODE)
-    created = await first.propose(CAMPAIGN, index=0)
+    created = (await first.propose(CAMPAIGN, index=0))[-1]
     world.apply(created)
     again, _ = proposer(world, {"name": "b", "motivation": "gate a running sum"}, GOOD_CODE)
-    event = await again.propose(CAMPAIGN, index=3)
+    event = (await again.propose(CAMPAIGN, index=3))[-1]
     assert isinstance(event, ProposalRejected) and event.reason == "duplicate"
 
 
@@ -105,7 +105,7 @@ async def test_a_helper_the_draft_calls_but_forgot_is_copied_from_its_parent(wor
     forgetful = GOOD_CODE.replace("torch.sigmoid(self.gate(x)) * torch.cumsum(x, dim=1) / math.sqrt(2.0)",
                                   "chunked_delta_rule(x, x, x, torch.sigmoid(self.gate(x))[..., 0], 16)")
     agent, _ = proposer(world, {"name": "helper", "motivation": "reuse the delta rule"}, forgetful)
-    event = await agent.propose(CAMPAIGN, index=0)  # deltanet is the parent
+    event = (await agent.propose(CAMPAIGN, index=0))[-1]  # deltanet is the parent
     assert isinstance(event, ProposalCreated), event
     assert "def chunked_delta_rule(" in event.code and "def chunked_delta_rule(" in parent
 
@@ -115,7 +115,7 @@ async def test_a_draft_of_the_changed_function_is_merged_into_the_parent(world: 
                "    o = self.head_norm(o).transpose(1, 2).reshape(b, t, h * dv)\n"
                "    return self.o_proj(torch.tanh(o))\n```")
     agent, backend = proposer(world, {"name": "tanh-out", "motivation": "bound the output"}, changed)
-    event = await agent.propose(CAMPAIGN, index=0)  # deltanet is the parent
+    event = (await agent.propose(CAMPAIGN, index=0))[-1]  # deltanet is the parent
     assert isinstance(event, ProposalCreated), event
     assert "self.o_proj(torch.tanh(o))" in event.code and "def chunked_delta_rule(" in event.code
     assert "def recurrent_reference(" not in event.code  # merged into the parent as the prompt showed it
@@ -186,7 +186,7 @@ async def test_the_prompt_asks_for_one_concrete_move_and_cites_its_cognition(wor
     assert move.applies_to(LINEAR) and move.instruction in prompt
     agent, _ = proposer(world, {"name": "conv", "motivation": "see the last tokens"}, CONV_INIT, CONV_FORWARD,
                         moves=[SHORT_CONV], probe=SANDBOXED_PROBE)
-    event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    event = (await agent.propose(CAMPAIGN, index=LINEAR_INDEX))[-1]
     assert isinstance(event, ProposalCreated) and set(SHORT_CONV.cognition) <= set(event.cognition_ids)
 
 
@@ -194,7 +194,7 @@ async def test_a_move_is_written_one_function_per_step(world: MemoryWorld) -> No
     # The first reply is the whole file with the new line: only the __init__ it was asked for is taken from it.
     agent, backend = proposer(world, {"name": "conv", "motivation": "see the last tokens"}, CONV_INIT, CONV_FORWARD,
                               moves=[SHORT_CONV], probe=SANDBOXED_PROBE)
-    event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    event = (await agent.propose(CAMPAIGN, index=LINEAR_INDEX))[-1]
     steps = [backend.seen[i][-1]["content"] for i in (1, 2)]  # type: ignore[attr-defined]
     assert steps[0].startswith("Step 1 of 2: rewrite `__init__`") and "self.qkv_proj = nn.Linear" in steps[0]
     assert steps[1].startswith("Step 2 of 2: rewrite `forward`") and "chunked_linear_attention(q, k" in steps[1]
@@ -208,7 +208,7 @@ async def test_a_step_left_undone_starts_again_from_the_parent_sampled_wider(wor
     agent, backend = proposer(world, {"name": "conv", "motivation": "see the last tokens"},
                               CONV_INIT, UNCHANGED_FORWARD, CONV_INIT, CONV_FORWARD,
                               moves=[SHORT_CONV], probe=SANDBOXED_PROBE)
-    event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    event = (await agent.propose(CAMPAIGN, index=LINEAR_INDEX))[-1]
     retry = backend.seen[3][-1]["content"]  # type: ignore[attr-defined]
     assert retry.startswith("Your last version was rejected before training: duplicate")
     assert "`self.short_conv` is created in __init__ but never used" in retry and "Step 1 of 2" in retry
@@ -229,7 +229,7 @@ async def test_without_moves_the_llm_chooses_the_change(world: MemoryWorld) -> N
 async def test_a_renamed_parent_is_caught_by_its_outputs_and_sent_back(world: MemoryWorld) -> None:
     agent, backend = proposer(world, {"name": "renamed", "motivation": "m"}, LINEAR_RENAMED, GOOD_CODE,
                               probe=SANDBOXED_PROBE)
-    event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    event = (await agent.propose(CAMPAIGN, index=LINEAR_INDEX))[-1]
     revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
     assert "its outputs equal the parent (linear_attention)'s" in revision and "motivation describes" in revision
     assert isinstance(event, ProposalCreated) and "torch.sigmoid(self.gate(x))" in event.code
@@ -238,7 +238,7 @@ async def test_a_renamed_parent_is_caught_by_its_outputs_and_sent_back(world: Me
 async def test_a_renamed_parent_sent_back_unchanged_is_rejected_as_a_duplicate(world: MemoryWorld) -> None:
     agent, _ = proposer(world, {"name": "renamed", "motivation": "m"}, LINEAR_RENAMED, LINEAR_RENAMED,
                         probe=SANDBOXED_PROBE)
-    event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    event = (await agent.propose(CAMPAIGN, index=LINEAR_INDEX))[-1]
     assert isinstance(event, ProposalRejected) and event.reason == "duplicate"
     assert "outputs equal the parent (linear_attention)'s" in event.detail
 
@@ -249,7 +249,7 @@ async def test_a_layer_added_but_never_used_is_named_when_the_draft_goes_back(wo
                                  "        super().__init__()\n        self.out_gate = nn.Linear(d_model, d_model)\n")
     agent, backend = proposer(world, {"name": "gated", "motivation": "m"}, unused_gate, GOOD_CODE,
                               probe=SANDBOXED_PROBE)
-    event = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    event = (await agent.propose(CAMPAIGN, index=LINEAR_INDEX))[-1]
     revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
     assert "`self.out_gate` is created in __init__ but never used" in revision
     assert isinstance(event, ProposalCreated)

@@ -12,6 +12,7 @@ from shared.events import (
     Budget,
     CampaignStarted,
     CampaignStartedV1,
+    CampaignStartedV2,
     CampaignStopped,
     CognitionAdded,
     CognitionDoc,
@@ -24,8 +25,11 @@ from shared.events import (
     FitnessComputed,
     JudgeScored,
     LlmUsage,
+    MoveLearned,
+    MoveStep,
     ProposalCreated,
     ProposalCreatedV1,
+    ProposalCreatedV2,
     ProposalRejected,
     ReplicateRequested,
     ReplicateTrained,
@@ -50,10 +54,16 @@ LLM = LlmUsage(model="qwen2.5-coder-0.5b", prompt_tokens=812, completion_tokens=
 
 SAMPLES: list[Event] = [
     CampaignStarted(**envelope(1, ""), profile="smoke", budget=Budget(experiments=20, gpu_hours=0.0, cpu_hours=2.5),
-                    llm_model="qwen2.5-coder-0.5b", seed=7, research=False),
+                    llm_model="qwen2.5-coder-0.5b", seed=7, research=True, control=True),
     ProposalCreated(**envelope(2), name="gated-delta-mix", motivation="Gate the delta rule per head.", code=CODE,
-                    profile="smoke", parent_ids=("exp-0",), cognition_ids=("cog-deltanet",), llm=LLM),
+                    profile="smoke", move="output-gate", parent_ids=("exp-0",), cognition_ids=("cog-deltanet",),
+                    llm=LLM),
     ProposalRejected(**envelope(3), reason="duplicate", detail="cosine 0.97 to exp-0"),
+    MoveLearned(**envelope(18), move_id="learned-0123456789", title="Decay the state per channel",
+                rationale="A per-channel decay forgets stale keys at their own rate.", provenance="cognition:cog-gla",
+                steps=(MoveStep(site="__init__", anchor="end", instruction="Add self.decay = nn.Linear(d, d)."),
+                       MoveStep(site="forward", anchor="return", instruction="Scale the state by the decay.")),
+                cognition_ids=("cog-gla",), requires="self\\.state", llm_model="qwen2.5-coder-0.5b"),
     TrainStarted(**envelope(4), attempt=1, worker_host="ws-1", device="cpu", profile="smoke"),
     TrainFailed(**envelope(5), attempt=1, error_kind="nan", message="loss is NaN at step 12",
                 traceback="Traceback (most recent call last):\n  ...\n", log_tail="step 12 loss nan", code=CODE,
@@ -101,6 +111,8 @@ SAMPLES: list[Event] = [
 
 # Each legacy version, as a stream written before its successor holds it; they decode to current types.
 LEGACY_SAMPLES: list[Event] = [
+    CampaignStartedV2(**envelope(1, ""), profile="smoke", budget=Budget(experiments=20, gpu_hours=0.0, cpu_hours=2.5),
+                      llm_model="qwen2.5-coder-0.5b", seed=7, research=False),
     CampaignStartedV1(**envelope(1, ""), profile="smoke", budget=Budget(experiments=20, gpu_hours=0.0, cpu_hours=2.5),
                       llm_model="qwen2.5-coder-0.5b", seed=7),
     AnalysisCreatedV1(**envelope(9), sections=(ReportSection(title="What worked", body="The gate."),),
@@ -110,4 +122,6 @@ LEGACY_SAMPLES: list[Event] = [
                        train_loss=5.01, fitness_reference=True),
     ProposalCreatedV1(**envelope(2), name="gated-delta-mix", motivation="Gate the delta rule per head.", code=CODE,
                       parent_ids=("exp-0",), cognition_ids=("cog-deltanet",), llm=LLM),
+    ProposalCreatedV2(**envelope(2), name="gated-delta-mix", motivation="Gate the delta rule per head.", code=CODE,
+                      profile="smoke", parent_ids=("exp-0",), cognition_ids=("cog-deltanet",), llm=LLM),
 ]

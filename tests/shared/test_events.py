@@ -11,6 +11,7 @@ from shared.events import (
     CATALOGUE,
     DOMAIN_EVENTS,
     LEGACY,
+    UNRECORDED_MOVE,
     UPCASTERS,
     DeadLettered,
     Event,
@@ -50,10 +51,19 @@ def test_a_legacy_golden_payload_decodes_into_the_current_type(legacy: Event) ->
     assert current == upcast(legacy)
 
 
-def test_a_v1_proposal_becomes_a_v2_with_no_profile() -> None:
-    current = decode((GOLDEN / "proposal.created.v1.json").read_bytes())
-    v2 = next(s for s in SAMPLES if isinstance(s, ProposalCreated))
-    assert current == msgspec.structs.replace(v2, profile="")
+def test_older_proposals_become_current_with_no_profile_or_move() -> None:
+    current = next(s for s in SAMPLES if isinstance(s, ProposalCreated))
+    v1 = decode((GOLDEN / "proposal.created.v1.json").read_bytes())
+    assert v1 == msgspec.structs.replace(current, profile="", move=UNRECORDED_MOVE)
+    v2 = decode((GOLDEN / "proposal.created.v2.json").read_bytes())
+    assert v2 == msgspec.structs.replace(current, move=UNRECORDED_MOVE)
+
+
+def test_a_rejection_names_its_move_compatibly() -> None:
+    without = decode((GOLDEN / "proposal.rejected.v1.json").read_bytes())
+    assert isinstance(without, ProposalRejected) and without.move == UNRECORDED_MOVE
+    with_move = msgspec.structs.replace(without, move="output-gate")
+    assert decode(encode(with_move)) == with_move
 
 
 def test_every_legacy_type_has_an_upcaster_and_no_current_type_has_one() -> None:

@@ -18,6 +18,8 @@ from shared.events import (
     Event,
     JudgeScored,
     LlmUsage,
+    MoveLearned,
+    MoveStep,
     ProposalCreated,
     ProposalRejected,
     ReplicateTrained,
@@ -48,9 +50,13 @@ class History:
     def add(self, event: Event) -> None:
         self.events.append(event)
 
-    def propose(self, exp: str) -> None:
+    def propose(self, exp: str, move: str = "output-gate") -> None:
         self.add(ProposalCreated(**self.env(exp, "researcher", 10), name=exp, motivation="m", code="c", profile="smoke",
-                                 llm=LLM))
+                                 move=move, llm=LLM))
+
+    def learn(self, exp: str, move_id: str) -> None:
+        self.add(MoveLearned(**self.env(exp, "researcher"), move_id=move_id, title=move_id, rationale="r",
+                             provenance="cognition:x", steps=(MoveStep(site="forward", anchor="end", instruction="i"),)))
 
     def train(self, exp: str, attempt: int, loss: float | None, seconds: int = 30) -> None:
         self.add(TrainStarted(**self.env(exp, "engineer"), attempt=attempt, worker_host="h", device="cpu"))
@@ -116,6 +122,29 @@ def test_every_row_of_the_yield_table_is_counted_from_events() -> None:
     assert text["fixed by the debugger"] == "1 (1 after 2 patches)"
     assert "5.6800" in text["beat the reference beyond noise"]
     json.dumps(table.as_dict())  # the --json form is plain JSON
+
+
+def test_moves_learned_and_the_trained_mixers_that_used_them() -> None:
+    earlier = History("c-0")
+    earlier.learn("old", "learned-old")  # learned by an earlier campaign: reusing it here counts as learned
+    h = History()
+    h.add(CampaignStarted(**h.env("", "cli"), profile="smoke", budget=Budget(experiments=6), llm_model="m"))
+    h.learn("a", "learned-a")
+    h.propose("a", "learned-a")
+    h.train("a", 1, 5.6)
+    h.propose("b", "learned-old")
+    h.train("b", 1, 5.6)
+    h.propose("c", "free")  # the LLM's own change: not a built-in move either
+    h.train("c", 1, 5.6)
+    h.propose("d", "output-gate")  # built-in
+    h.train("d", 1, 5.6)
+    h.learn("e", "learned-e")
+    h.propose("e", "learned-e")  # learned, but never trained
+    h.train("e", 1, None)
+    table = tally([*earlier.events, *h.events], "c-1")
+    assert table.trained == 4 and table.moves_learned == 2 and table.trained_with_learned_moves == 3
+    assert {"moves_learned": 2, "trained_with_learned_moves": 3}.items() <= table.as_dict().items()
+    assert ("moves learned", "2") in rows(table)
 
 
 def test_without_a_reference_nothing_is_claimed_to_beat_it() -> None:
