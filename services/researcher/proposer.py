@@ -13,6 +13,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from services.researcher.moves import (
     DEFAULT_EXPLORATION,
@@ -31,6 +32,7 @@ from services.researcher.moves import (
     without_todo,
 )
 from services.researcher.prompts import (
+    ANCHORS,
     IDEA_SCHEMA,
     PROPOSAL_SCHEMA,
     RETRY,
@@ -224,9 +226,7 @@ class Proposer:
             invent_messages(parent_name=parent.name, parent_code=shown, source_title=idea.title,
                             source_text=idea.text),
             move_schema(list(functions)), max_tokens=400, seed=seed)
-        steps = tuple(Step(site_of(step["function"], functions[step["function"]]), str(step["instruction"]).strip(),
-                           step["where"])
-                      for step in reply.data["steps"] if step.get("function") in functions)
+        steps = written_steps(reply.data["steps"], functions)
         title = str(reply.data["title"]).strip()
         if not steps or not title:
             return None
@@ -419,6 +419,20 @@ def missing_change(code: str, move: Move | None) -> str:
     if move is not None:
         told.append(f"The change to make: {move.instruction}")
     return " ".join(t for t in told if t)
+
+
+def written_steps(replied: list[Any], functions: dict[str, bool]) -> tuple[Step, ...]:
+    """The steps of a new move as the LLM wrote them, less any that names no function of the parent (``functions``:
+    name -> whether it is a Mixer method) or says nothing; a place outside ``ANCHORS`` becomes the end."""
+    steps = []
+    for step in replied:
+        if not isinstance(step, dict) or step.get("function") not in functions:
+            continue
+        instruction = str(step.get("instruction") or "").strip()
+        if instruction:
+            anchor = step.get("where") if step.get("where") in ANCHORS else "end"
+            steps.append(Step(site_of(step["function"], functions[step["function"]]), instruction, anchor))
+    return tuple(steps)
 
 
 def learned_event(invention: Invention, envelope: dict[str, object]) -> MoveLearned:

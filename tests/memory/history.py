@@ -34,6 +34,8 @@ from shared.events import (
     FitnessComputed,
     JudgeScored,
     LlmUsage,
+    MoveLearned,
+    MoveStep,
     ProposalCreated,
     ProposalRejected,
     ReportSection,
@@ -53,6 +55,9 @@ BASELINE_BENCH_MEANS = (0.31, 0.29)
 MAX_ATTEMPTS = 3
 _NAMESPACE = uuid.UUID("0e6f3c52-8f0e-4a43-a3c9-3f1a3b7d2c10")
 
+BUILT_IN_MOVES = ("output-gate", "short-conv", "head-decay")
+# The fields of a learned move that a history does not vary.
+LEARNED_FIELDS = {"rationale": "Seen to help.", "steps": (MoveStep(site="forward", anchor="end", instruction="i"),)}
 THEMES = (
     ("gated-delta", "Gate the delta-rule update per head so stale associations decay before they are overwritten."),
     ("decay-retention", "Use a learned per-head exponential decay, as in retention, to stabilise the recurrent state."),
@@ -127,10 +132,15 @@ def _experiment(sim: _Sim) -> Iterator[Event]:
     best = sorted(sim.ranked, reverse=True)
     parents = tuple(e for _, e in best[:1]) + tuple(e for _, e in rng.sample(best[1:], min(2, len(best[1:]))))
     code = code_for(theme, sim.counter)
+    move = BUILT_IN_MOVES[sim.counter % len(BUILT_IN_MOVES)] if sim.counter % 4 else f"learned-{theme}"
     proposal = ProposalCreated(**clock.envelope(sim.campaign, exp), name=f"{theme}-{sim.counter}",
-                               motivation=motivation, code=code, profile=PROFILE,
+                               motivation=motivation, code=code, profile=PROFILE, move=move,
                                parent_ids=parents or ("baseline:linear_attention",),
                                cognition_ids=(f"starter:{theme}",), llm=_llm(rng))
+    if move.startswith("learned-"):  # made by a move learned with it (a theme learned twice keeps its first)
+        envelope = {name: getattr(proposal, name) for name in Event.__struct_fields__}
+        yield MoveLearned(**{**envelope, "event_id": uuid.uuid5(_NAMESPACE, exp).hex}, **LEARNED_FIELDS,
+                          move_id=move, title=f"{theme} move", provenance=f"cognition:{theme}")
     yield proposal
     if rng.random() < 0.1:
         yield ProposalRejected(**clock.envelope(sim.campaign, exp, proposal.event_id), reason="duplicate",

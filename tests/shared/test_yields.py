@@ -55,8 +55,9 @@ class History:
                                  move=move, llm=LLM))
 
     def learn(self, exp: str, move_id: str) -> None:
+        step = MoveStep(site="forward", anchor="end", instruction="i")
         self.add(MoveLearned(**self.env(exp, "researcher"), move_id=move_id, title=move_id, rationale="r",
-                             provenance="cognition:x", steps=(MoveStep(site="forward", anchor="end", instruction="i"),)))
+                             provenance="cognition:x", steps=(step,)))
 
     def train(self, exp: str, attempt: int, loss: float | None, seconds: int = 30) -> None:
         self.add(TrainStarted(**self.env(exp, "engineer"), attempt=attempt, worker_host="h", device="cpu"))

@@ -1,0 +1,162 @@
+"""The move library grows and is drawn by record: a new move from a cognition entry or an analysis, published once
+a proposal made with it passed; each move's record in memory; UCB over the moves; the control arm."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import msgspec
+
+from services.memory.cognition import cognition_events, starter_update
+from services.researcher.moves import MOVES, NEVER_PRESENT, Record, Step, applicable, from_learned, ucb_move
+from services.researcher.proposer import Campaign, Proposer
+from shared.events import (
+    FREE_MOVE,
+    Event,
+    MoveLearned,
+    MoveStep,
+    ProposalCreated,
+    ProposalRejected,
+)
+from shared.memory_client import LearnedMove
+from shared.memory_client import MoveStep as MemoryStep
+from shared.mixer.baselines import BASELINES
+from tests.agents.conftest import MemoryWorld, scripted
+from tests.agents.lineage import baselines, child, envelope
+from tests.agents.test_researcher import (
+    CONV_FORWARD,
+    CONV_INIT,
+    LINEAR,
+    LINEAR_INDEX,
+    SANDBOXED_PROBE,
+    UNCHANGED_FORWARD,
+)
+
+CAMPAIGN = Campaign(campaign_id="c-moves", seed=3, llm_model="scripted", profile="smoke")
+NEW_MOVE = {"title": "Convolve the input", "rationale": "Local patterns before the state.", "steps": [
+    {"function": "__init__", "where": "end", "instruction": "Add a depthwise causal Conv1d self.short_conv."},
+    {"function": "forward", "where": "start", "instruction": "Run x through self.short_conv first."}]}
+IDEA = {"name": "conv-first", "motivation": "see the last few tokens"}
+
+
+def inventor(world: MemoryWorld, *replies: object, moves: tuple = tuple(MOVES)) -> tuple[Proposer, object]:
+    llm, backend = scripted(*replies)  # type: ignore[arg-type]
+    return Proposer(llm, world.client, BASELINES, "linear_attention", revisions=1, moves=moves,
+                    probe=SANDBOXED_PROBE, invent_share=1.0), backend
+
+
+def with_cognition(world: MemoryWorld) -> None:
+    world.apply(*cognition_events(starter_update(), "memory"))
+
+
+async def test_a_move_made_from_a_cognition_entry_is_learned_once_its_proposal_passes(world: MemoryWorld) -> None:
+    with_cognition(world)
+    agent, backend = inventor(world, NEW_MOVE, IDEA, CONV_INIT, CONV_FORWARD)
+    events = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    learned, created = events
+    assert isinstance(learned, MoveLearned) and isinstance(created, ProposalCreated), events
+    assert created.move == learned.move_id and learned.move_id.startswith("learned-")
+    assert learned.provenance.startswith("cognition:") and learned.cognition_ids == (learned.provenance[10:],)
+    assert [(s.site, s.anchor) for s in learned.steps] == [("__init__", "end"), ("forward", "start")]
+    assert "x = self.short_conv(" in created.code and learned.experiment_id == created.experiment_id
+    asked = backend.seen[0][-1]["content"]  # type: ignore[attr-defined]
+    assert "## The idea:" in asked and "## Parent: linear_attention" in asked
+    assert asked.index("Reply with JSON only") < asked.index("## Parent:")  # the fixed part first: cached
+    # The proposal is then asked to make that move, one function per step.
+    assert "## The change to make: Convolve the input" in backend.seen[1][-1]["content"]  # type: ignore[attr-defined]
+    assert created.llm is not None and created.llm.completion_tokens > 0
+
+
+async def test_a_move_whose_draft_fails_is_not_learned(world: MemoryWorld) -> None:
+    with_cognition(world)
+    agent, _ = inventor(world, NEW_MOVE, IDEA, CONV_INIT, UNCHANGED_FORWARD, CONV_INIT, UNCHANGED_FORWARD)
+    events = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    assert len(events) == 1 and isinstance(events[0], ProposalRejected)
+    assert events[0].move.startswith("learned-")  # its record shows the failed first use
+
+
+async def test_a_step_on_a_function_the_parent_lacks_is_dropped(world: MemoryWorld) -> None:
+    with_cognition(world)
+    only_missing = {**NEW_MOVE, "steps": [{"function": "nowhere", "where": "end", "instruction": "x"}]}
+    agent, _ = inventor(world, only_missing, IDEA, CONV_INIT, CONV_FORWARD)
+    # The schema's enum keeps a real server to the parent's functions; a reply outside it makes no move, and the
+    # library's best move by record is drawn instead.
+    events = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    assert not any(isinstance(e, MoveLearned) for e in events)
+    assert isinstance(events[-1], ProposalCreated | ProposalRejected)
+    assert events[-1].move in {move.id for move in MOVES}
+
+
+def learned(world: MemoryWorld, move_id: str, experiment: str) -> MoveLearned:
+    event = MoveLearned(**envelope(experiment, CAMPAIGN.campaign_id), move_id=move_id, title=move_id,  # type: ignore[arg-type]
+                        rationale="r", provenance="analysis:e0",
+                        steps=(MoveStep(site="forward", anchor="start", instruction="Scale x by a learned gate."),))
+    world.apply(event)
+    return event
+
+
+def trained(world: MemoryWorld, experiment: str, parent: str, loss: float, move: str) -> None:
+    proposal, run = child(experiment, parent, loss)
+    world.apply(msgspec.structs.replace(proposal, move=move, campaign_id=CAMPAIGN.campaign_id),
+                msgspec.structs.replace(run, campaign_id=CAMPAIGN.campaign_id))
+
+
+async def test_memory_keeps_each_moves_record_and_its_line(world: MemoryWorld) -> None:
+    world.apply(*baselines({"deltanet": (5.00, 5.02)}))  # noise sd ~0.014
+    learned(world, "learned-gate", "a")
+    trained(world, "a", "baseline:deltanet", 4.80, "learned-gate")  # beats its parent beyond noise
+    trained(world, "b", "a", 4.79, "output-gate")  # within noise of a
+    trained(world, "c", "b", 5.50, "learned-gate")  # worse
+    rejected: Event = ProposalRejected(**envelope("d", CAMPAIGN.campaign_id), reason="syntax", detail="x",  # type: ignore[arg-type]
+                                       move="output-gate", code="x", parent_ids=("a",))
+    world.apply(rejected)
+    moves = await world.client.moves()
+    assert [m.id for m in moves.learned] == ["learned-gate"] and moves.learned[0].provenance == "analysis:e0"
+    assert msgspec.structs.asdict(moves.records["learned-gate"]) == {"drawn": 2, "settled": 2, "trained": 2,
+                                                                     "beat_parent": 1}
+    assert msgspec.structs.asdict(moves.records["output-gate"]) == {"drawn": 2, "settled": 2, "trained": 1,
+                                                                    "beat_parent": 0}
+    found = await world.client.experiment("c")
+    assert found is not None and found.experiment.moves_in_line == ["learned-gate", "output-gate", "learned-gate"]
+    assert (await world.client.moves("another-campaign")).records == {}
+
+
+def test_a_learned_move_applies_where_its_functions_are_and_its_line_has_not_made_it() -> None:
+    step = MemoryStep(site="def chunked_linear_attention\\(", anchor="end", instruction="i")
+    entry = LearnedMove(id="learned-x", title="t", rationale="r", provenance="analysis:e", steps=[step])
+    move = from_learned(entry)
+    assert move.present == NEVER_PRESENT and move.steps == (Step("def chunked_linear_attention\\(", "i", "end"),)
+    assert applicable(LINEAR, [move]) == [move]
+    assert applicable(LINEAR, [move], made=["learned-x"]) == []
+    assert applicable(BASELINES["deltanet"].read_text(), [move]) == []  # deltanet has no such function
+
+
+def test_moves_are_drawn_by_their_record() -> None:
+    a, b, c = MOVES[:3]
+    assert ucb_move([a, b, c], {a.id: Record(3, 3, 3, 3), b.id: Record(1, 1, 0, 0)}, seed=1) == c  # never drawn
+    records = {a.id: Record(4, 4, 4, 2), b.id: Record(4, 4, 0, 0), c.id: Record(4, 4, 4, 0)}
+    assert ucb_move([a, b, c], records, seed=1) == a  # same draws: the best record
+    records[a.id] = Record(40, 40, 40, 12)  # drawn ten times as often for a small edge
+    assert ucb_move([a, b, c], records, seed=1, exploration=2.0) == c
+    assert ucb_move([], records, seed=1) is None
+
+
+async def test_the_control_arm_draws_built_in_moves_without_memory(world: MemoryWorld) -> None:
+    with_cognition(world)
+    learned(world, "learned-gate", "a")
+    llm, backend = scripted(IDEA, CONV_INIT, CONV_FORWARD, CONV_INIT, CONV_FORWARD, CONV_INIT, CONV_FORWARD)
+    agent = Proposer(llm, world.client, BASELINES, "linear_attention", revisions=1, moves=MOVES,
+                     probe=SANDBOXED_PROBE, invent_share=1.0)
+    events = await agent.propose(dataclasses.replace(CAMPAIGN, control=True), index=LINEAR_INDEX)
+    assert not any(isinstance(e, MoveLearned) for e in events)
+    assert events[-1].move in {move.id for move in MOVES}  # type: ignore[union-attr]
+    prompt = backend.seen[0][-1]["content"]  # type: ignore[attr-defined]
+    assert "## What the analysis of the parent says\n(not shown)" in prompt
+    assert "## Ideas from the literature that match these symptoms\n(none retrieved)" in prompt
+
+
+async def test_without_a_library_the_change_is_the_llms_own(world: MemoryWorld) -> None:
+    llm, _ = scripted(IDEA, "```python\n" + CONV_INIT + "\n```")
+    agent = Proposer(llm, world.client, BASELINES, "linear_attention", revisions=0, moves=())
+    events = await agent.propose(CAMPAIGN, index=0)
+    assert len(events) == 1 and events[0].move == FREE_MOVE  # type: ignore[union-attr]
