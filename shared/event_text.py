@@ -18,6 +18,7 @@ from shared.events import (
     EventDecodeError,
     FitnessComputed,
     JudgeScored,
+    MoveLearned,
     ProposalCreated,
     ProposalRejected,
     ReplicateRequested,
@@ -25,6 +26,7 @@ from shared.events import (
     TrainFailed,
     TrainStarted,
     TrainSucceeded,
+    TrajectoryRecorded,
     decode,
 )
 
@@ -46,12 +48,22 @@ def _(event: CampaignStopped) -> str:
 
 @describe.register
 def _(event: ProposalCreated) -> str:
-    return f"{event.name!r} parents={','.join(event.parent_ids) or '-'}"
+    return f"{event.name!r} parents={','.join(event.parent_ids) or '-'} move={event.move or '-'}"
 
 
 @describe.register
 def _(event: ProposalRejected) -> str:
     return f"{event.reason}: {event.detail[:80]}"
+
+
+@describe.register
+def _(event: MoveLearned) -> str:
+    return f"{event.move_id} {event.title!r} from {event.provenance}"
+
+
+@describe.register
+def _(event: TrajectoryRecorded) -> str:
+    return f"{event.agent}: {len(event.turns)} requests beside {event.outcome}"
 
 
 @describe.register

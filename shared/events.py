@@ -231,6 +231,35 @@ class MoveLearned(Event, frozen=True, kw_only=True, tag="move.learned.v1"):
     llm_model: str = ""
 
 
+class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
+    role: str
+    content: str
+
+
+class ChatTurn(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One request of an agent task and its reply. Requests of one conversation repeat the earlier turns, so a turn
+    keeps only what is new: ``shared`` leading messages are those of the previous request followed by its reply
+    (0 for a fresh conversation), ``messages`` the rest."""
+
+    shared: int
+    messages: tuple[ChatMessage, ...]
+    reply: str
+    json: bool = False  # the reply was asked for under a JSON schema
+
+
+class TrajectoryRecorded(Event, frozen=True, kw_only=True, tag="trajectory.recorded.v1", omit_defaults=True):
+    """An agent task's conversation with the LLM, beside the event the task produced (``of_event``): every request
+    and reply, and what was done with them, for prompt work or fine-tuning a local model."""
+
+    agent: str
+    of_event: str
+    outcome: str  # the produced event's tag, e.g. proposal.rejected.v1
+    detail: str = ""  # what the outcome says in a word: a rejection's reason, an error kind
+    model: str = ""
+    turns: tuple[ChatTurn, ...] = ()
+    truncated: bool = False  # turns past the size a message may have were left out
+
+
 class TrainStarted(Event, frozen=True, kw_only=True, tag="train.started.v1"):
     attempt: int
     worker_host: str
@@ -486,6 +515,7 @@ AnyEvent = Union[
     CognitionAdded,
     ReplicateRequested,
     ReplicateTrained,
+    TrajectoryRecorded,
     DeadLettered,
 ]
 

@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -99,6 +100,31 @@ def parse_json_reply(text: str, schema: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One request as it was sent and its reply, kept while a task is recorded (``LlmClient.recording``)."""
+
+    messages: tuple[Message, ...]
+    reply: str
+    json: bool
+
+
+# The exchanges of the task running in this asyncio task (None: not recorded). A context variable, so concurrent
+# tasks of one agent each record their own.
+_RECORDING: ContextVar[list[Exchange] | None] = ContextVar("llm_recording", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[list[Exchange]]:
+    """Every request made inside the block, with its reply, in order."""
+    exchanges: list[Exchange] = []
+    token = _RECORDING.set(exchanges)
+    try:
+        yield exchanges
+    finally:
+        _RECORDING.reset(token)
+
+
 class LlmClient:
     """Schema-constrained JSON completions with retries and accounting."""
 
@@ -175,6 +201,9 @@ class LlmClient:
             metrics.LLM_FAILURES.labels(self.service, "backend").inc()
             raise
         elapsed = time.perf_counter() - started
+        recorded = _RECORDING.get()
+        if recorded is not None:
+            recorded.append(Exchange(tuple(dict(m) for m in messages), completion.text, schema is not None))
         metrics.LLM_SECONDS.labels(self.service).observe(elapsed)
         metrics.LLM_TOKENS.labels(self.service, "prompt").inc(completion.prompt_tokens)
         metrics.LLM_TOKENS.labels(self.service, "prompt_cached").inc(completion.cached_prompt_tokens)

@@ -9,6 +9,7 @@ from services.analyst.handlers import Analyst, on_replicate_trained, on_train_su
 from shared.agent import AgentSettings, agent_clients, follow_campaign_model
 from shared.events import CampaignStarted, ReplicateTrained, TrainSucceeded
 from shared.service import Runtime, ServiceSpec, Wiring
+from shared.trajectory import recorded
 
 
 class AnalystSettings(AgentSettings):
@@ -24,8 +25,8 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     assert isinstance(settings, AnalystSettings)
     llm, memory = await agent_clients(runtime)
     analyst = Analyst(llm=llm, memory=memory, gallery=settings.gallery())
-    return Wiring(handlers={TrainSucceeded: partial(on_train_succeeded, analyst),
-                            ReplicateTrained: partial(on_replicate_trained, analyst),
+    return Wiring(handlers={TrainSucceeded: recorded(settings.service_name, partial(on_train_succeeded, analyst)),
+                            ReplicateTrained: partial(on_replicate_trained, analyst),  # no LLM: nothing to record
                             CampaignStarted: partial(follow_campaign_model, llm)})
 
 

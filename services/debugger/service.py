@@ -12,6 +12,7 @@ from shared import metrics
 from shared.agent import AgentSettings, agent_clients, follow_campaign_model
 from shared.events import CampaignStarted, TrainFailed
 from shared.service import Runtime, ServiceSpec, Wiring
+from shared.trajectory import recorded
 
 
 class DebuggerSettings(AgentSettings):
@@ -32,7 +33,8 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     metrics.init_debugger(settings.service_name, settings.max_attempts)
     patcher = LlmPatcher(llm, memory, default_profile=settings.trial_profile,
                          budget=Budget(settings.llm_replies, settings.llm_completion_tokens))
-    return Wiring(handlers={TrainFailed: partial(on_train_failed, patcher, settings.max_attempts),
+    return Wiring(handlers={TrainFailed: recorded(settings.service_name,
+                                                  partial(on_train_failed, patcher, settings.max_attempts)),
                             CampaignStarted: partial(follow_campaign_model, llm)})
 
 

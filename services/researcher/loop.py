@@ -28,7 +28,8 @@ from shared.events import (
     campaign_stopped_id,
     utc_now,
 )
-from shared.llm import LlmError
+from shared.llm import LlmError, recording
+from shared.trajectory import trajectory
 
 log = logging.getLogger(__name__)
 PRODUCER = "researcher"
@@ -62,13 +63,15 @@ class ResearchLoop:
             return
         if not campaign.research or campaign.in_flight >= self.max_in_flight:
             return
-        events = await self.attempt(lambda: self.proposer.propose(
-            Campaign(campaign.campaign_id, campaign.seed, campaign.llm_model, campaign.profile, campaign.control),
-            campaign.proposed))
+        with recording() as exchanges:
+            events = await self.attempt(lambda: self.proposer.propose(
+                Campaign(campaign.campaign_id, campaign.seed, campaign.llm_model, campaign.profile, campaign.control),
+                campaign.proposed))
         if events is None:
             await asyncio.sleep(self.retry_s)
             return
-        for event in events:  # a move learned goes out before the proposal that names it
+        # A move learned goes out before the proposal that names it; the conversation after it.
+        for event in [*events, *trajectory(PRODUCER, events, exchanges)]:
             await self.publish(event)
         await self.wait_until_counted(campaign.campaign_id, campaign.proposed)
 

@@ -15,6 +15,7 @@ import typer
 from rich.progress import DownloadColumn, Progress
 from rich.table import Table
 
+from shared import trajectory
 from shared.cli import backups, campaign, lab, memory, promote, stack, submit, yields
 from shared.cli.console import err, out
 from shared.cli.tail import ExperimentOver, follow_until, tail
@@ -461,6 +462,30 @@ def cognition_add(
         raise typer.BadParameter(f"{path} does not exist", param_hint="PATH")
     report = memory.add_cognition(stack_endpoints(data_dir), path.resolve())
     out.print(f"cognition: {report['chunks']} chunks from {report['files']} file(s); skipped {report['skipped']}")
+
+
+trajectories_app = typer.Typer(help="The agents' conversations with the LLM, kept in the event log.",
+                               no_args_is_help=True)
+app.add_typer(trajectories_app, name="trajectories")
+
+
+@trajectories_app.command("export")
+def trajectories_export(
+    campaign_id: Annotated[str | None, typer.Option("--campaign", help="Only this campaign's.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Only this agent's: researcher, debugger, analyst, judge.")] = None,
+    target: Annotated[Path | None, typer.Option("--out", help="Write here (default: standard output).")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Every recorded agent task as JSONL: one line per request, the conversation up to it and the reply, with
+    the agent, the experiment, and what became of it (the event's tag and reason)."""
+    events = asyncio.run(yields.campaign_events(stack_endpoints(data_dir).nats_url))
+    rows = [json.dumps(row) for row in trajectory.export_rows(events, campaign_id, agent)]
+    if target is None:
+        for row in rows:
+            print(row)
+    else:
+        target.write_text("".join(f"{row}\n" for row in rows))
+    err.print(f"{len(rows)} requests")
 
 
 @app.command("backup")

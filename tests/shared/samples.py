@@ -14,6 +14,8 @@ from shared.events import (
     CampaignStartedV1,
     CampaignStartedV2,
     CampaignStopped,
+    ChatMessage,
+    ChatTurn,
     CognitionAdded,
     CognitionDoc,
     ComparisonRow,
@@ -37,6 +39,7 @@ from shared.events import (
     TrainFailed,
     TrainStarted,
     TrainSucceeded,
+    TrajectoryRecorded,
 )
 
 AT = dt.datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
@@ -59,6 +62,13 @@ SAMPLES: list[Event] = [
                     profile="smoke", move="output-gate", parent_ids=("exp-0",), cognition_ids=("cog-deltanet",),
                     llm=LLM),
     ProposalRejected(**envelope(3), reason="duplicate", detail="cosine 0.97 to exp-0"),
+    TrajectoryRecorded(**envelope(19), agent="researcher", of_event=f"{2:032x}", outcome="proposal.created.v3",
+                       model="qwen2.5-coder-0.5b", turns=(
+                           ChatTurn(shared=0, messages=(ChatMessage(role="system", content="You design mixers."),
+                                                        ChatMessage(role="user", content="Propose one.")),
+                                    reply='{"name": "gated"}', json=True),
+                           ChatTurn(shared=3, messages=(ChatMessage(role="user", content="Now the code."),),
+                                    reply="```python\nclass Mixer: ...\n```"))),
     MoveLearned(**envelope(18), move_id="learned-0123456789", title="Decay the state per channel",
                 rationale="A per-channel decay forgets stale keys at their own rate.", provenance="cognition:cog-gla",
                 steps=(MoveStep(site="__init__", anchor="end", instruction="Add self.decay = nn.Linear(d, d)."),
