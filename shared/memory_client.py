@@ -293,7 +293,7 @@ class MemoryClient:
         result = await self._get("/behaviours", {"profile": profile}, Behaviours)
         return result.items if result else []
 
-    async def moves(self, campaign_id: str | None = None) -> Moves:
-        """The moves campaigns learned, and each move's record (over every campaign, or one)."""
-        found = await self._get("/moves", {"campaign_id": campaign_id}, Moves)
+    async def moves(self, campaign_id: str | None = None, model: str | None = None) -> Moves:
+        """The moves campaigns learned, and each move's record (over every campaign or one, every LLM or one)."""
+        found = await self._get("/moves", {"campaign_id": campaign_id, "model": model}, Moves)
         return found if found is not None else Moves()

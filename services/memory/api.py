@@ -290,7 +290,8 @@ class MoveRecordOut(_Model):
 
 class MovesOut(_Model):
     learned: list[LearnedMoveOut]
-    records: dict[str, MoveRecordOut] = Field(description="move id -> its record (moves never drawn are absent)")
+    records: dict[str, MoveRecordOut] = Field(description="move id (or free: the LLM's own change) -> its record; "
+                                                          "moves never drawn are absent")
 
 
 class StatsOut(_Model):
@@ -405,9 +406,10 @@ def _experiment_routes(router: APIRouter, get_deps: Callable[[], MemoryApiDeps])
     @router.get("/moves", response_model=MovesOut, summary="The moves learned, and every move's record")
     def list_moves(
         campaign_id: str | None = Query(None, min_length=1, description="records of this campaign's experiments only"),
+        model: str | None = Query(None, min_length=1, description="records of the proposals this LLM wrote only"),
         deps: MemoryApiDeps = Depends(get_deps),
     ) -> MovesOut:
-        records = moves.move_records(deps.db, campaign_id)
+        records = moves.move_records(deps.db, campaign_id, model)
         return MovesOut(learned=[LearnedMoveOut.model_validate(doc) for doc in moves.learned_moves(deps.db)],
                         records={move: MoveRecordOut.model_validate(r.as_dict()) for move, r in records.items()})
 

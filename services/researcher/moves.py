@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.events import FREE_MOVE
 from shared.memory_client import LearnedMove
 from shared.mixer.edit import function_matching
 
@@ -195,6 +196,11 @@ UNSETTLED_VALUE = TRAINED_REWARD
 # UCB's exploration constant: rewards lie in [0, 1], so a half keeps a move with a good record ahead of one
 # drawn a few times more rarely, without starving the rest.
 DEFAULT_EXPLORATION = 0.5
+
+
+# The LLM's own change as one arm of the bandit beside the moves: drawn by its record for the campaign's model, so a
+# model that invents gets the free mode as often as it pays, and one that copies its parent rarely.
+FREE_CHOICE = Move(id=FREE_MOVE, title="the LLM's own change", why="", steps=(), cognition=(), present=NEVER_PRESENT)
 
 
 def from_learned(entry: LearnedMove) -> Move:

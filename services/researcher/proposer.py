@@ -17,6 +17,7 @@ from typing import Any
 
 from services.researcher.moves import (
     DEFAULT_EXPLORATION,
+    FREE_CHOICE,
     MOVES,
     NEVER_PRESENT,
     Move,
@@ -134,7 +135,7 @@ class Proposer:
 
     def __init__(self, llm: LlmClient, memory: MemoryClient, baselines: dict[str, Path], example: str,
                  revisions: int = 2, moves: Sequence[Move] = MOVES, probe: BehaviourProbe | None = None,
-                 invent_share: float = 0.0, exploration: float = DEFAULT_EXPLORATION) -> None:
+                 invent_share: float = 0.0, exploration: float = DEFAULT_EXPLORATION, free_arm: bool = False) -> None:
         self.llm = llm
         self.memory = memory
         self.baselines = {name: path for name, path in baselines.items() if name != "softmax_attention"}
@@ -146,6 +147,7 @@ class Proposer:
         # The share of proposals that make a new move rather than draw one (all of them when none applies).
         self.invent_share = invent_share
         self.exploration = exploration  # UCB's, over the moves
+        self.free_arm = free_arm  # the LLM's own change competes with the moves, by its record for the model
 
     async def propose(self, campaign: Campaign, index: int) -> list[Event]:
         """The events of one proposal: ``move.learned`` when it made a new move and the draft passed, then
@@ -195,13 +197,14 @@ class Proposer:
                           cognition: list[Hit]) -> tuple[Move | None, Invention | None]:
         """The move to make: none without a library (the LLM chooses); in the control arm a built-in one drawn
         uniformly; else a new one (``invent_share`` of the time, or when none applies) or the library's best by
-        UCB over the moves that apply to the parent."""
+        UCB over the moves that apply to the parent (and the LLM's own change, with ``free_arm``), on the records
+        of the campaign's model."""
         seed = proposal_seed(campaign, index, "move")
         if not self.moves:
             return None, None
         if campaign.control:
             return cognition_weighted(applicable(parent.code, self.moves, parent.moves_made), (), seed), None
-        known = await self.memory.moves()
+        known = await self.memory.moves(model=campaign.llm_model or None)
         library = [*self.moves, *(from_learned(entry) for entry in known.learned)]
         candidates = applicable(parent.code, library, parent.moves_made)
         invent = random.Random(proposal_seed(campaign, index, "invent")).random() < self.invent_share
@@ -211,7 +214,9 @@ class Proposer:
                 return invention.move, invention
         records = {move: Record(r.drawn, r.settled, r.trained, r.beat_parent) for move, r in known.records.items()}
         cognition_ids = tuple(hit.id for hit in cognition)
-        return ucb_move(candidates, records, seed, cognition_ids, self.exploration), None
+        arms = [*candidates, FREE_CHOICE] if self.free_arm else candidates
+        chosen = ucb_move(arms, records, seed, cognition_ids, self.exploration)
+        return (None if chosen is FREE_CHOICE else chosen), None
 
     async def invent(self, parent: ParentContext, cognition: list[Hit], seed: int) -> Invention | None:
         """A new move for the parent, written by the LLM from one idea (see ``ideas``); None when there is no

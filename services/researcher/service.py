@@ -45,6 +45,8 @@ class ResearcherSettings(AgentSettings):
     # The share of proposals that make a new move (from a cognition entry or an analysis) rather than draw one
     # from the library; a move is added once a proposal made with it passes the checks and the probe.
     invent_share: float = Field(default=0.3, ge=0.0, le=1.0)
+    # The LLM's own change is one more arm of the bandit, drawn by its measured yield for the campaign's model.
+    free_arm: bool = True
     # UCB's exploration constant over the moves (rewards are in [0, 1]).
     move_exploration: float = Field(default=DEFAULT_EXPLORATION, ge=0.0)
 
@@ -59,7 +61,7 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     proposer = Proposer(llm, memory, BASELINES, settings.example_baseline, settings.revisions,
                         moves=MOVES if settings.guided_moves else (),
                         probe=probe if settings.behaviour_probe else None, invent_share=settings.invent_share,
-                        exploration=settings.move_exploration)
+                        exploration=settings.move_exploration, free_arm=settings.free_arm)
     loop = ResearchLoop(book, proposer, runtime.js, max_in_flight=settings.max_in_flight)
     handler = partial(on_event, book)
     handlers = {event_type: handler for event_type in FOLLOWED}

@@ -13,7 +13,16 @@ from shared import bus
 from shared.cli.stack import Endpoints, connect_nats
 from shared.errors import AsiarchError
 from shared.event_text import EventLine
-from shared.events import Budget, CampaignStarted, CampaignStopped, Event, campaign_stopped_id, new_event_id, utc_now
+from shared.events import (
+    FREE_MOVE,
+    Budget,
+    CampaignStarted,
+    CampaignStopped,
+    Event,
+    campaign_stopped_id,
+    new_event_id,
+    utc_now,
+)
 from shared.noise import Measured
 
 
@@ -81,6 +90,21 @@ def memory_json(stack: Endpoints, path: str, params: dict[str, Any] | None = Non
     if response.status_code != 200:
         raise CampaignError(f"memory answered {path} with {response.status_code}: {response.text[:300]}")
     return response.json()
+
+
+def model_yield(stack: Endpoints, model: str) -> dict[str, dict[str, int]] | None:
+    """What the proposals a model wrote yielded, by mode: ``moves`` (the library's) and ``free`` (its own change),
+    each drawn, trained and beat its parent beyond noise; None when memory does not answer."""
+    try:
+        records = memory_json(stack, "/moves", {"model": model})["records"]
+    except CampaignError:
+        return None
+    modes = {mode: {"drawn": 0, "trained": 0, "beat_parent": 0} for mode in ("moves", "free")}
+    for move, record in records.items():
+        mode = modes["free" if move == FREE_MOVE else "moves"]
+        for key in mode:
+            mode[key] += int(record[key])
+    return modes
 
 
 def campaign_experiments(stack: Endpoints, campaign_id: str) -> list[dict[str, Any]]:

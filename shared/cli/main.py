@@ -399,19 +399,31 @@ def print_campaign(report: campaign.CampaignReport, gallery: Path) -> None:
 
 
 @models_app.command("list")
-def models_list() -> None:
-    """Known models (pullable from PyPI) and the ones registered here."""
+def models_list(data_dir: DataDirOption = None) -> None:
+    """Known models (pullable from PyPI) and the ones registered here; with the stack running, what each one's
+    proposals yielded with the library's moves and with its own changes (the free mode), which decides how often
+    the researcher lets it choose."""
     models_dir = LlmSettings().models_dir
     registry = read_registry(models_dir)
-    table = Table("name", "status", "size", "source / path", title=f"models in {models_dir}")
-    for name, model in KNOWN_MODELS.items():
-        entry = registry.get(name)
-        table.add_row(name, "[green]pulled[/]" if entry else "not pulled", f"{model.size / 2**20:,.0f} MiB",
-                      entry.path if entry else model.description)
-    for name, entry in registry.items():
-        if name not in KNOWN_MODELS:
-            table.add_row(name, "[green]registered[/]", f"{entry.size / 2**20:,.0f} MiB", entry.path)
+    target = stack_endpoints(data_dir)
+    table = Table("name", "status", "size", "moves: trained/drawn (beat parent)", "free: trained/drawn (beat parent)",
+                  "source / path", title=f"models in {models_dir}")
+    rows = [(name, "[green]pulled[/]" if name in registry else "not pulled", model.size,
+             registry[name].path if name in registry else model.description) for name, model in KNOWN_MODELS.items()]
+    rows += [(name, "[green]registered[/]", entry.size, entry.path) for name, entry in registry.items()
+             if name not in KNOWN_MODELS]
+    for name, status, size, where in rows:
+        modes = campaign.model_yield(target, name) if status != "not pulled" else None
+        table.add_row(name, status, f"{size / 2**20:,.0f} MiB", *(mode_yield(modes, m) for m in ("moves", "free")),
+                      str(where))
     out.print(table)
+
+
+def mode_yield(modes: dict[str, dict[str, int]] | None, mode: str) -> str:
+    if modes is None or not modes[mode]["drawn"]:
+        return "-"
+    found = modes[mode]
+    return f"{found['trained']}/{found['drawn']} ({found['beat_parent']})"
 
 
 @models_app.command("pull")

@@ -8,11 +8,21 @@ import dataclasses
 import msgspec
 
 from services.memory.cognition import cognition_events, starter_update
-from services.researcher.moves import MOVES, NEVER_PRESENT, Record, Step, applicable, from_learned, ucb_move
+from services.researcher.moves import (
+    FREE_CHOICE,
+    MOVES,
+    NEVER_PRESENT,
+    Record,
+    Step,
+    applicable,
+    from_learned,
+    ucb_move,
+)
 from services.researcher.proposer import Campaign, Proposer
 from shared.events import (
     FREE_MOVE,
     Event,
+    LlmUsage,
     MoveLearned,
     MoveStep,
     ProposalCreated,
@@ -160,3 +170,34 @@ async def test_without_a_library_the_change_is_the_llms_own(world: MemoryWorld) 
     agent = Proposer(llm, world.client, BASELINES, "linear_attention", revisions=0, moves=())
     events = await agent.propose(CAMPAIGN, index=0)
     assert len(events) == 1 and events[0].move == FREE_MOVE  # type: ignore[union-attr]
+
+
+async def test_the_free_mode_is_an_arm_whose_record_is_kept_per_model(world: MemoryWorld) -> None:
+    world.apply(*baselines({"deltanet": (5.00, 5.02)}))
+    for experiment, model in (("f1", "big-coder"), ("f2", "big-coder"), ("g1", "small-coder")):
+        proposal, run = child(experiment, "baseline:deltanet", 4.8)
+        usage = LlmUsage(model=model, prompt_tokens=1, completion_tokens=1, latency_s=0.1)
+        world.apply(msgspec.structs.replace(proposal, move=FREE_MOVE if model == "big-coder" else "output-gate",
+                                            llm=usage), run)
+    big = (await world.client.moves(model="big-coder")).records
+    assert set(big) == {FREE_MOVE} and big[FREE_MOVE].beat_parent == 2
+    assert set((await world.client.moves(model="small-coder")).records) == {"output-gate"}
+    # By its record the free mode is drawn for the model it pays for, and passed over for one it does not.
+    library = list(MOVES[:3])
+    good = {m.id: Record(5, 5, 5, 1) for m in library}
+    assert ucb_move([*library, FREE_CHOICE], {**good, FREE_MOVE: Record(5, 5, 5, 5)}, seed=1) is FREE_CHOICE
+    assert ucb_move([*library, FREE_CHOICE], {**good, FREE_MOVE: Record(5, 5, 0, 0)}, seed=1) is not FREE_CHOICE
+
+
+async def test_with_the_free_arm_a_model_with_no_record_tries_its_own_change(world: MemoryWorld) -> None:
+    llm, backend = scripted(IDEA, "```python\n" + CONV_INIT + "\n```")
+    # Every library move has been drawn for this model, the free mode never: it goes first.
+    agent = Proposer(llm, world.client, BASELINES, "linear_attention", revisions=0, moves=MOVES[:1], free_arm=True)
+    world.apply(*baselines({"deltanet": (5.00, 5.02)}))
+    proposal, run = child("m1", "baseline:deltanet", 4.9)
+    usage = LlmUsage(model="scripted", prompt_tokens=1, completion_tokens=1, latency_s=0.1)
+    world.apply(msgspec.structs.replace(proposal, move=MOVES[0].id, llm=usage), run)
+    assert MOVES[0].applies_to(LINEAR)
+    events = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    assert events[-1].move == FREE_MOVE  # type: ignore[union-attr]
+    assert "Change one clear thing" in backend.seen[0][-1]["content"]  # type: ignore[attr-defined]
