@@ -169,6 +169,7 @@ class ProposalCreatedV2(Event, frozen=True, kw_only=True, tag="proposal.created.
 # proposal from before proposals named their move).
 FREE_MOVE, SUBMITTED, PROMOTED, UNRECORDED_MOVE = "free", "submitted", "promoted", ""
 NOT_LIBRARY_MOVES: frozenset[str] = frozenset({FREE_MOVE, SUBMITTED, PROMOTED, UNRECORDED_MOVE})
+NO_ISLAND = -1
 
 
 class ProposalCreated(Event, frozen=True, kw_only=True, tag="proposal.created.v3"):
@@ -181,6 +182,9 @@ class ProposalCreated(Event, frozen=True, kw_only=True, tag="proposal.created.v3
     # The id of the library move the change applies (a built-in one, or one a ``move.learned`` added), or one of
     # one of NOT_LIBRARY_MOVES. Memory keeps each move's record by it.
     move: str = UNRECORDED_MOVE
+    # With island sampling, the island of the population it joins (parents are drawn within it; a migrant's parent
+    # came from another); -1 without.
+    island: int = NO_ISLAND
     parent_ids: tuple[str, ...] = ()
     cognition_ids: tuple[str, ...] = ()
     llm: LlmUsage | None = None

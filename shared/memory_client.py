@@ -255,9 +255,11 @@ class MemoryClient:
         response.raise_for_status()
         return msgspec.json.decode(response.content, type=into)
 
-    async def sample_parents(self, campaign_id: str | None, seed: int | None, references: int = 3) -> ParentSample:
-        return await self._get("/sample/parents", {"campaign_id": campaign_id, "seed": seed,
-                                                    "references": references}, ParentSample)
+    async def sample_parents(self, campaign_id: str | None, seed: int | None, references: int = 3,
+                             island: int | None = None, islands: int = 0) -> ParentSample:
+        """A parent and references (two-tier sampling), from one island's experiments with ``islands`` > 0."""
+        return await self._get("/sample/parents", {"campaign_id": campaign_id, "seed": seed, "references": references,
+                                                    "island": island, "islands": islands or None}, ParentSample)
 
     async def experiment(self, experiment_id: str, as_of: int = 0) -> ExperimentWithLineage | None:
         """The experiment as memory holds it once it has projected stream sequence ``as_of`` (NotYetProjected

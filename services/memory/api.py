@@ -375,10 +375,13 @@ def _experiment_routes(router: APIRouter, get_deps: Callable[[], MemoryApiDeps])
         seed: int | None = Query(None, description="same seed, same sample (over the same experiments)"),
         exploration: float = Query(1.0, ge=0.0, le=10.0, description="UCB's exploration constant"),
         campaign_id: str | None = Query(None, min_length=1),
+        islands: int = Query(0, ge=0, le=64, description="island sampling: how many islands (0: none)"),
+        island: int | None = Query(None, ge=0, description="with islands: draw from this island's experiments"),
         deps: MemoryApiDeps = Depends(get_deps),
     ) -> ParentSampleOut:
         sample = queries.sample_parents(deps.db, strategy=strategy, references=references, seed=seed,
-                                        campaign_id=campaign_id, exploration=exploration)
+                                        campaign_id=campaign_id, exploration=exploration, island=island,
+                                        islands=islands)
         parent = ExperimentSummary.model_validate(sample.parent) if sample.parent else None
         return ParentSampleOut(strategy=sample.strategy, seed=seed, ranked=sample.ranked, parent=parent,
                                references=_summaries(sample.references), ucb_scores=sample.ucb_scores)

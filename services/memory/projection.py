@@ -37,6 +37,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.memory.cognition import COGNITION, as_document
 from shared.events import (
+    NO_ISLAND,
     NOT_LIBRARY_MOVES,
     AnalysisCreated,
     BaselineMeasured,
@@ -323,7 +324,7 @@ class Projector:
         fields = {
             "name": event.name, "motivation": event.motivation, "parent_ids": list(event.parent_ids),
             "cognition_ids": list(event.cognition_ids), "status": "proposed", "code": event.code,
-            "code_versions": [version], "created_at": event.occurred_at, "move": event.move,
+            "code_versions": [version], "created_at": event.occurred_at, "move": event.move, "island": event.island,
             # The library moves made along its first-parent line, its own last: a move already made there is not
             # drawn for it again (a learned move has no pattern saying whether a parent has it).
             "moves_in_line": [*parent_moves, *([event.move] if event.move not in NOT_LIBRARY_MOVES else [])],
@@ -581,6 +582,7 @@ def _new_experiment(event: Event) -> Doc:
     return {
         "_id": event.experiment_id, "_seq": 0, "campaign_id": event.campaign_id, "name": "", "motivation": "",
         "parent_ids": [], "cognition_ids": [], "status": "proposed", "code": "", "code_versions": [], "move": "",
+        "island": NO_ISLAND,
         "moves_in_line": [],
         "attempts": 0, "n_failures": 0, "n_patches": 0, "n_children": 0, "profile": "", "last_error": None,
         "rejection": None,

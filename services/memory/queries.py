@@ -7,6 +7,7 @@ nx-27017 and MongoDB 7 agree on is used; notably ``$exists``/``$ne: null`` diffe
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from services.memory.projection import BASELINE_MIXERS, BASELINES, CAMPAIGNS, EXPERIMENTS, FAILURES, STATUSES
+from shared.events import NO_ISLAND
 
 Doc = dict[str, Any]
 SortKey = Literal["fitness", "time"]
@@ -134,12 +136,21 @@ def ucb_scores(ranked: Sequence[Doc], counts: dict[str, int], c: float) -> dict[
     return {d["_id"]: (float(d["fitness_total"]) - low) / spread + bonus[d["_id"]] for d in ranked}
 
 
+def island_of(doc: Doc, islands: int) -> int:
+    """The island an experiment lives on: the one its proposal named, else one fixed by its id (an experiment
+    proposed without islands joins one all the same)."""
+    named = int(doc.get("island", NO_ISLAND))
+    if named != NO_ISLAND:
+        return named % islands
+    return int.from_bytes(hashlib.sha256(str(doc["_id"]).encode()).digest()[:4], "big") % islands
+
+
 def sample_parents(
     db: Database, *, strategy: Strategy = "two_tier", references: int = 4, seed: int | None = None,
-    campaign_id: str | None = None, exploration: float = 1.0,
+    campaign_id: str | None = None, exploration: float = 1.0, island: int | None = None, islands: int = 0,
 ) -> ParentSample:
     """Two-tier sampling (parent uniformly from the top 10, references from ranks 11–50) or UCB over the top 50,
-    of the ranked runs not waiting for a replicate.
+    of the ranked runs not waiting for a replicate; with ``islands`` > 0 and an ``island``, of that island's.
 
     With fewer than 11 ranked experiments the references come from the rest of the top tier. No ranked
     experiment at all gives ``parent=None``: the caller starts from a baseline.
@@ -147,7 +158,10 @@ def sample_parents(
     rng = random.Random(seed)
     # A run waiting for its second seed is not drawn yet: its rank may be one lucky seed (filtered here, as the
     # embedded store's and MongoDB's $ne disagree on missing fields).
-    ranked = [d for d in ranked_experiments(db, campaign_id) if not d.get("awaiting_replicate")]
+    limit = REFERENCE_BAND * max(1, islands)  # each island keeps its own top band
+    ranked = [d for d in ranked_experiments(db, campaign_id, limit) if not d.get("awaiting_replicate")]
+    if islands > 0 and island is not None:
+        ranked = [d for d in ranked if island_of(d, islands) == island % islands]
     if not ranked:
         return ParentSample(strategy, None, [], 0)
     scores: dict[str, float] = {}

@@ -47,6 +47,7 @@ from services.researcher.prompts import (
 from shared.events import (
     FREE_MOVE,
     NEXT_STEPS_SECTION,
+    NO_ISLAND,
     Event,
     LlmUsage,
     MoveLearned,
@@ -135,7 +136,8 @@ class Proposer:
 
     def __init__(self, llm: LlmClient, memory: MemoryClient, baselines: dict[str, Path], example: str,
                  revisions: int = 2, moves: Sequence[Move] = MOVES, probe: BehaviourProbe | None = None,
-                 invent_share: float = 0.0, exploration: float = DEFAULT_EXPLORATION, free_arm: bool = False) -> None:
+                 invent_share: float = 0.0, exploration: float = DEFAULT_EXPLORATION, free_arm: bool = False,
+                 islands: int = 0, migration_every: int = 0) -> None:
         self.llm = llm
         self.memory = memory
         self.baselines = {name: path for name, path in baselines.items() if name != "softmax_attention"}
@@ -148,6 +150,7 @@ class Proposer:
         self.invent_share = invent_share
         self.exploration = exploration  # UCB's, over the moves
         self.free_arm = free_arm  # the LLM's own change competes with the moves, by its record for the model
+        self.islands, self.migration_every = islands, migration_every  # island sampling (0: off)
 
     async def propose(self, campaign: Campaign, index: int) -> list[Event]:
         """The events of one proposal: ``move.learned`` when it made a new move and the draft passed, then
@@ -155,7 +158,9 @@ class Proposer:
         if campaign.llm_model:
             self.llm.use_model(campaign.llm_model)  # each campaign's proposals come from the model it named
         experiment_id = new_event_id()[:16]
-        sample = await self.memory.sample_parents(campaign.campaign_id, seed=proposal_seed(campaign, index, "parents"))
+        island, migrant = island_for(index, self.islands, self.migration_every)
+        sample = await self.memory.sample_parents(campaign.campaign_id, seed=proposal_seed(campaign, index, "parents"),
+                                                  island=None if migrant else island, islands=self.islands)
         parent = await self.parent_context(sample.parent, index)
         cognition = [] if campaign.control else await self.memory.search(
             "cognition", parent.analysis or parent.motivation, k=3)
@@ -189,7 +194,7 @@ class Proposer:
         learned = [] if invention is None else [learned_event(invention, {**envelope, "event_id": new_event_id()})]
         return [*learned, ProposalCreated(
             **envelope, name=draft.name, motivation=draft.motivation, code=draft.code, profile=campaign.profile,
-            move=move_id, parent_ids=(parent.ref,),
+            move=move_id, island=island, parent_ids=(parent.ref,),
             cognition_ids=tuple(dict.fromkeys(cognition_ids + (move.cognition if move else ()))), llm=usage,
         )]
 
@@ -378,6 +383,15 @@ class Proposer:
         name = names[index % len(names)]
         return ParentContext(ref=baseline_ref(name), name=name, code=self.baselines[name].read_text(),
                              motivation=f"the {name} baseline", results="a built-in baseline", analysis="")
+
+
+def island_for(index: int, islands: int, migration_every: int) -> tuple[int, bool]:
+    """The island a campaign's ``index``-th proposal joins (round robin), and whether it is a migrant: every
+    ``migration_every``-th proposal draws its parent from the whole ranking, so the best of one island seeds
+    another (with a period prime to the number of islands, each island receives migrants in turn)."""
+    if islands <= 0:
+        return NO_ISLAND, False
+    return index % islands, migration_every > 0 and (index + 1) % migration_every == 0
 
 
 def proposal_seed(campaign: Campaign, index: int, purpose: str) -> int:
