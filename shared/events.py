@@ -164,11 +164,14 @@ class ProposalCreatedV2(Event, frozen=True, kw_only=True, tag="proposal.created.
     llm: LlmUsage | None = None
 
 
-# What a proposal's change is, besides a move of the library: the LLM's own choice (the free mode), a mixer handed in
-# by `asiarch submit`, a trained mixer re-run at another profile (`asiarch promote`: no change), or not recorded (a
-# proposal from before proposals named their move).
-FREE_MOVE, SUBMITTED, PROMOTED, UNRECORDED_MOVE = "free", "submitted", "promoted", ""
-NOT_LIBRARY_MOVES: frozenset[str] = frozenset({FREE_MOVE, SUBMITTED, PROMOTED, UNRECORDED_MOVE})
+# What a proposal's change is, besides a move of the library: the LLM's own choice (the free mode), a component of a
+# reference mixer ported into the parent (recombination), a mixer handed in by `asiarch submit`, a trained mixer
+# re-run at another profile (`asiarch promote`: no change), or not recorded (a proposal from before proposals named
+# their move). The researcher chooses the first two like moves, by their record; the rest it did not choose.
+FREE_MOVE, CROSSOVER_MOVE = "free", "crossover"
+SUBMITTED, PROMOTED, UNRECORDED_MOVE = "submitted", "promoted", ""
+UNCHOSEN_MOVES: frozenset[str] = frozenset({SUBMITTED, PROMOTED, UNRECORDED_MOVE})
+NOT_LIBRARY_MOVES: frozenset[str] = UNCHOSEN_MOVES | {FREE_MOVE, CROSSOVER_MOVE}
 NO_ISLAND = -1
 
 

@@ -259,7 +259,8 @@ class MemoryClient:
                              island: int | None = None, islands: int = 0) -> ParentSample:
         """A parent and references (two-tier sampling), from one island's experiments with ``islands`` > 0."""
         return await self._get("/sample/parents", {"campaign_id": campaign_id, "seed": seed, "references": references,
-                                                    "island": island, "islands": islands or None}, ParentSample)
+                                                    "island": island if islands else None,
+                                                    "islands": islands or None}, ParentSample)
 
     async def experiment(self, experiment_id: str, as_of: int = 0) -> ExperimentWithLineage | None:
         """The experiment as memory holds it once it has projected stream sequence ``as_of`` (NotYetProjected

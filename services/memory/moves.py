@@ -1,10 +1,10 @@
 """The move library as the log made it, and each move's record, read off the projection.
 
-A move's record (the LLM's own change, ``free``, has one too) counts the experiments whose proposal named it
-(``proposal.created``/``proposal.rejected`` ``move``): drawn, settled (nothing more will happen to it: trained,
-rejected or given up), trained, and beat its parent beyond seed noise (the verdict the web UI shows,
-``services.memory.verdicts``). Everything is derived from experiment documents at query time, so a replay that
-rebuilds the experiments rebuilds the records with them.
+A move's record (the LLM's own change, ``free``, and recombination, ``crossover``, have one too) counts the
+experiments whose proposal named it (``proposal.created``/``proposal.rejected`` ``move``): drawn, settled (nothing
+more will happen to it: trained, rejected or given up), trained, and beat its parent beyond seed noise (the
+verdict the web UI shows, ``services.memory.verdicts``). Everything is derived from experiment documents at query
+time, so a replay that rebuilds the experiments rebuilds the records with them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pymongo.database import Database
 
 from services.memory.projection import EXPERIMENTS, MOVES
 from services.memory.verdicts import Baselines, experiments_by_id, verdicts
-from shared.events import FREE_MOVE, NOT_LIBRARY_MOVES
+from shared.events import UNCHOSEN_MOVES
 
 Doc = dict[str, Any]
 SETTLED = ("trained", "rejected", "gave_up")
@@ -45,7 +45,7 @@ def learned_moves(db: Database) -> list[Doc]:
 def move_records(db: Database, campaign_id: str | None = None, model: str | None = None) -> dict[str, MoveRecord]:
     """Each move's record over every experiment that named it: one campaign's with ``campaign_id``, the proposals
     one LLM wrote with ``model``."""
-    query: Doc = {"move": {"$nin": sorted(NOT_LIBRARY_MOVES - {FREE_MOVE})}}
+    query: Doc = {"move": {"$nin": sorted(UNCHOSEN_MOVES)}}
     if campaign_id:
         query["campaign_id"] = campaign_id
     if model:

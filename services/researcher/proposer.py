@@ -6,6 +6,7 @@ reason. Static problems are shown to the LLM for a bounded number of revisions b
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from services.researcher.crossover import Crossover, crossover
 from services.researcher.moves import (
     DEFAULT_EXPLORATION,
     FREE_CHOICE,
@@ -137,7 +139,7 @@ class Proposer:
     def __init__(self, llm: LlmClient, memory: MemoryClient, baselines: dict[str, Path], example: str,
                  revisions: int = 2, moves: Sequence[Move] = MOVES, probe: BehaviourProbe | None = None,
                  invent_share: float = 0.0, exploration: float = DEFAULT_EXPLORATION, free_arm: bool = False,
-                 islands: int = 0, migration_every: int = 0) -> None:
+                 islands: int = 0, migration_every: int = 0, crossover_arm: bool = False) -> None:
         self.llm = llm
         self.memory = memory
         self.baselines = {name: path for name, path in baselines.items() if name != "softmax_attention"}
@@ -151,6 +153,7 @@ class Proposer:
         self.exploration = exploration  # UCB's, over the moves
         self.free_arm = free_arm  # the LLM's own change competes with the moves, by its record for the model
         self.islands, self.migration_every = islands, migration_every  # island sampling (0: off)
+        self.crossover_arm = crossover_arm  # porting a reference's component competes with the moves
 
     async def propose(self, campaign: Campaign, index: int) -> list[Event]:
         """The events of one proposal: ``move.learned`` when it made a new move and the draft passed, then
@@ -165,7 +168,12 @@ class Proposer:
         cognition = [] if campaign.control else await self.memory.search(
             "cognition", parent.analysis or parent.motivation, k=3)
         cognition_ids = tuple(hit.id for hit in cognition)
-        move, invention = await self.choose_move(campaign, index, parent, cognition)
+        offer = None if campaign.control else await self.crossover_offer(parent, sample.references,
+                                                                        proposal_seed(campaign, index, "crossover"))
+        move, invention = await self.choose_move(campaign, index, parent, cognition, offer)
+        parents: tuple[str, ...] = (parent.ref,)
+        if offer is not None and move is offer.move:  # the parent with the component in, the donor its 2nd parent
+            parent, parents = dataclasses.replace(parent, code=offer.code), (parent.ref, offer.donor_ref)
         from_baseline = baseline_of_ref(parent.ref) is not None
         messages = proposal_messages(
             move=move, example_name=None if from_baseline else self.example,
@@ -190,20 +198,20 @@ class Proposer:
             log.info("proposal rejected (%s): %s", problem.reason, problem.detail)
             return [ProposalRejected(**envelope, reason=problem.reason, detail=problem.detail,  # type: ignore[arg-type]
                                      llm=usage, name=draft.name, motivation=draft.motivation, code=draft.code,
-                                     parent_ids=(parent.ref,), move=move_id)]
+                                     parent_ids=parents, move=move_id)]
         learned = [] if invention is None else [learned_event(invention, {**envelope, "event_id": new_event_id()})]
         return [*learned, ProposalCreated(
             **envelope, name=draft.name, motivation=draft.motivation, code=draft.code, profile=campaign.profile,
-            move=move_id, island=island, parent_ids=(parent.ref,),
+            move=move_id, island=island, parent_ids=parents,
             cognition_ids=tuple(dict.fromkeys(cognition_ids + (move.cognition if move else ()))), llm=usage,
         )]
 
-    async def choose_move(self, campaign: Campaign, index: int, parent: ParentContext,
-                          cognition: list[Hit]) -> tuple[Move | None, Invention | None]:
+    async def choose_move(self, campaign: Campaign, index: int, parent: ParentContext, cognition: list[Hit],
+                          offer: Crossover | None = None) -> tuple[Move | None, Invention | None]:
         """The move to make: none without a library (the LLM chooses); in the control arm a built-in one drawn
         uniformly; else a new one (``invent_share`` of the time, or when none applies) or the library's best by
-        UCB over the moves that apply to the parent (and the LLM's own change, with ``free_arm``), on the records
-        of the campaign's model."""
+        UCB over the moves that apply to the parent (and the LLM's own change, with ``free_arm``, and the
+        crossover ``offer``), on the records of the campaign's model."""
         seed = proposal_seed(campaign, index, "move")
         if not self.moves:
             return None, None
@@ -219,9 +227,21 @@ class Proposer:
                 return invention.move, invention
         records = {move: Record(r.drawn, r.settled, r.trained, r.beat_parent) for move, r in known.records.items()}
         cognition_ids = tuple(hit.id for hit in cognition)
-        arms = [*candidates, FREE_CHOICE] if self.free_arm else candidates
+        arms = [*candidates, *([FREE_CHOICE] if self.free_arm else []), *([offer.move] if offer else [])]
         chosen = ucb_move(arms, records, seed, cognition_ids, self.exploration)
         return (None if chosen is FREE_CHOICE else chosen), None
+
+    async def crossover_offer(self, parent: ParentContext, references: list[ExperimentBrief],
+                              seed: int) -> Crossover | None:
+        """A component of one reference (drawn with the seed) ported into the parent, with ``crossover_arm``;
+        None without references or when the drawn one has nothing the parent lacks."""
+        if not self.crossover_arm or not references:
+            return None
+        donor = random.Random(seed).choice(references)
+        found = await self.memory.experiment(donor.id)
+        if found is None or not found.experiment.code:
+            return None
+        return crossover(parent.code, found.experiment.code, donor.name or donor.id, donor.id, seed)
 
     async def invent(self, parent: ParentContext, cognition: list[Hit], seed: int) -> Invention | None:
         """A new move for the parent, written by the LLM from one idea (see ``ideas``); None when there is no

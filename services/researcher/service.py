@@ -47,6 +47,8 @@ class ResearcherSettings(AgentSettings):
     invent_share: float = Field(default=0.3, ge=0.0, le=1.0)
     # The LLM's own change is one more arm of the bandit, drawn by its measured yield for the campaign's model.
     free_arm: bool = True
+    # Recombination is one more arm: a component of a reference mixer ported into the parent.
+    crossover_arm: bool = True
     # Island sampling: proposals join islands in turn and draw parents from their own island's ranking (0: one
     # population); every migration_every-th draws from the whole ranking instead.
     islands: int = Field(default=0, ge=0, le=64)
@@ -66,7 +68,8 @@ async def bootstrap(runtime: Runtime) -> Wiring:
                         moves=MOVES if settings.guided_moves else (),
                         probe=probe if settings.behaviour_probe else None, invent_share=settings.invent_share,
                         exploration=settings.move_exploration, free_arm=settings.free_arm,
-                        islands=settings.islands, migration_every=settings.migration_every)
+                        islands=settings.islands, migration_every=settings.migration_every,
+                        crossover_arm=settings.crossover_arm)
     loop = ResearchLoop(book, proposer, runtime.js, max_in_flight=settings.max_in_flight)
     handler = partial(on_event, book)
     handlers = {event_type: handler for event_type in FOLLOWED}

@@ -19,6 +19,7 @@ from typing import Any
 from shared import bus
 from shared.cli.stack import connect_nats
 from shared.events import (
+    CROSSOVER_MOVE,
     FREE_MOVE,
     AnalysisCreated,
     BaselineMeasured,
@@ -149,8 +150,9 @@ class YieldTable:
 
     @property
     def trained_with_learned_moves(self) -> int:
-        """Trained mixers whose change is not one of the built-in moves: a learned move, or the LLM's own."""
-        return sum(1 for e in self.trained_ids if self.moves.get(e) in self.learned_ids | {FREE_MOVE})
+        """Trained mixers whose change is not one of the built-in moves: a learned move, the LLM's own, or a
+        component of a reference mixer ported into the parent."""
+        return sum(1 for e in self.trained_ids if self.moves.get(e) in self.learned_ids | {FREE_MOVE, CROSSOVER_MOVE})
 
     def share(self, seconds: float) -> float:
         return seconds / self.wall_seconds if self.wall_seconds else 0.0

@@ -8,6 +8,7 @@ import dataclasses
 import msgspec
 
 from services.memory.cognition import cognition_events, starter_update
+from services.researcher.crossover import components, crossover
 from services.researcher.moves import (
     FREE_CHOICE,
     MOVES,
@@ -20,8 +21,10 @@ from services.researcher.moves import (
 )
 from services.researcher.proposer import Campaign, Proposer
 from shared.events import (
+    CROSSOVER_MOVE,
     FREE_MOVE,
     Event,
+    FitnessComputed,
     LlmUsage,
     MoveLearned,
     MoveStep,
@@ -31,11 +34,13 @@ from shared.events import (
 from shared.memory_client import LearnedMove
 from shared.memory_client import MoveStep as MemoryStep
 from shared.mixer.baselines import BASELINES
+from shared.mixer.source import undefined_names
 from tests.agents.conftest import MemoryWorld, scripted
 from tests.agents.lineage import baselines, child, envelope
 from tests.agents.test_researcher import (
     CONV_FORWARD,
     CONV_INIT,
+    GOOD_CODE,
     LINEAR,
     LINEAR_INDEX,
     SANDBOXED_PROBE,
@@ -201,3 +206,35 @@ async def test_with_the_free_arm_a_model_with_no_record_tries_its_own_change(wor
     events = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
     assert events[-1].move == FREE_MOVE  # type: ignore[union-attr]
     assert "Change one clear thing" in backend.seen[0][-1]["content"]  # type: ignore[attr-defined]
+
+
+def test_a_crossover_ports_a_references_component_and_asks_for_the_wiring() -> None:
+    parent, donor = LINEAR, BASELINES["gla"].read_text()
+    assert ("chunked_gla", False) in components(parent, donor)
+    offer = crossover(parent, donor, "gla-run", "exp-gla", seed=0)
+    assert offer is not None and offer.move.id == CROSSOVER_MOVE and offer.donor_ref == "exp-gla"
+    name = offer.move.title.split("`")[1]
+    assert f"def {name}(" in offer.code and offer.code != parent
+    assert undefined_names(offer.code) == []  # the helpers it calls came with it
+    forward = offer.move.steps[-1]
+    assert forward.site == "forward" and "gla-run" in forward.instruction
+    assert crossover(parent, parent, "itself", "exp-0", seed=0) is None  # nothing to port
+
+
+async def test_a_crossover_drawn_names_its_donor_as_second_parent(world: MemoryWorld) -> None:
+    world.apply(*baselines({"deltanet": (5.00, 5.02)}))
+    ranked = {"r-linear": (LINEAR, 2.0), "r-gla": (BASELINES["gla"].read_text(), 1.0)}
+    for experiment, (code, fitness) in ranked.items():
+        proposal, run = child(experiment, "baseline:deltanet", 4.9, code=code)
+        world.apply(msgspec.structs.replace(proposal, campaign_id=CAMPAIGN.campaign_id),
+                    msgspec.structs.replace(run, campaign_id=CAMPAIGN.campaign_id),
+                    FitnessComputed(**envelope(experiment, CAMPAIGN.campaign_id), loss_term=fitness,  # type: ignore[arg-type]
+                                    benchmark_term=0.0, judge_term=0.0, total=fitness))
+    # A library whose one move fits no parent, and no free arm: the crossover is the only arm.
+    unfit = dataclasses.replace(MOVES[0], requires="a pattern no mixer has")
+    llm, _ = scripted(IDEA, *[GOOD_CODE] * 8)
+    agent = Proposer(llm, world.client, BASELINES, "linear_attention", revisions=1, moves=(unfit,),
+                     crossover_arm=True)
+    outcome = (await agent.propose(CAMPAIGN, index=0))[-1]
+    assert isinstance(outcome, ProposalCreated | ProposalRejected) and outcome.move == CROSSOVER_MOVE
+    assert set(outcome.parent_ids) == set(ranked) and len(outcome.parent_ids) == 2

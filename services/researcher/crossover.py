@@ -1,0 +1,87 @@
+"""Recombination: port one component of a reference mixer into the parent, function by function.
+
+A component is a function of the reference (a Mixer method besides ``__init__`` and ``forward``, or a module
+function) that the parent lacks or has in another form. It is copied into the parent as it is (no LLM can copy a
+function more faithfully than the code can); what the LLM writes, in marked slots as for any move, is the rest: the
+layers the component uses, in ``__init__`` (the reference's own lines are quoted), and the call in ``forward``
+(the reference's own call is quoted). The proposal names the move ``crossover`` and the reference as its second
+parent.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from services.researcher.moves import NEVER_PRESENT, Move, Step
+from shared.events import CROSSOVER_MOVE
+from shared.mixer.edit import borrow_definitions, editable_functions, for_prompt, function_source, put_definition
+
+CORE = ("__init__", "forward")
+
+
+@dataclass(frozen=True)
+class Crossover:
+    move: Move
+    donor_ref: str  # the reference's experiment id: the proposal's second parent
+    code: str  # the parent with the component put in
+
+
+def components(parent: str, donor: str) -> list[tuple[str, bool]]:
+    """The donor's functions (name, whether a Mixer method) that the parent lacks or has in another form."""
+    found = []
+    for node, is_method in editable_functions(for_prompt(donor)):
+        if is_method and node.name in CORE:
+            continue
+        theirs = function_source(donor, node.name, is_method)
+        if theirs and function_source(parent, node.name, is_method) != theirs:
+            found.append((node.name, is_method))
+    return found
+
+
+def attributes_used(source: str) -> list[str]:
+    return list(dict.fromkeys(re.findall(r"self\.(\w+)", source)))
+
+
+def defining_lines(init: str, attributes: list[str]) -> list[str]:
+    """The lines of an ``__init__`` that set one of ``attributes``."""
+    wanted = "|".join(map(re.escape, attributes))
+    return [line.strip() for line in init.splitlines() if wanted and re.match(rf"\s*self\.({wanted})\s*=", line)]
+
+
+def calling_lines(source: str, name: str, is_method: bool) -> list[str]:
+    call = rf"self\.{re.escape(name)}\(" if is_method else rf"(?<![\w.]){re.escape(name)}\("
+    return [line.strip() for line in source.splitlines()
+            if re.search(call, line) and not line.lstrip().startswith("def ")]
+
+
+def crossover(parent: str, donor: str, donor_name: str, donor_ref: str, seed: int) -> Crossover | None:
+    """One component of ``donor`` ported into ``parent`` (drawn with the seed), with the move that wires it in;
+    None when the donor has nothing the parent lacks."""
+    options = components(parent, donor)
+    if not options:
+        return None
+    name, is_method = random.Random(seed).choice(options)
+    component = function_source(donor, name, is_method)
+    # With the helpers it calls that the parent lacks, from the donor.
+    code = borrow_definitions(put_definition(parent, name, component, as_method=is_method), [donor])
+    parent_init = function_source(parent, "__init__", True)
+    missing = [a for a in attributes_used(component)
+               if not re.search(rf"self\.{re.escape(a)}\s*=", parent_init) and not function_source(code, a, True)]
+    new_layers = defining_lines(function_source(donor, "__init__", True), missing)
+    calls = calling_lines(function_source(donor, "forward", True), name, is_method)
+    shown = f"self.{name}" if is_method else name
+    steps = []
+    if new_layers:
+        steps.append(Step("__init__", f"Add what `{shown}` uses, as {donor_name} defines it: "
+                                      + " ".join(f"`{line}`" for line in new_layers), "end"))
+    steps.append(Step("forward", f"Use `{shown}` (now part of this file) in the computation"
+                      + (f", as {donor_name} does: " + " ".join(f"`{line}`" for line in calls) if calls else "")
+                      + ". Keep the rest of forward.", "return"))
+    move = Move(id=CROSSOVER_MOVE, title=f"Port `{name}` from {donor_name}",
+                why=f"Recombination: {donor_name} ranks among the strong designs, and `{name}` is the part of it "
+                    f"this parent lacks.", steps=tuple(steps), cognition=(), present=NEVER_PRESENT,
+                provenance=f"crossover:{donor_ref}")
+    return Crossover(move, donor_ref, code)
+
