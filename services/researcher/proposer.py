@@ -121,8 +121,9 @@ class Idea:
 
 @dataclass(frozen=True)
 class Invention:
+    """A move the LLM just wrote, and what writing it cost."""
+
     move: Move
-    llm_model: str
     usage: LlmUsage
 
 
@@ -262,7 +263,7 @@ class Proposer:
             return None
         move = Move(id=learned_move_id(title, steps), title=title, why=str(reply.data["rationale"]).strip(),
                     steps=steps, cognition=idea.cognition_ids, present=NEVER_PRESENT, provenance=idea.provenance)
-        return Invention(move, reply.usage.model, reply.usage)
+        return Invention(move, reply.usage)
 
     @staticmethod
     def ideas(parent: ParentContext, cognition: list[Hit]) -> list[Idea]:
@@ -480,4 +481,4 @@ def learned_event(invention: Invention, envelope: dict[str, object]) -> MoveLear
                        provenance=move.provenance, cognition_ids=move.cognition, requires=move.requires,
                        steps=tuple(MoveStep(site=s.site, anchor=s.anchor, instruction=s.instruction)
                                    for s in move.steps),
-                       llm_model=invention.llm_model)
+                       llm_model=invention.usage.model)

@@ -38,6 +38,7 @@ from shared.events import (
     TrainFailed,
     TrainStarted,
     TrainSucceeded,
+    TrajectoryRecorded,
     decode,
 )
 from shared.llm import DEFAULT_MODEL, LlmSettings
@@ -143,6 +144,7 @@ def test_a_campaign_flows_through_every_service(
     assert any(isinstance(e, TrainSucceeded) and e.experiment_id == good for e in events)
     assert any(isinstance(e, (DebugPatched, DebugGaveUp)) and e.experiment_id == broken for e in events)
     ui_shows_the_submissions(state, good, broken)
+    conversations_were_kept(env, events, campaign_id)
     # The server's prompt cache: the agents' fixed instructions and earlier turns are not evaluated again.
     usages = [e.llm for e in events if getattr(e, "llm", None) is not None]
     assert sum(u.cached_prompt_tokens for u in usages) > 0.2 * sum(u.prompt_tokens for u in usages)
@@ -172,6 +174,18 @@ def ui_shows_the_submissions(state: StackState, good: str, broken: str) -> None:
     assert page.status_code == 200 and "gla-variant" in page.text and "polyline" in page.text
     attempts = httpx.get(f"{ui}/experiments/{broken}", timeout=30).text
     assert "attempt 1: " in attempts
+
+
+def conversations_were_kept(env: dict[str, str], events: list[Event], campaign_id: str) -> None:
+    """Every LLM task's conversation is in the log beside its event, and exported whole."""
+    kept = [e for e in events if isinstance(e, TrajectoryRecorded)]
+    assert {"researcher", "analyst", "judge"} <= {e.agent for e in kept}
+    ids = {e.event_id for e in events}
+    assert all(e.of_event in ids for e in kept)
+    exported = asiarch(env, "trajectories", "export", "--campaign", campaign_id)
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert exported.returncode == 0 and rows, exported.stdout + exported.stderr
+    assert all(row["messages"][-1]["role"] == "assistant" and len(row["messages"]) >= 2 for row in rows)
 
 
 def replicates_settled(events: list[Event]) -> bool:
