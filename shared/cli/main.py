@@ -15,6 +15,7 @@ import typer
 from rich.progress import DownloadColumn, Progress
 from rich.table import Table
 
+from services.researcher import MOVES
 from shared import trajectory
 from shared.cli import backups, campaign, lab, memory, promote, stack, submit, yields
 from shared.cli.console import err, out
@@ -474,6 +475,26 @@ def cognition_add(
         raise typer.BadParameter(f"{path} does not exist", param_hint="PATH")
     report = memory.add_cognition(stack_endpoints(data_dir), path.resolve())
     out.print(f"cognition: {report['chunks']} chunks from {report['files']} file(s); skipped {report['skipped']}")
+
+
+@app.command("moves")
+def moves_list(
+    model: Annotated[str | None, typer.Option(help="Records of the proposals this LLM wrote only.")] = None,
+    campaign_id: Annotated[str | None, typer.Option("--campaign", help="Records of this campaign only.")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """The move library (built-in and learned) and what each move did: drawn, trained, beat its parent beyond
+    noise; with the LLM's own changes (free) and recombination (crossover), which compete with the moves."""
+    known = campaign.memory_json(stack_endpoints(data_dir), "/moves", {"model": model, "campaign_id": campaign_id})
+    records = known["records"]
+    table = Table("move", "title", "from", "drawn", "trained", "beat parent", title="moves")
+    rows = [(m.id, m.title, m.provenance) for m in MOVES]
+    rows += [(m["id"], m["title"], m["provenance"]) for m in known["learned"]]
+    rows += [(arm, "", "") for arm in sorted(set(records) - {row[0] for row in rows})]
+    for move, title, source in rows:
+        record = records.get(move, {})
+        table.add_row(move, title, source, *(str(record.get(k, 0)) for k in ("drawn", "trained", "beat_parent")))
+    out.print(table)
 
 
 trajectories_app = typer.Typer(help="The agents' conversations with the LLM, kept in the event log.",
