@@ -407,8 +407,9 @@ def models_list(data_dir: DataDirOption = None) -> None:
     models_dir = LlmSettings().models_dir
     registry = read_registry(models_dir)
     target = stack_endpoints(data_dir)
-    table = Table("name", "status", "size", "moves: trained/drawn (beat parent)", "free: trained/drawn (beat parent)",
-                  "source / path", title=f"models in {models_dir}")
+    table = Table("name", "status", "size", "moves", "free", "source / path", title=f"models in {models_dir}",
+                  caption="moves, free: its proposals with the library's moves and with its own changes, "
+                          "trained/drawn (beat their parent)")
     rows = [(name, "[green]pulled[/]" if name in registry else "not pulled", model.size,
              registry[name].path if name in registry else model.description) for name, model in KNOWN_MODELS.items()]
     rows += [(name, "[green]registered[/]", entry.size, entry.path) for name, entry in registry.items()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import time
 import urllib.parse
@@ -145,6 +146,7 @@ def test_a_campaign_flows_through_every_service(
     assert any(isinstance(e, (DebugPatched, DebugGaveUp)) and e.experiment_id == broken for e in events)
     ui_shows_the_submissions(state, good, broken)
     conversations_were_kept(env, events, campaign_id)
+    moves_have_records(env, events, model)
     # The server's prompt cache: the agents' fixed instructions and earlier turns are not evaluated again.
     usages = [e.llm for e in events if getattr(e, "llm", None) is not None]
     assert sum(u.cached_prompt_tokens for u in usages) > 0.2 * sum(u.prompt_tokens for u in usages)
@@ -186,6 +188,16 @@ def conversations_were_kept(env: dict[str, str], events: list[Event], campaign_i
     rows = [json.loads(line) for line in exported.stdout.splitlines()]
     assert exported.returncode == 0 and rows, exported.stdout + exported.stderr
     assert all(row["messages"][-1]["role"] == "assistant" and len(row["messages"]) >= 2 for row in rows)
+
+
+def moves_have_records(env: dict[str, str], events: list[Event], model: str) -> None:
+    """Each researcher proposal named its move, which `asiarch moves` counts; `models list` shows the model's yield."""
+    proposed = [e for e in events if isinstance(e, ProposalCreated | ProposalRejected) and e.producer == "researcher"]
+    assert all(e.move for e in proposed)
+    listed = asiarch(env, "moves", "--model", model)
+    assert listed.returncode == 0 and all(e.move in listed.stdout for e in proposed), listed.stdout + listed.stderr
+    models = asiarch(env, "models", "list")
+    assert models.returncode == 0 and re.search(r"\d+/\d+ \(\d+\)", models.stdout), models.stdout + models.stderr
 
 
 def replicates_settled(events: list[Event]) -> bool:
