@@ -77,10 +77,12 @@ class CampaignReport:
 
 
 def memory_response(stack: Endpoints, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
-    """Memory's answer to a GET, whatever its status; an error naming memory when it does not answer at all."""
+    """Memory's answer to a GET, whatever its status; an error naming memory when it does not answer at all.
+    A parameter given as None is left out (httpx would send it empty)."""
+    given = {key: value for key, value in (params or {}).items() if value is not None}
     try:
         with httpx.Client(base_url=stack.memory_url, timeout=30) as http:
-            return http.get(path, params=params)
+            return http.get(path, params=given)
     except httpx.HTTPError as exc:
         raise CampaignError(f"memory did not answer {path} at {stack.memory_url}: {exc}") from exc
 
