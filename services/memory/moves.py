@@ -27,7 +27,6 @@ RECORD_FIELDS = {"move": 1, "status": 1, "parent_ids": 1, "profile": 1, "val_los
 
 @dataclass
 class MoveRecord:
-    move: str
     drawn: int = 0
     settled: int = 0
     trained: int = 0
@@ -53,10 +52,9 @@ def move_records(db: Database, campaign_id: str | None = None, model: str | None
     docs = list(db[EXPERIMENTS].find(query, RECORD_FIELDS))
     parents = experiments_by_id(db, {d["parent_ids"][0] for d in docs if d.get("parent_ids")})
     baselines = Baselines(db)
-    records: dict[str, MoveRecord] = defaultdict(lambda: MoveRecord(""))
+    records: dict[str, MoveRecord] = defaultdict(MoveRecord)
     for doc in docs:
         record = records[doc["move"]]
-        record.move = doc["move"]
         record.drawn += 1
         status = doc.get("status")
         record.settled += status in SETTLED

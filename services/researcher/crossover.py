@@ -68,7 +68,7 @@ def crossover(parent: str, donor: str, donor_name: str, donor_ref: str, seed: in
     code = borrow_definitions(put_definition(parent, name, component, as_method=is_method), [donor])
     parent_init = function_source(parent, "__init__", True)
     missing = [a for a in attributes_used(component)
-               if not re.search(rf"self\.{re.escape(a)}\s*=", parent_init) and not function_source(code, a, True)]
+               if not defining_lines(parent_init, [a]) and not function_source(code, a, True)]
     new_layers = defining_lines(function_source(donor, "__init__", True), missing)
     calls = calling_lines(function_source(donor, "forward", True), name, is_method)
     shown = f"self.{name}" if is_method else name

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.events import FREE_MOVE
-from shared.memory_client import LearnedMove
+from shared.memory_client import LearnedMove, MoveRecord
 from shared.mixer.edit import function_matching
 
 TODO = "# TODO: the change goes here"
@@ -228,40 +228,29 @@ def applicable(code: str, moves: Iterable[Move] = MOVES, made: Iterable[str] = (
     return [move for move in moves if move.id not in done and move.applies_to(code)]
 
 
-@dataclass(frozen=True)
-class Record:
-    """What a move did so far (memory's move record): drawn, settled, trained, beat its parent beyond noise."""
-
-    drawn: int = 0
-    settled: int = 0
-    trained: int = 0
-    beat_parent: int = 0
-
-    def value(self) -> float:
-        if not self.settled:
-            return UNSETTLED_VALUE
-        rewards = BEAT_PARENT_REWARD * self.beat_parent + TRAINED_REWARD * (self.trained - self.beat_parent)
-        return rewards / self.settled
+def mean_reward(record: MoveRecord) -> float:
+    """A move's mean reward over its settled draws (``UNSETTLED_VALUE`` before any settled)."""
+    if not record.settled:
+        return UNSETTLED_VALUE
+    rewards = BEAT_PARENT_REWARD * record.beat_parent + TRAINED_REWARD * (record.trained - record.beat_parent)
+    return rewards / record.settled
 
 
-def ucb_move(candidates: Sequence[Move], records: Mapping[str, Record], seed: int, cognition_ids: Sequence[str] = (),
-             exploration: float = DEFAULT_EXPLORATION) -> Move | None:
+def ucb_move(candidates: Sequence[Move], records: Mapping[str, MoveRecord], seed: int,
+             cognition_ids: Sequence[str] = (), exploration: float = DEFAULT_EXPLORATION) -> Move | None:
     """UCB1 over the candidates: mean reward plus ``exploration·sqrt(ln N / n)``, n a move's draws. A move never
     drawn goes first; among those, one behind the retrieved cognition is three times as likely."""
     if not candidates:
         return None
-    fresh = [move for move in candidates if not records.get(move.id, Record()).drawn]
+    fresh = [move for move in candidates if move.id not in records or not records[move.id].drawn]
     if fresh:
         return cognition_weighted(fresh, cognition_ids, seed)
     plays = sum(records[move.id].drawn for move in candidates)
-
-    def score(move: Move) -> float:
-        record = records[move.id]
-        return record.value() + exploration * math.sqrt(math.log(plays) / record.drawn)
-
-    best = max(score(move) for move in candidates)
-    tied = [move for move in candidates if score(move) >= best - 1e-12]
-    return random.Random(seed).choice(tied)
+    scores = [mean_reward(records[move.id]) + exploration * math.sqrt(math.log(plays) / records[move.id].drawn)
+              for move in candidates]
+    best = max(scores)
+    return random.Random(seed).choice([move for move, score in zip(candidates, scores, strict=True)
+                                       if score >= best - 1e-12])
 
 
 def choose_move(code: str, cognition_ids: Sequence[str], seed: int, moves: Iterable[Move] = MOVES) -> Move | None:

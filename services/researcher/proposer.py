@@ -23,7 +23,6 @@ from services.researcher.moves import (
     MOVES,
     NEVER_PRESENT,
     Move,
-    Record,
     Step,
     applicable,
     cognition_weighted,
@@ -226,10 +225,9 @@ class Proposer:
             invention = await self.invent(parent, cognition, seed)
             if invention is not None:
                 return invention.move, invention
-        records = {move: Record(r.drawn, r.settled, r.trained, r.beat_parent) for move, r in known.records.items()}
         cognition_ids = tuple(hit.id for hit in cognition)
         arms = [*candidates, *([FREE_CHOICE] if self.free_arm else []), *([offer.move] if offer else [])]
-        chosen = ucb_move(arms, records, seed, cognition_ids, self.exploration)
+        chosen = ucb_move(arms, known.records, seed, cognition_ids, self.exploration)
         return (None if chosen is FREE_CHOICE else chosen), None
 
     async def crossover_offer(self, parent: ParentContext, references: list[ExperimentBrief],

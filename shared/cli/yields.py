@@ -152,7 +152,8 @@ class YieldTable:
     def trained_with_learned_moves(self) -> int:
         """Trained mixers whose change is not one of the built-in moves: a learned move, the LLM's own, or a
         component of a reference mixer ported into the parent."""
-        return sum(1 for e in self.trained_ids if self.moves.get(e) in self.learned_ids | {FREE_MOVE, CROSSOVER_MOVE})
+        not_built_in = self.learned_ids | {FREE_MOVE, CROSSOVER_MOVE}
+        return sum(1 for e in self.trained_ids if self.moves.get(e) in not_built_in)
 
     def share(self, seconds: float) -> float:
         return seconds / self.wall_seconds if self.wall_seconds else 0.0

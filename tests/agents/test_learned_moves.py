@@ -13,7 +13,6 @@ from services.researcher.moves import (
     FREE_CHOICE,
     MOVES,
     NEVER_PRESENT,
-    Record,
     Step,
     applicable,
     from_learned,
@@ -31,7 +30,7 @@ from shared.events import (
     ProposalCreated,
     ProposalRejected,
 )
-from shared.memory_client import LearnedMove
+from shared.memory_client import LearnedMove, MoveRecord
 from shared.memory_client import MoveStep as MemoryStep
 from shared.mixer.baselines import BASELINES
 from shared.mixer.source import undefined_names
@@ -146,12 +145,16 @@ def test_a_learned_move_applies_where_its_functions_are_and_its_line_has_not_mad
     assert applicable(BASELINES["deltanet"].read_text(), [move]) == []  # deltanet has no such function
 
 
+def record(drawn: int, settled: int, trained: int, beat_parent: int) -> MoveRecord:
+    return MoveRecord(drawn=drawn, settled=settled, trained=trained, beat_parent=beat_parent)
+
+
 def test_moves_are_drawn_by_their_record() -> None:
     a, b, c = MOVES[:3]
-    assert ucb_move([a, b, c], {a.id: Record(3, 3, 3, 3), b.id: Record(1, 1, 0, 0)}, seed=1) == c  # never drawn
-    records = {a.id: Record(4, 4, 4, 2), b.id: Record(4, 4, 0, 0), c.id: Record(4, 4, 4, 0)}
+    assert ucb_move([a, b, c], {a.id: record(3, 3, 3, 3), b.id: record(1, 1, 0, 0)}, seed=1) == c  # never drawn
+    records = {a.id: record(4, 4, 4, 2), b.id: record(4, 4, 0, 0), c.id: record(4, 4, 4, 0)}
     assert ucb_move([a, b, c], records, seed=1) == a  # same draws: the best record
-    records[a.id] = Record(40, 40, 40, 12)  # drawn ten times as often for a small edge
+    records[a.id] = record(40, 40, 40, 12)  # drawn ten times as often for a small edge
     assert ucb_move([a, b, c], records, seed=1, exploration=2.0) == c
     assert ucb_move([], records, seed=1) is None
 
@@ -189,9 +192,9 @@ async def test_the_free_mode_is_an_arm_whose_record_is_kept_per_model(world: Mem
     assert set((await world.client.moves(model="small-coder")).records) == {"output-gate"}
     # By its record the free mode is drawn for the model it pays for, and passed over for one it does not.
     library = list(MOVES[:3])
-    good = {m.id: Record(5, 5, 5, 1) for m in library}
-    assert ucb_move([*library, FREE_CHOICE], {**good, FREE_MOVE: Record(5, 5, 5, 5)}, seed=1) is FREE_CHOICE
-    assert ucb_move([*library, FREE_CHOICE], {**good, FREE_MOVE: Record(5, 5, 0, 0)}, seed=1) is not FREE_CHOICE
+    good = {m.id: record(5, 5, 5, 1) for m in library}
+    assert ucb_move([*library, FREE_CHOICE], {**good, FREE_MOVE: record(5, 5, 5, 5)}, seed=1) is FREE_CHOICE
+    assert ucb_move([*library, FREE_CHOICE], {**good, FREE_MOVE: record(5, 5, 0, 0)}, seed=1) is not FREE_CHOICE
 
 
 async def test_with_the_free_arm_a_model_with_no_record_tries_its_own_change(world: MemoryWorld) -> None:
