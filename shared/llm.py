@@ -130,16 +130,33 @@ class LlmClient:
 
     def __init__(self, backend: LlmBackend, service: str, max_attempts: int = 3,
                  factory: Callable[[str], LlmBackend] | None = None) -> None:
-        self.backend = backend
+        self.backends = {backend.model_name: backend}
+        self.model = backend.model_name
         self.service = service
         self.max_attempts = max_attempts
         self.factory = factory
+        # The model of the asyncio task running now, where it named one: concurrent tasks of one agent may serve
+        # campaigns that name different models.
+        self.task_model: ContextVar[str | None] = ContextVar(f"llm_model_{id(self)}", default=None)
 
     def use_model(self, model: str) -> None:
-        """Switch to another model (a campaign names its own); the new one loads on its first call."""
-        if model == self.backend.model_name or self.factory is None:
-            return
-        self.backend = self.factory(model)
+        """Switch every task without a model of its own to ``model`` (a campaign names its own)."""
+        self.model = model
+
+    def use_model_in_task(self, model: str) -> None:
+        """Speak with ``model`` in this asyncio task and the tasks it starts, whatever the others use."""
+        self.task_model.set(model)
+
+    @property
+    def backend(self) -> LlmBackend:
+        """The backend of the current task's model; one is built per model, on first use (the in-process one
+        loads it on its first call)."""
+        model = self.task_model.get() or self.model
+        if model not in self.backends:
+            if self.factory is None:
+                return self.backends[next(iter(self.backends))]
+            self.backends[model] = self.factory(model)
+        return self.backends[model]
 
     async def complete_json(
         self,

@@ -1,8 +1,8 @@
 """The stack's LLM: one llama.cpp server (``llama-server``) that every agent talks to over its OpenAI API.
 
 One copy of the model in memory, whatever the number of agents. The server keeps one slot per agent
-(``ASIARCH_LLM_SLOTS``), so an agent's multi-turn conversation finds its own earlier turns still evaluated in its slot,
-and a host-memory prompt cache (``ASIARCH_LLM_CACHE_MIB``) for the shared prefixes of later tasks. Concurrent
+conversation (``ASIARCH_LLM_SLOTS``), so a multi-turn conversation finds its own earlier turns still evaluated in
+its slot, and a host-memory prompt cache (``ASIARCH_LLM_CACHE_MIB``) for the shared prefixes of later tasks. Concurrent
 requests are decoded in one batch. The binary is built by ``make install`` from the llama.cpp sources of the
 llama-cpp-python release we pin (``ops/build-llama-server.sh``); ``ASIARCH_LLAMA_SERVER`` names another one.
 
@@ -43,8 +43,9 @@ class LlmServerSettings(LlmSettings):
     llm_threads: int = Field(default_factory=default_llm_threads, ge=1)
     # Prompt evaluation is compute-bound and comes in bursts: every core, as llama-cpp-python did in each agent.
     llm_batch_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    # One slot per agent that talks to the LLM; each holds up to ``llm_ctx`` tokens.
-    llm_slots: int = Field(default=4, ge=1)
+    # One slot per agent that talks to the LLM, and one more for the researcher's second draft at once; each
+    # holds up to ``llm_ctx`` tokens.
+    llm_slots: int = Field(default=5, ge=1)
     llm_cache_mib: int = Field(default=1024, ge=0)
     # Speculative decoding without a draft model: the next tokens are looked up in the context (the n-gram that
     # ends the output so far, found earlier in the prompt) and verified in one batch. The agents mostly rewrite

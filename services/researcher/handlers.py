@@ -114,6 +114,11 @@ class CampaignBook:
                      cpu_seconds=sum(float(s.get("cpu_seconds") or 0) for s in spend),
                      gpu_seconds=sum(float(s.get("gpu_seconds") or 0) for s in spend))
 
+    def counts(self, campaign_id: str, experiment_id: str) -> bool:
+        """Whether the campaign's proposals count this experiment (created or rejected)."""
+        member = self.members.find_one({"_id": f"{campaign_id}/{experiment_id}"}) or {}
+        return bool(member.get("created")) or bool(member.get("rejected"))
+
     def campaigns(self, status: str | None = None) -> list[CampaignView]:
         query = {"status": status} if status else {}
         return [view_of(doc, self.tally(doc["_id"])) for doc in self.campaigns_collection.find(query)]

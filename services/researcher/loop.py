@@ -1,9 +1,12 @@
-"""The researcher's proposing loop: keep a bounded number of experiments in flight per running campaign.
+"""The researcher's proposing loop: draft proposals for the running campaigns, several at once.
 
-Backpressure comes from the book: a campaign gets a new proposal only while fewer than ``max_in_flight`` of its
-experiments are unfinished and its budget has room. When the budget is spent and nothing is in flight, the
-researcher stops the campaign. A campaign started without research (``campaign start --no-research``) gets no
-proposal from here: the mixers submitted to it fill its budget, and it is stopped the same way.
+Drafting is mostly waiting on the LLM server, which decodes concurrent requests in one batch for little more than
+the cost of one; so up to ``drafts_at_once`` proposals are drafted together, across campaigns and within one.
+Backpressure comes from the book: a campaign gets a new draft only while its experiments in flight (created, not
+yet trained or given up) and its drafts together stay under ``max_in_flight``, and while its budget has room for
+the drafts already under way. When the budget is spent and nothing is in flight or drafted, the researcher stops
+the campaign. A campaign started without research (``campaign start --no-research``) gets no proposal from here:
+the mixers submitted to it fill its budget, and it is stopped the same way.
 """
 
 from __future__ import annotations
@@ -37,43 +40,108 @@ PRODUCER = "researcher"
 
 class ResearchLoop:
     def __init__(self, book: CampaignBook, proposer: Proposer, js: JetStreamContext, *, max_in_flight: int,
-                 poll_s: float = 2.0, retry_s: float = 30.0) -> None:
+                 drafts_at_once: int = 1, poll_s: float = 2.0, retry_s: float = 30.0) -> None:
         self.book = book
         self.proposer = proposer
         self.js = js
         self.max_in_flight = max_in_flight
+        self.drafts_at_once = drafts_at_once
         self.poll_s = poll_s
         # After a failed attempt (memory or the LLM down), wait this long: a broken dependency is not hammered.
         self.retry_s = retry_s
+        # The proposal indices (which seed a proposal's draws) each campaign is drafting now, the next one to give
+        # out, and those of drafts that failed before publishing, given out again first. Drafts finish in any order,
+        # so the next index only grows: two drafts never share one.
+        self.drafting: dict[str, set[int]] = {}
+        self.next_index: dict[str, int] = {}
+        self.freed: dict[str, set[int]] = {}
+        # Drafts that ended (campaign, index, published), released only by ``settle``, just before the book is read:
+        # released any later, a draft would have left ``drafting`` while the view read before still missed its
+        # proposal, and the budget would look one larger than it is.
+        self.ended: list[tuple[str, int, bool]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
-        while True:
-            running = await asyncio.to_thread(self.book.campaigns, "running")
-            metrics.CAMPAIGN_RUNNING.labels(PRODUCER).set(len(running))
-            for campaign in running:
-                await self.step(campaign)
-            await asyncio.sleep(self.poll_s)
+        try:
+            while True:
+                self.settle()
+                running = await asyncio.to_thread(self.book.campaigns, "running")
+                metrics.CAMPAIGN_RUNNING.labels(PRODUCER).set(len(running))
+                for campaign in running:
+                    await self.step(campaign)
+                await asyncio.sleep(self.poll_s)
+        finally:
+            for task in self.tasks:
+                task.cancel()
+
+    def settle(self) -> None:
+        """Release the drafts that ended; a draft that failed unexpectedly fails the loop, as it did when drafts
+        ran inline (the service ends and its supervisor restarts it)."""
+        for campaign_id, index, published in self.ended:
+            self.drafting[campaign_id].discard(index)
+            if not published:
+                self.freed[campaign_id].add(index)
+        self.ended.clear()
+        for task in [task for task in self.tasks if task.done()]:
+            self.tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
 
     async def step(self, campaign: CampaignView) -> None:
+        drafting = self.drafting.setdefault(campaign.campaign_id, set())
         if not campaign.budget_left:
-            if campaign.in_flight == 0:
+            if campaign.in_flight == 0 and not drafting:
                 await self.publish(CampaignStopped(
                     event_id=campaign_stopped_id(campaign.campaign_id), occurred_at=utc_now(), producer=PRODUCER,
                     campaign_id=campaign.campaign_id, reason="budget reached"))
             return
-        if not campaign.research or campaign.in_flight >= self.max_in_flight:
+        if not campaign.research:
             return
-        with recording() as exchanges:
-            events = await self.attempt(lambda: self.proposer.propose(
-                Campaign(campaign.campaign_id, campaign.seed, campaign.llm_model, campaign.profile, campaign.control),
-                campaign.proposed))
-        if events is None:
-            await asyncio.sleep(self.retry_s)
-            return
-        # A move learned goes out before the proposal that names it; the conversation after it.
-        for event in [*events, *trajectory(PRODUCER, events, exchanges)]:
-            await self.publish(event)
-        await self.wait_until_counted(campaign.campaign_id, campaign.proposed)
+        for _ in range(self.room(campaign, drafting)):
+            index = self.reserve(campaign, drafting)
+            task = asyncio.create_task(self.draft(campaign, index), name=f"draft {campaign.campaign_id}/{index}")
+            self.tasks.add(task)
+
+    def reserve(self, campaign: CampaignView, drafting: set[int]) -> int:
+        """A proposal index no other draft of the campaign has; after a restart, the count of its proposals (so
+        a restarted researcher does not replay the draws of the proposals it made)."""
+        freed = self.freed.setdefault(campaign.campaign_id, set())
+        if freed:
+            index = min(freed)
+            freed.discard(index)
+        else:
+            index = max(self.next_index.get(campaign.campaign_id, 0), campaign.proposed + len(drafting))
+            self.next_index[campaign.campaign_id] = index + 1
+        drafting.add(index)
+        return index
+
+    def room(self, campaign: CampaignView, drafting: set[int]) -> int:
+        """How many more drafts this campaign may start now."""
+        under_way = sum(len(indices) for indices in self.drafting.values())
+        return max(0, min(self.drafts_at_once - under_way,
+                          self.max_in_flight - campaign.in_flight - len(drafting),
+                          campaign.budget_experiments - campaign.proposed - len(drafting)))
+
+    async def draft(self, campaign: CampaignView, index: int) -> None:
+        """Propose and publish; the draft counts against the campaign until its proposal is counted in the book
+        (and ``settle`` has run since)."""
+        published = False
+        try:
+            with recording() as exchanges:
+                events = await self.attempt(lambda: self.proposer.propose(
+                    Campaign(campaign.campaign_id, campaign.seed, campaign.llm_model, campaign.profile,
+                             campaign.control), index))
+            if events is None:
+                await asyncio.sleep(self.retry_s)
+                return
+            for event in events:  # a move learned goes out before the proposal that names it
+                await self.publish(event)
+            published = True
+            for event in trajectory(PRODUCER, events, exchanges):  # the conversation after them
+                await self.publish(event)
+            await self.wait_until_counted(campaign.campaign_id, events[-1].experiment_id)
+        finally:
+            self.ended.append((campaign.campaign_id, index, published))
 
     async def attempt(self, make: Callable[[], Coroutine[Any, Any, list[Event]]]) -> list[Event] | None:
         try:
@@ -94,12 +162,11 @@ class ResearchLoop:
         elif isinstance(event, MoveLearned):
             metrics.MOVES_LEARNED.labels(PRODUCER).inc()
 
-    async def wait_until_counted(self, campaign_id: str, before: int, timeout_s: float = 30.0) -> None:
+    async def wait_until_counted(self, campaign_id: str, experiment_id: str, timeout_s: float = 30.0) -> None:
         """Our own event comes back through the consumer; wait for it so the next step sees it in flight."""
         deadline = asyncio.get_running_loop().time() + timeout_s
         while asyncio.get_running_loop().time() < deadline:
-            view = await asyncio.to_thread(self.book.campaign, campaign_id)
-            if view is not None and view.proposed > before:
+            if await asyncio.to_thread(self.book.counts, campaign_id, experiment_id):
                 return
             await asyncio.sleep(0.2)
-        log.warning("campaign %s: own proposal not counted after %.0f s", campaign_id, timeout_s)
+        log.warning("campaign %s: own proposal %s not counted after %.0f s", campaign_id, experiment_id, timeout_s)

@@ -159,7 +159,7 @@ class Proposer:
         """The events of one proposal: ``move.learned`` when it made a new move and the draft passed, then
         ``proposal.created`` or ``proposal.rejected``."""
         if campaign.llm_model:
-            self.llm.use_model(campaign.llm_model)  # each campaign's proposals come from the model it named
+            self.llm.use_model_in_task(campaign.llm_model)  # each campaign's proposals: its model
         experiment_id = new_event_id()[:16]
         island, migrant = island_for(index, self.islands, self.migration_every)
         sample = await self.memory.sample_parents(campaign.campaign_id, seed=proposal_seed(campaign, index, "parents"),

@@ -33,7 +33,10 @@ FOLLOWED = (CampaignStarted, CampaignStopped, ProposalCreated, ProposalRejected,
 
 class ResearcherSettings(AgentSettings):
     service_name: str = "researcher"
-    max_in_flight: int = Field(default=1, ge=1)
+    # Experiments a campaign has in flight or being drafted: the researcher's backpressure.
+    max_in_flight: int = Field(default=3, ge=1)
+    # Proposals drafted at once across campaigns: the LLM server decodes them in one batch.
+    drafts_at_once: int = Field(default=2, ge=1)
     revisions: int = Field(default=2, ge=0)
     example_baseline: str = "linear_attention"
     # Hand the LLM one concrete design move to make (small models copy their parent when left to choose).
@@ -70,7 +73,8 @@ async def bootstrap(runtime: Runtime) -> Wiring:
                         exploration=settings.move_exploration, free_arm=settings.free_arm,
                         islands=settings.islands, migration_every=settings.migration_every,
                         crossover_arm=settings.crossover_arm)
-    loop = ResearchLoop(book, proposer, runtime.js, max_in_flight=settings.max_in_flight)
+    loop = ResearchLoop(book, proposer, runtime.js, max_in_flight=settings.max_in_flight,
+                        drafts_at_once=settings.drafts_at_once)
     handler = partial(on_event, book)
     handlers = {event_type: handler for event_type in FOLLOWED}
     handlers[CampaignStarted] = partial(on_campaign_started, book, llm)

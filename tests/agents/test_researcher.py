@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
 
 from services.researcher.handlers import CampaignBook
@@ -20,6 +21,7 @@ from shared.events import (
     new_event_id,
     utc_now,
 )
+from shared.llm import LlmUnavailable
 from shared.mixer.baselines import BASELINES
 from shared.mixer.probe import same_computation
 from shared.mixer.source import code_similarity
@@ -282,3 +284,69 @@ async def test_a_campaign_without_research_runs_only_what_is_submitted_then_stop
                               cpu_core_seconds=1, checkpoint_path=""))
     await loop.step(book.campaign("c1"))  # type: ignore[arg-type]
     assert [type(e) for e in published] == [CampaignStopped]
+
+
+class HeldProposals:
+    """Drafts that wait until the test lets them go: shows which ran at once, and with which indices."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.release = asyncio.Event()
+        self.fail_next = False
+
+    async def propose(self, campaign: Campaign, index: int) -> list[ProposalCreated]:
+        self.started.append(index)
+        if self.fail_next:
+            self.fail_next = False
+            raise LlmUnavailable("down")
+        await self.release.wait()
+        return [ProposalCreated(**envelope(f"e{index}"), profile="smoke", name="n", motivation="m", code="x")]
+
+
+async def run_steps(loop: ResearchLoop, book: CampaignBook, until: Callable[[], bool]) -> None:
+    for _ in range(200):
+        loop.settle()
+        await loop.step(book.campaign("c1"))  # type: ignore[arg-type]
+        if until():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the loop never got there")
+
+
+async def test_drafts_run_at_once_within_the_budget_and_the_campaign_stops_after_the_last(mongo_uri: str) -> None:
+    book = CampaignBook(mongo_client(mongo_uri)["drafts"])
+    book.apply(CampaignStarted(**envelope(""), profile="smoke", budget=Budget(experiments=3), llm_model="m"))
+    proposals = HeldProposals()
+    loop = ResearchLoop(book, proposals, js=None, max_in_flight=3, drafts_at_once=2,  # type: ignore[arg-type]
+                        retry_s=0)
+    published: list[object] = []
+
+    async def publish(event: ProposalCreated | CampaignStopped) -> None:
+        published.append(event)
+        book.apply(event)
+
+    loop.publish = publish  # type: ignore[assignment]
+    await run_steps(loop, book, lambda: len(proposals.started) == 2)
+    await asyncio.sleep(0.05)
+    assert proposals.started == [0, 1]  # two at once, never a third: drafts_at_once
+    proposals.release.set()
+    await run_steps(loop, book, lambda: len(published) == 3)
+    assert sorted(proposals.started) == [0, 1, 2]  # distinct indices, and the budget of 3 is not exceeded
+    for index in range(3):  # all three in flight, so the campaign runs on until they are done
+        book.apply(DebugGaveUp(**envelope(f"e{index}"), attempts=1, last_error_kind="nan", last_error="x"))
+    await run_steps(loop, book, lambda: isinstance(published[-1], CampaignStopped))
+    assert [type(e) for e in published] == [ProposalCreated] * 3 + [CampaignStopped]
+
+
+async def test_a_failed_draft_gives_its_index_back_and_in_flight_experiments_hold_drafts_back(mongo_uri: str) -> None:
+    book = CampaignBook(mongo_client(mongo_uri)["failed_draft"])
+    book.apply(CampaignStarted(**envelope(""), profile="smoke", budget=Budget(experiments=5), llm_model="m"))
+    book.apply(ProposalCreated(**envelope("training"), profile="smoke", name="n", motivation="m", code="x"))
+    proposals = HeldProposals()
+    proposals.fail_next = True
+    loop = ResearchLoop(book, proposals, js=None, max_in_flight=2, drafts_at_once=4,  # type: ignore[arg-type]
+                        retry_s=0)
+    await run_steps(loop, book, lambda: len(proposals.started) == 2)
+    await asyncio.sleep(0.05)
+    # One experiment in flight leaves room for one draft; the first failed and its index 1 came round again.
+    assert proposals.started == [1, 1]
