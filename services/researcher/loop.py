@@ -67,12 +67,17 @@ class ResearchLoop:
                 self.settle()
                 running = await asyncio.to_thread(self.book.campaigns, "running")
                 metrics.CAMPAIGN_RUNNING.labels(PRODUCER).set(len(running))
-                for campaign in running:
+                for campaign in self.fairly(running):
                     await self.step(campaign)
                 await asyncio.sleep(self.poll_s)
         finally:
             for task in self.tasks:
                 task.cancel()
+
+    def fairly(self, running: list[CampaignView]) -> list[CampaignView]:
+        """The campaigns with the fewest proposals (made or drafting) first: the draft that frees up goes to the
+        one behind, so campaigns side by side (an arm and its control) advance at the same pace."""
+        return sorted(running, key=lambda c: c.proposed + len(self.drafting.get(c.campaign_id, ())))
 
     def settle(self) -> None:
         """Release the drafts that ended; a draft that failed unexpectedly fails the loop, as it did when drafts

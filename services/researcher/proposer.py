@@ -11,10 +11,10 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from services.researcher.crossover import Crossover, crossover
 from services.researcher.moves import (
@@ -71,6 +71,7 @@ from shared.mixer.edit import (
     put_definition,
     repair,
 )
+from shared.mixer.probe import ProbeOutcome
 from shared.mixer.source import StaticProblem, code_similarity, parses, static_problem, unused_attributes
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,22 @@ CLOSE_CODE, CLOSE_MOTIVATION = 0.9, 0.92
 DUPLICATE_CANDIDATES = 5
 # Sampling temperature of a move's steps, by revision: precise first, then wider, to get out of a copy.
 STEP_TEMPERATURES = (0.5, 0.8, 1.0)
+# The checks' profile when a caller names none (a proposal always names its campaign's).
+DEFAULT_CHECK_PROFILE = "smoke"
 
-# (draft code, {label: known code}) -> the label of the known mixer whose outputs the draft reproduces, or None.
-BehaviourProbe = Callable[[str, dict[str, str]], Awaitable[str | None]]
+
+
+class BehaviourProbe(Protocol):
+    """(draft code, {label: known code}) -> the engineer's checks on the draft at ``check_profile``, and the label
+    of the known mixer whose outputs it reproduces (``shared.mixer.probe.probe_draft``, sandboxed)."""
+
+    def __call__(self, code: str, known: dict[str, str], *, check_profile: str) -> Awaitable[ProbeOutcome]: ...
+
+
+@dataclass(frozen=True)
+class FailedCheck(StaticProblem):
+    """A draft that fails one of the engineer's checks in the probe: sent back while revisions last, then proposed
+    anyway, so the engineer reports it in full and the debugger gets it (it is no copy, and may be one fix away)."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +200,10 @@ class Proposer:
         )
         # Seeded per campaign and proposal: reproducible, yet a restarted researcher does not replay old samples.
         draft, usage, problem = await self.draft(messages, seed=proposal_seed(campaign, index, "llm"),
-                                                 parent=parent, move=move)
+                                                 parent=parent, move=move, profile=campaign.profile)
+        if isinstance(problem, FailedCheck):  # past its revisions: the engineer reports it, the debugger gets it
+            log.info("proposing a draft that fails a check: %s", problem.detail.splitlines()[0])
+            problem = None
         if invention is not None:
             usage = add_usage(invention.usage, usage)
         envelope = {"event_id": new_event_id(), "occurred_at": utc_now(), "producer": PRODUCER,
@@ -271,7 +288,7 @@ class Proposer:
         return found + [Idea(hit.label, hit.text, f"cognition:{hit.id}", (hit.id,)) for hit in cognition if hit.text]
 
     async def draft(self, messages: list[dict[str, str]], seed: int, parent: ParentContext,
-                    move: Move | None = None) -> tuple[Draft, LlmUsage, StaticProblem | None]:
+                    move: Move | None = None, profile: str = "") -> tuple[Draft, LlmUsage, StaticProblem | None]:
         """The idea (JSON), then the code: a move's steps one function each, or, with no move, the functions the
         LLM chooses to change. Repaired and checked; a static problem, or code that is still the parent's by its
         text or by its outputs, is shown to the LLM up to ``revisions`` times."""
@@ -279,15 +296,15 @@ class Proposer:
         usages = [idea.usage]
         messages = [*messages, {"role": "assistant", "content": json.dumps(idea.data)}]
         if move is None:
-            code, problem = await self.draft_changes(messages, seed, parent, usages)
+            code, problem = await self.draft_changes(messages, seed, parent, usages, profile)
         else:
-            code, problem = await self.draft_steps(messages, seed, parent, move, usages)
+            code, problem = await self.draft_steps(messages, seed, parent, move, usages, profile)
         draft = Draft(name=str(idea.data["name"])[:80], motivation=str(idea.data["motivation"]), code=code)
         parse_json_reply(json.dumps(asdict(draft)), PROPOSAL_SCHEMA)  # the assembled proposal keeps the contract
         return draft, add_usage(*usages), problem
 
     async def draft_changes(self, messages: list[dict[str, str]], seed: int, parent: ParentContext,
-                            usages: list[LlmUsage]) -> tuple[str, StaticProblem | None]:
+                            usages: list[LlmUsage], profile: str) -> tuple[str, StaticProblem | None]:
         """The functions the LLM chose to change, merged into the parent; a problem goes back as a revision."""
         messages = [*messages, {"role": "user", "content": WRITE_CODE}]
         base = for_prompt(parent.code)  # the parent as the prompt showed it
@@ -296,7 +313,7 @@ class Proposer:
                                                        seed=reply_seed(seed, revision, 0))
             usages.append(usage)
             code = repair(merge_functions(base, text), donors=[parent.code, *self.baseline_sources])
-            problem = await self.problem_of(code, parent, None)
+            problem = await self.problem_of(code, parent, None, profile)
             if problem is None:
                 break
             if parses(code):
@@ -306,7 +323,7 @@ class Proposer:
         return code, problem
 
     async def draft_steps(self, messages: list[dict[str, str]], seed: int, parent: ParentContext, move: Move,
-                          usages: list[LlmUsage]) -> tuple[str, StaticProblem | None]:
+                          usages: list[LlmUsage], profile: str) -> tuple[str, StaticProblem | None]:
         """A move written one function per step, each step shown the function as it stands. A problem restarts
         the steps from the parent, said first and sampled wider: a small model keeps to its own last answer."""
         problem: StaticProblem | None = None
@@ -333,29 +350,37 @@ class Proposer:
                     written = restore_cut_tail(shown, without_todo(written))
                     code = put_definition(code, name, written, as_method=is_method)
             code = repair(code, donors=[parent.code, *self.baseline_sources])
-            problem = await self.problem_of(code, parent, move)
+            problem = await self.problem_of(code, parent, move, profile)
             if problem is None:
                 break
         return code, problem
 
-    async def problem_of(self, code: str, parent: ParentContext, move: Move | None) -> StaticProblem | None:
+    async def problem_of(self, code: str, parent: ParentContext, move: Move | None,
+                         profile: str) -> StaticProblem | None:
         """Why a draft goes back to the LLM: a static problem, or it still is its parent (a small model often
         hands the parent back; asking again costs one reply, where rejecting throws the idea away too). With the
-        probe, outputs decide the latter; text similarity cannot (see ``duplicate_problem``)."""
+        probe, outputs decide the latter, and a failed check of the engineer's goes back too; text similarity
+        cannot tell a copy (see ``duplicate_problem``)."""
         if self.probe is None:
             return static_problem(code) or parent_copy_problem(code, parent, move)
-        return static_problem(code) or await self.same_outputs_problem(code, parent, move)
+        return static_problem(code) or await self.probe_problem(code, parent, move, profile)
 
-    async def same_outputs_problem(self, code: str, parent: ParentContext, move: Move | None) -> StaticProblem | None:
-        """Code that reads differently but computes what its parent or a baseline computes: the change never
-        reached ``forward``, or it was a rename. Caught here it costs one revision; at the engineer, the proposal."""
+    async def probe_problem(self, code: str, parent: ParentContext, move: Move | None,
+                            profile: str) -> StaticProblem | None:
+        """A check of the engineer's that the draft fails (at the profile it will train at), or code that reads
+        differently but computes what its parent or a baseline computes: the change never reached ``forward``, or
+        it was a rename. Caught here either costs one revision; at the engineer, a training attempt or the
+        proposal."""
         if self.probe is None:
             return None
-        same_as = await self.probe(code, {f"the parent ({parent.name})": parent.code})
-        if same_as is None:
+        outcome = await self.probe(code, {f"the parent ({parent.name})": parent.code},
+                                   check_profile=profile or DEFAULT_CHECK_PROFILE)
+        if outcome.failed_check:
+            return FailedCheck("check", outcome.failed_check)
+        if outcome.same_as is None:
             return None
-        return StaticProblem("duplicate", f"its outputs equal {same_as}'s on a fixed input, so your change is not "
-                                          f"in the computation yet: {missing_change(code, move)}")
+        return StaticProblem("duplicate", f"its outputs equal {outcome.same_as}'s on a fixed input, so your change "
+                                          f"is not in the computation yet: {missing_change(code, move)}")
 
     async def duplicate_problem(self, draft: Draft, parent: ParentContext) -> StaticProblem | None:
         """A near-copy of its parent or of a past experiment. Memory's code index finds the candidates; the

@@ -24,7 +24,7 @@ from shared.events import (
     TrainSucceeded,
 )
 from shared.mixer.baselines import BASELINES
-from shared.mixer.probe import same_computation
+from shared.mixer.probe import probe_draft
 from shared.service import Runtime, ServiceSpec, Wiring
 
 FOLLOWED = (CampaignStarted, CampaignStopped, ProposalCreated, ProposalRejected, TrainSucceeded, TrainFailed,
@@ -41,7 +41,8 @@ class ResearcherSettings(AgentSettings):
     example_baseline: str = "linear_attention"
     # Hand the LLM one concrete design move to make (small models copy their parent when left to choose).
     guided_moves: bool = True
-    # Run each draft sandboxed and send one that computes what its parent does back to the LLM.
+    # Run each draft sandboxed (the engineer's checks, then its outputs) and send one that fails a check or
+    # computes what its parent does back to the LLM.
     behaviour_probe: bool = True
     # The probe compares outputs at this profile's width; the smallest is quickest and tells copies apart as well.
     probe_profile: str = "smoke"
@@ -66,7 +67,7 @@ async def bootstrap(runtime: Runtime) -> Wiring:
     metrics.init_researcher(settings.service_name, REJECTION_REASONS)
     book = CampaignBook(runtime.db)
     llm, memory = await agent_clients(runtime)
-    probe = partial(asyncio.to_thread, same_computation, profile=settings.probe_profile)
+    probe = partial(asyncio.to_thread, probe_draft, profile=settings.probe_profile)
     proposer = Proposer(llm, memory, BASELINES, settings.example_baseline, settings.revisions,
                         moves=MOVES if settings.guided_moves else (),
                         probe=probe if settings.behaviour_probe else None, invent_share=settings.invent_share,

@@ -24,7 +24,7 @@ from services.researcher.moves import (
 from shared.mixer.baselines import BASELINES
 from shared.mixer.checks import run_checks
 from shared.mixer.edit import function_matching, function_source
-from shared.mixer.probe import same_computation
+from shared.mixer.probe import probe_draft
 from shared.mixer.profiles import PROFILES
 from shared.mixer.source import parses
 
@@ -83,7 +83,7 @@ def test_a_generic_move_followed_to_the_letter_passes_the_checks_and_changes_the
     source.write_text(follow(move_id))
     report = run_checks(source, PROFILES["smoke"])
     assert report.kind is None, report.message
-    assert same_computation(source.read_text(), {"the parent": LINEAR}, "smoke") is None
+    assert probe_draft(source.read_text(), {"the parent": LINEAR}, "smoke").same_as is None
 
 
 def test_every_step_finds_its_function_and_marks_one_place_in_it() -> None:

@@ -23,7 +23,7 @@ from shared.events import (
 )
 from shared.llm import LlmUnavailable
 from shared.mixer.baselines import BASELINES
-from shared.mixer.probe import same_computation
+from shared.mixer.probe import probe_draft
 from shared.mixer.source import code_similarity
 from shared.store import mongo_client
 from tests.agents.conftest import MemoryWorld, scripted
@@ -44,7 +44,7 @@ LINEAR_RENAMED = (BASELINES["linear_attention"].read_text().replace("def _heads"
                   .replace("self._heads", "self._split").replace("_project", "_features")
                   .replace("chunked_linear_attention", "prefix_scan"))
 LINEAR_INDEX = 3  # the first proposals start from the baselines in name order; the fourth is linear_attention
-SANDBOXED_PROBE: BehaviourProbe = partial(asyncio.to_thread, same_computation, profile="smoke")
+SANDBOXED_PROBE: BehaviourProbe = partial(asyncio.to_thread, probe_draft, profile="smoke")
 
 
 def proposer(world: MemoryWorld, *replies: object, **options: object) -> tuple[Proposer, object]:
@@ -256,6 +256,30 @@ async def test_a_layer_added_but_never_used_is_named_when_the_draft_goes_back(wo
     assert "`self.out_gate` is created in __init__ but never used" in revision
     assert isinstance(event, ProposalCreated)
 
+# Runs at an even length, raises at one token or an odd length (as drafts do): only running it tells.
+SPLIT_IN_HALVES = ("        head, tail = x.split(x.shape[1] // 2 or 1, dim=1)\n"
+                   "        return self._output(o) + 0 * head.mean()\n")
+
+
+async def test_a_draft_that_fails_a_check_goes_back_with_its_failing_line(world: MemoryWorld) -> None:
+    linear = BASELINES["linear_attention"].read_text()
+    broken = linear.replace("        return self._output(o)\n", SPLIT_IN_HALVES)
+    scaled = linear.replace("        return self._output(o)\n", "        return self._output(o) * 0.5\n")
+    agent, backend = proposer(world, {"name": "scaled", "motivation": "m"}, broken, scaled, probe=SANDBOXED_PROBE)
+    event = (await agent.propose(CAMPAIGN, index=LINEAR_INDEX))[-1]
+    revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
+    assert "it fails the" in revision and "x.split(" in revision and "ValueError" in revision
+    assert isinstance(event, ProposalCreated) and "* 0.5" in event.code
+
+
+async def test_a_draft_still_failing_a_check_after_its_revisions_is_proposed_for_the_debugger(
+        world: MemoryWorld) -> None:
+    linear = BASELINES["linear_attention"].read_text()
+    broken = linear.replace("        return self._output(o)\n", SPLIT_IN_HALVES)
+    agent, _ = proposer(world, {"name": "halves", "motivation": "m"}, broken, broken, probe=SANDBOXED_PROBE)
+    event = (await agent.propose(CAMPAIGN, index=LINEAR_INDEX))[-1]
+    assert isinstance(event, ProposalCreated) and "x.split(" in event.code  # no copy: the engineer reports it
+
 
 class NoProposals:
     async def propose(self, campaign: Campaign, index: int) -> ProposalCreated:
@@ -350,3 +374,14 @@ async def test_a_failed_draft_gives_its_index_back_and_in_flight_experiments_hol
     await asyncio.sleep(0.05)
     # One experiment in flight leaves room for one draft; the first failed and its index 1 came round again.
     assert proposals.started == [1, 1]
+
+
+def test_the_campaign_behind_gets_the_next_draft(mongo_uri: str) -> None:
+    book = CampaignBook(mongo_client(mongo_uri)["fair"])
+    for campaign_id in ("ahead", "behind"):
+        book.apply(CampaignStarted(**{**envelope(""), "campaign_id": campaign_id}, profile="smoke",
+                                   budget=Budget(experiments=5), llm_model="m"))
+    book.apply(ProposalCreated(**{**envelope("e1"), "campaign_id": "ahead"}, profile="smoke", name="n",
+                               motivation="m", code="x"))
+    loop = ResearchLoop(book, HeldProposals(), js=None, max_in_flight=3)  # type: ignore[arg-type]
+    assert [c.campaign_id for c in loop.fairly(book.campaigns("running"))] == ["behind", "ahead"]
