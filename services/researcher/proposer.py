@@ -6,11 +6,14 @@ reason. Static problems are shown to the LLM for a bounded number of revisions b
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import json
 import logging
 import random
+import re
+import textwrap
 from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,6 +85,9 @@ CLOSE_CODE, CLOSE_MOTIVATION = 0.9, 0.92
 DUPLICATE_CANDIDATES = 5
 # Sampling temperature of a move's steps, by revision: precise first, then wider, to get out of a copy.
 STEP_TEMPERATURES = (0.5, 0.8, 1.0)
+# Code in a step's instruction: a call, an attribute, an assignment or an arithmetic operator.
+CODE_IN_PROSE = re.compile(r"\w\(|\w\.\w|[=*+/@]")
+ARTICLES = {"a", "A", "I"}  # words that are also one-letter names
 # The checks' profile when a caller names none (a proposal always names its campaign's).
 DEFAULT_CHECK_PROFILE = "smoke"
 
@@ -275,6 +281,10 @@ class Proposer:
         steps = written_steps(reply.data["steps"], functions)
         title = str(reply.data["title"]).strip()
         if not steps or not title:
+            return None
+        vague = [step.instruction for step in steps if not says_what_to_write(step.instruction, shown, step.site)]
+        if vague:  # drafted, it would come back as the parent three times over: the library draws instead
+            log.info("invented move dropped, a step names no code: %s", vague[0][:200])
             return None
         move = Move(id=learned_move_id(title, steps), title=title, why=str(reply.data["rationale"]).strip(),
                     steps=steps, cognition=idea.cognition_ids, present=NEVER_PRESENT, provenance=idea.provenance)
@@ -496,6 +506,24 @@ def written_steps(replied: list[Any], functions: dict[str, bool]) -> tuple[Step,
             anchor = step.get("where") if step.get("where") in ANCHORS else "end"
             steps.append(Step(site_of(step["function"], functions[step["function"]]), instruction, anchor))
     return tuple(steps)
+
+
+def says_what_to_write(instruction: str, code: str, site: str) -> bool:
+    """Whether a step's instruction names code: a call, an attribute, an operator, or a name the function it
+    rewrites uses (``q``, ``beta``, ``self``). "Add a linear cost to the output" says what a change should buy, not
+    what to write, and a small model hands the parent back for it."""
+    if CODE_IN_PROSE.search(instruction):
+        return True
+    target = function_matching(code, site)
+    if target is None:
+        return False
+    try:
+        tree = ast.parse(textwrap.dedent(function_source(code, *target)))
+    except SyntaxError:
+        return False
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    used |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
+    return bool((set(re.findall(r"[A-Za-z_]\w*", instruction)) - ARTICLES) & used)
 
 
 def learned_event(invention: Invention, envelope: dict[str, object]) -> MoveLearned:

@@ -18,7 +18,7 @@ from services.researcher.moves import (
     from_learned,
     ucb_move,
 )
-from services.researcher.proposer import Campaign, Proposer
+from services.researcher.proposer import Campaign, Proposer, says_what_to_write
 from shared.events import (
     CROSSOVER_MOVE,
     FREE_MOVE,
@@ -87,6 +87,25 @@ async def test_a_move_whose_draft_fails_is_not_learned(world: MemoryWorld) -> No
     events = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
     assert len(events) == 1 and isinstance(events[0], ProposalRejected)
     assert events[0].move.startswith("learned-")  # its record shows the failed first use
+
+
+async def test_a_move_whose_step_names_no_code_is_dropped_before_it_is_drafted(world: MemoryWorld) -> None:
+    with_cognition(world)
+    vague = {**NEW_MOVE, "steps": [{"function": "forward", "where": "return",
+                                    "instruction": "Add a linear cost in the sequence length to the output."}]}
+    agent, backend = inventor(world, vague, IDEA, CONV_INIT, CONV_FORWARD)
+    events = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    assert not any(isinstance(e, MoveLearned) for e in events)
+    assert "## The change to make: Add a linear cost" not in backend.seen[1][-1]["content"]  # type: ignore[attr-defined]
+
+
+def test_a_step_says_what_to_write_by_a_call_an_operator_or_a_name_its_function_uses() -> None:
+    concrete = ["Add self.decay = nn.Linear(d_model, n_heads).", "Multiply q by 0.5 before the scan.",
+                "Apply torch.tanh to the output.", "Scale o * 2."]
+    for instruction in concrete:
+        assert says_what_to_write(instruction, LINEAR, "forward"), instruction
+    for instruction in ["Add a linear cost in the sequence length to the output.", "Make it better.", "a"]:
+        assert not says_what_to_write(instruction, LINEAR, "forward"), instruction
 
 
 async def test_a_step_on_a_function_the_parent_lacks_is_dropped(world: MemoryWorld) -> None:
