@@ -1,7 +1,8 @@
 """The researcher's proposing loop: draft proposals for the running campaigns, several at once.
 
-Drafting is mostly waiting on the LLM server, which decodes concurrent requests in one batch for little more than
-the cost of one; so up to ``drafts_at_once`` proposals are drafted together, across campaigns and within one.
+Drafting is mostly waiting on the LLM server, which decodes concurrent requests in one batch, at a higher total
+rate than one at a time; so up to ``drafts_at_once`` proposals are drafted together, across campaigns and within
+one.
 Backpressure comes from the book: a campaign gets a new draft only while its experiments in flight (created, not
 yet trained or given up) and its drafts together stay under ``max_in_flight``, and while its budget has room for
 the drafts already under way. When the budget is spent and nothing is in flight or drafted, the researcher stops
