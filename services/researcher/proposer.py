@@ -88,6 +88,7 @@ STEP_TEMPERATURES = (0.5, 0.8, 1.0)
 # Code in a step's instruction: a call, an attribute, an assignment or an arithmetic operator.
 CODE_IN_PROSE = re.compile(r"\w\(|\w\.\w|[=*+/@]")
 ARTICLES = {"a", "A", "I"}  # words that are also one-letter names
+NEW_LAYER = re.compile(r"self\.(\w+)\s*=\s*nn\.")
 # The checks' profile when a caller names none (a proposal always names its campaign's).
 DEFAULT_CHECK_PROFILE = "smoke"
 
@@ -283,8 +284,9 @@ class Proposer:
         if not steps or not title:
             return None
         vague = [step.instruction for step in steps if not says_what_to_write(step.instruction, shown, step.site)]
-        if vague:  # drafted, it would come back as the parent three times over: the library draws instead
-            log.info("invented move dropped, a step names no code: %s", vague[0][:200])
+        if vague or not wires_its_layers(steps):  # drafted, it would come back as the parent: the library draws
+            log.info("invented move dropped (%s): %s", "a step names no code" if vague else "a layer left unwired",
+                     [step.instruction[:120] for step in steps])
             return None
         move = Move(id=learned_move_id(title, steps), title=title, why=str(reply.data["rationale"]).strip(),
                     steps=steps, cognition=idea.cognition_ids, present=NEVER_PRESENT, provenance=idea.provenance)
@@ -524,6 +526,20 @@ def says_what_to_write(instruction: str, code: str, site: str) -> bool:
     used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     used |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
     return bool((set(re.findall(r"[A-Za-z_]\w*", instruction)) - ARTICLES) & used)
+
+
+def wires_its_layers(steps: Sequence[Step]) -> bool:
+    """Whether every layer a move creates (``self.name = nn.…``) is created in ``__init__`` and used by another of
+    its steps: a small model short of an idea parrots the prompt's own example onto ``forward``, or adds a layer
+    that nothing calls."""
+    for step in steps:
+        created = NEW_LAYER.findall(step.instruction)
+        if created and step.site != "__init__":
+            return False
+        if any(not any(f"self.{name}" in other.instruction for other in steps if other is not step)
+               for name in created):
+            return False
+    return True
 
 
 def learned_event(invention: Invention, envelope: dict[str, object]) -> MoveLearned:

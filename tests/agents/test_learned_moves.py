@@ -18,7 +18,7 @@ from services.researcher.moves import (
     from_learned,
     ucb_move,
 )
-from services.researcher.proposer import Campaign, Proposer, says_what_to_write
+from services.researcher.proposer import Campaign, Proposer, says_what_to_write, wires_its_layers
 from shared.events import (
     CROSSOVER_MOVE,
     FREE_MOVE,
@@ -97,6 +97,15 @@ async def test_a_move_whose_step_names_no_code_is_dropped_before_it_is_drafted(w
     events = await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
     assert not any(isinstance(e, MoveLearned) for e in events)
     assert "## The change to make: Add a linear cost" not in backend.seen[1][-1]["content"]  # type: ignore[attr-defined]
+
+
+def test_a_move_creates_its_layers_in_init_and_uses_them_in_another_step() -> None:
+    init = Step("__init__", "Add self.gate = nn.Linear(d_model, d_model).", "end")
+    used = Step("forward", "Multiply the output by torch.sigmoid(self.gate(x)).", "return")
+    assert wires_its_layers((init, used))
+    assert not wires_its_layers((init,))  # created, never called
+    # The prompt's own example parroted onto forward: a layer cannot be created there.
+    assert not wires_its_layers((Step("forward", "Add self.decay = nn.Linear(d_model, n_heads) at the end.", "end"),))
 
 
 def test_a_step_says_what_to_write_by_a_call_an_operator_or_a_name_its_function_uses() -> None:
