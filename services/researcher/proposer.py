@@ -75,7 +75,14 @@ from shared.mixer.edit import (
     repair,
 )
 from shared.mixer.probe import ProbeOutcome
-from shared.mixer.source import StaticProblem, code_similarity, parses, static_problem, unused_attributes
+from shared.mixer.source import (
+    StaticProblem,
+    code_similarity,
+    discarded_results,
+    parses,
+    static_problem,
+    unused_attributes,
+)
 
 log = logging.getLogger(__name__)
 PRODUCER = "researcher"
@@ -489,7 +496,10 @@ def missing_change(code: str, move: Move | None) -> str:
     """What to tell a model whose draft still computes its parent: the layers it made but never used, and the
     change it was asked for, again."""
     unused = ", ".join(f"`self.{name}`" for name in unused_attributes(code))
+    discarded = ", ".join(discarded_results(code))
     told = [f"{unused} is created in __init__ but never used: use it in forward." if unused else "",
+            f"{discarded} computes a value that nothing uses: assign it and use it in what forward returns."
+            if discarded else "",
             "Write the change your motivation describes into the code, in forward too."]
     if move is not None:
         told.append(f"The change to make: {move.instruction}")

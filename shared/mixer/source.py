@@ -109,16 +109,45 @@ def unused_attributes(code: str) -> list[str]:
         tree = ast.parse(code)
     except SyntaxError:
         return []
+    created = layers_created(tree)
+    read = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load)}
+    read |= {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    return [name for name in dict.fromkeys(created) if name not in read]
+
+
+def layers_created(tree: ast.Module) -> list[str]:
+    """The attributes ``Mixer.__init__`` sets to a call (a layer, a parameter), in order."""
     cls = find_mixer(tree)
     init = method(cls, "__init__") if cls is not None else None
     if init is None:
         return []
     assigned = [node for node in ast.walk(init) if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)]
-    created = [target.attr for node in assigned for target in node.targets if isinstance(target, ast.Attribute)
-               and isinstance(target.value, ast.Name) and target.value.id == "self"]
-    read = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load)}
-    read |= {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
-    return [name for name in dict.fromkeys(created) if name not in read]
+    return [target.attr for node in assigned for target in node.targets if isinstance(target, ast.Attribute)
+            and isinstance(target.value, ast.Name) and target.value.id == "self"]
+
+
+def discarded_results(code: str) -> list[str]:
+    """Statements that compute a tensor and throw it away (``self.gate(x)`` on a line of its own, ``x * 2``): a
+    change written as a call whose result nothing uses, which leaves the outputs the parent's. Only a layer of the
+    mixer, a ``torch`` or ``F`` function (not in place: its name ends in ``_``) or arithmetic counts; any other call
+    may act by its side effect (``outs.append``, ``self.register_buffer``)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    layers = set(layers_created(tree))
+    return [f"`{ast.unparse(node.value)}` (line {node.lineno})" for node in ast.walk(tree)
+            if isinstance(node, ast.Expr) and discards_a_tensor(node.value, layers)]
+
+
+def discards_a_tensor(value: ast.expr, layers: set[str]) -> bool:
+    if isinstance(value, ast.BinOp | ast.UnaryOp):
+        return True
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and isinstance(value.func.value, ast.Name)):
+        return False
+    owner, name = value.func.value.id, value.func.attr
+    return (owner == "self" and name in layers) or (owner in ("torch", "F") and not name.endswith("_"))
 
 
 def method(cls: ast.ClassDef, name: str) -> ast.FunctionDef | None:

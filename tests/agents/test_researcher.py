@@ -256,6 +256,17 @@ async def test_a_layer_added_but_never_used_is_named_when_the_draft_goes_back(wo
     assert "`self.out_gate` is created in __init__ but never used" in revision
     assert isinstance(event, ProposalCreated)
 
+async def test_a_value_computed_and_thrown_away_is_named_when_the_draft_goes_back(world: MemoryWorld) -> None:
+    linear = BASELINES["linear_attention"].read_text()
+    thrown_away = linear.replace("        return self._output(o)\n",
+                                 "        torch.sigmoid(o)\n        return self._output(o)\n")
+    agent, backend = proposer(world, {"name": "gated", "motivation": "m"}, thrown_away, GOOD_CODE,
+                              probe=SANDBOXED_PROBE)
+    await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
+    revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
+    assert "`torch.sigmoid(o)`" in revision and "computes a value that nothing uses" in revision
+
+
 # Runs at an even length, raises at one token or an odd length (as drafts do): only running it tells.
 SPLIT_IN_HALVES = ("        head, tail = x.split(x.shape[1] // 2 or 1, dim=1)\n"
                    "        return self._output(o) + 0 * head.mean()\n")

@@ -10,7 +10,13 @@ import pytest
 from shared.mixer.baselines import BASELINES as BASELINE_FILES
 from shared.mixer.edit import extract_function, for_prompt, hoist_nested_methods, merge_functions, repair
 from shared.mixer.frames import faulty_region, splice
-from shared.mixer.source import code_similarity, static_problem, undefined_names, unused_attributes
+from shared.mixer.source import (
+    code_similarity,
+    discarded_results,
+    static_problem,
+    undefined_names,
+    unused_attributes,
+)
 
 BASELINES = sorted(BASELINE_FILES.values())
 
@@ -266,3 +272,14 @@ def test_the_function_asked_for_is_taken_from_wherever_the_reply_put_it() -> Non
     indented = "    def forward(self, x):\n        return x\n\ndef helper(y):\n    return y\n"  # mixed indentation
     assert extract_function(indented, "helper") == "def helper(y):\n    return y\n"
     assert extract_function(whole_file, "_project") is None  # never another function under the asked name
+
+
+def test_a_tensor_computed_and_thrown_away_is_reported_but_a_side_effect_is_not() -> None:
+    assert all(discarded_results(path.read_text()) == [] for path in BASELINES)
+    mixer = ("class Mixer(nn.Module):\n    def __init__(self, d_model, n_heads):\n"
+             "        self.decay = nn.Linear(d_model, n_heads)\n"
+             "    def forward(self, x):\n        outs = []\n        self.decay(x)\n        x * 2\n"
+             "        x.mul_(2)\n        outs.append(x)\n        torch.sigmoid(x)\n        self.helper(x)\n"
+             "        return x\n")
+    assert discarded_results(mixer) == ["`self.decay(x)` (line 6)", "`x * 2` (line 7)", "`torch.sigmoid(x)` (line 10)"]
+    assert discarded_results("def f(:\n") == []
