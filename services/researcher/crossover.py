@@ -5,7 +5,7 @@ function) that the parent lacks or has in another form. It is copied into the pa
 function more faithfully than the code can); what the LLM writes, in marked slots as for any move, is the rest: the
 layers the component uses, in ``__init__`` (the reference's own lines are quoted), and the call in ``forward``
 (the reference's own call is quoted). The proposal names the move ``crossover`` and the reference as its second
-parent.
+parent. The references are the campaign's ranked runs; until it has some, the baselines it starts from.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def crossover(parent: str, donor: str, donor_name: str, donor_ref: str, seed: in
                       + (f", as {donor_name} does: " + " ".join(f"`{line}`" for line in calls) if calls else "")
                       + ". Keep the rest of forward.", "return"))
     move = Move(id=CROSSOVER_MOVE, title=f"Port `{name}` from {donor_name}",
-                why=f"Recombination: {donor_name} ranks among the strong designs, and `{name}` is the part of it "
-                    f"this parent lacks.", steps=tuple(steps), cognition=(), present=NEVER_PRESENT,
+                why=f"Recombination: `{name}` is the part of {donor_name} that this parent lacks or has in "
+                    f"another form.", steps=tuple(steps), cognition=(), present=NEVER_PRESENT,
                 provenance=f"crossover:{donor_ref}")
     return Crossover(move, donor_ref, code)
 

@@ -264,9 +264,16 @@ class Proposer:
     async def crossover_offer(self, parent: ParentContext, references: list[ExperimentBrief],
                               seed: int) -> Crossover | None:
         """A component of one reference (drawn with the seed) ported into the parent, with ``crossover_arm``;
-        None without references or when the drawn one has nothing the parent lacks."""
-        if not self.crossover_arm or not references:
+        while the campaign has ranked no references yet, of a baseline other than the parent (the population it
+        starts from). None when the drawn donor has nothing the parent lacks."""
+        if not self.crossover_arm:
             return None
+        if not references:
+            others = [name for name in self.baselines if name != baseline_of_ref(parent.ref)]
+            if not others:
+                return None
+            name = random.Random(seed).choice(others)
+            return crossover(parent.code, self.baselines[name].read_text(), name, baseline_ref(name), seed)
         donor = random.Random(seed).choice(references)
         found = await self.memory.experiment(donor.id)
         if found is None or not found.experiment.code:

@@ -269,3 +269,14 @@ async def test_a_crossover_drawn_names_its_donor_as_second_parent(world: MemoryW
     outcome = (await agent.propose(CAMPAIGN, index=0))[-1]
     assert isinstance(outcome, ProposalCreated | ProposalRejected) and outcome.move == CROSSOVER_MOVE
     assert set(outcome.parent_ids) == set(ranked) and len(outcome.parent_ids) == 2
+
+
+async def test_a_campaign_with_no_ranked_runs_yet_ports_from_another_baseline(world: MemoryWorld) -> None:
+    unfit = dataclasses.replace(MOVES[0], requires="a pattern no mixer has")
+    llm, _ = scripted(IDEA, *[GOOD_CODE] * 8)
+    agent = Proposer(llm, world.client, BASELINES, "linear_attention", revisions=1, moves=(unfit,),
+                     crossover_arm=True)
+    outcome = (await agent.propose(CAMPAIGN, index=LINEAR_INDEX))[-1]
+    assert isinstance(outcome, ProposalCreated | ProposalRejected) and outcome.move == CROSSOVER_MOVE
+    first, donor = outcome.parent_ids
+    assert first == "baseline:linear_attention" and donor.startswith("baseline:") and donor != first
