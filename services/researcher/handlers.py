@@ -108,7 +108,7 @@ class CampaignBook:
         # bool(): the embedded store hands booleans back as 0/1.
         created = [m for m in members if bool(m.get("created"))]
         in_flight = [m for m in created if not bool(m.get("done"))]
-        proposed = [m for m in members if bool(m.get("created")) or bool(m.get("rejected"))]
+        proposed = [m for m in members if is_proposed(m)]
         spend = list(self.spend.find({"campaign_id": campaign_id}))
         return Tally(proposed=len(proposed), in_flight=len(in_flight),
                      cpu_seconds=sum(float(s.get("cpu_seconds") or 0) for s in spend),
@@ -116,8 +116,7 @@ class CampaignBook:
 
     def counts(self, campaign_id: str, experiment_id: str) -> bool:
         """Whether the campaign's proposals count this experiment (created or rejected)."""
-        member = self.members.find_one({"_id": f"{campaign_id}/{experiment_id}"}) or {}
-        return bool(member.get("created")) or bool(member.get("rejected"))
+        return is_proposed(self.members.find_one({"_id": f"{campaign_id}/{experiment_id}"}) or {})
 
     def campaigns(self, status: str | None = None) -> list[CampaignView]:
         query = {"status": status} if status else {}
@@ -126,6 +125,11 @@ class CampaignBook:
     def campaign(self, campaign_id: str) -> CampaignView | None:
         doc = self.campaigns_collection.find_one({"_id": campaign_id})
         return view_of(doc, self.tally(campaign_id)) if doc else None
+
+
+def is_proposed(member: dict[str, Any]) -> bool:
+    """Whether an experiment counts as a proposal of its campaign: created, or rejected before or after."""
+    return bool(member.get("created")) or bool(member.get("rejected"))  # bool(): the embedded store's 0/1
 
 
 def campaign_fields(event: CampaignStarted | CampaignStopped) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import json
 import logging
 import random
 import re
-import textwrap
 from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -314,7 +313,7 @@ class Proposer:
         return found + [Idea(hit.label, hit.text, f"cognition:{hit.id}", (hit.id,)) for hit in cognition if hit.text]
 
     async def draft(self, messages: list[dict[str, str]], seed: int, parent: ParentContext,
-                    move: Move | None = None, profile: str = "") -> tuple[Draft, LlmUsage, StaticProblem | None]:
+                    move: Move | None = None, *, profile: str) -> tuple[Draft, LlmUsage, StaticProblem | None]:
         """The idea (JSON), then the code: a move's steps one function each, or, with no move, the functions the
         LLM chooses to change. Repaired and checked; a static problem, or code that is still the parent's by its
         text or by its outputs, is shown to the LLM up to ``revisions`` times."""
@@ -536,10 +535,7 @@ def says_what_to_write(instruction: str, code: str, site: str) -> bool:
     target = function_matching(code, site)
     if target is None:
         return False
-    try:
-        tree = ast.parse(textwrap.dedent(function_source(code, *target)))
-    except SyntaxError:
-        return False
+    tree = ast.parse(function_source(code, *target))  # a function of the parsed parent, dedented
     used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     used |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
     return bool((set(re.findall(r"[A-Za-z_]\w*", instruction)) - ARTICLES) & used)

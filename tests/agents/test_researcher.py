@@ -245,25 +245,27 @@ async def test_a_renamed_parent_sent_back_unchanged_is_rejected_as_a_duplicate(w
     assert "outputs equal the parent (linear_attention)'s" in event.detail
 
 
+async def first_revision(world: MemoryWorld, draft: str, revised: str) -> tuple[str, object]:
+    """What the LLM is told after the code reply ``draft`` (its next one is ``revised``), and the outcome."""
+    agent, backend = proposer(world, {"name": "revised", "motivation": "m"}, draft, revised, probe=SANDBOXED_PROBE)
+    event = (await agent.propose(CAMPAIGN, index=LINEAR_INDEX))[-1]
+    return backend.seen[2][-1]["content"], event  # type: ignore[attr-defined]
+
+
 async def test_a_layer_added_but_never_used_is_named_when_the_draft_goes_back(world: MemoryWorld) -> None:
     linear = BASELINES["linear_attention"].read_text()
     unused_gate = linear.replace("        super().__init__()\n",
                                  "        super().__init__()\n        self.out_gate = nn.Linear(d_model, d_model)\n")
-    agent, backend = proposer(world, {"name": "gated", "motivation": "m"}, unused_gate, GOOD_CODE,
-                              probe=SANDBOXED_PROBE)
-    event = (await agent.propose(CAMPAIGN, index=LINEAR_INDEX))[-1]
-    revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
+    revision, event = await first_revision(world, unused_gate, GOOD_CODE)
     assert "`self.out_gate` is created in __init__ but never used" in revision
     assert isinstance(event, ProposalCreated)
+
 
 async def test_a_value_computed_and_thrown_away_is_named_when_the_draft_goes_back(world: MemoryWorld) -> None:
     linear = BASELINES["linear_attention"].read_text()
     thrown_away = linear.replace("        return self._output(o)\n",
                                  "        torch.sigmoid(o)\n        return self._output(o)\n")
-    agent, backend = proposer(world, {"name": "gated", "motivation": "m"}, thrown_away, GOOD_CODE,
-                              probe=SANDBOXED_PROBE)
-    await agent.propose(CAMPAIGN, index=LINEAR_INDEX)
-    revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
+    revision, _ = await first_revision(world, thrown_away, GOOD_CODE)
     assert "`torch.sigmoid(o)`" in revision and "computes a value that nothing uses" in revision
 
 
@@ -276,9 +278,7 @@ async def test_a_draft_that_fails_a_check_goes_back_with_its_failing_line(world:
     linear = BASELINES["linear_attention"].read_text()
     broken = linear.replace("        return self._output(o)\n", SPLIT_IN_HALVES)
     scaled = linear.replace("        return self._output(o)\n", "        return self._output(o) * 0.5\n")
-    agent, backend = proposer(world, {"name": "scaled", "motivation": "m"}, broken, scaled, probe=SANDBOXED_PROBE)
-    event = (await agent.propose(CAMPAIGN, index=LINEAR_INDEX))[-1]
-    revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
+    revision, event = await first_revision(world, broken, scaled)
     assert "it fails the" in revision and "x.split(" in revision and "ValueError" in revision
     assert isinstance(event, ProposalCreated) and "* 0.5" in event.code
 
