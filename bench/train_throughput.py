@@ -1,10 +1,15 @@
 """Training throughput of the linear-attention baseline at a profile, as a fraction of this machine's GEMM peak.
 
     python bench/train_throughput.py [--profile cpu] [--steps 10] [--threads N] [--mixer NAME] [--cpu-bf16]
+                                     [--compile]
 
 Achieved FLOP/s = (FLOPs of one optimiser step, counted by torch.utils.flop_counter: matmuls forward and
 backward) / (median measured step time). The peak is the best of a few large square matmuls measured in the
-same process, same dtype, same thread count. Prints numbers; asserts nothing.
+same process, same dtype, same thread count. Beside it, the ceiling of this model's own matmuls: every matmul
+one step runs is recorded with its shapes and timed alone, so the step's GEMM time at the speed those shapes
+reach is known; what the step spends beyond it is everything else (softmax, norms, elementwise ops, the
+optimiser). ``--compile`` runs the step's forward and backward through torch.compile (its warm-up is printed).
+Prints numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from services.engineer.trainer import (
@@ -42,6 +48,41 @@ def gemm_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeat
     return 2 * size**3 / best
 
 
+GEMM_OPS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+            torch.ops.aten.baddbmm.default}
+
+
+class GemmRecorder(TorchDispatchMode):
+    """Counts every matmul run under it by (op, argument shapes, dtype)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[tuple, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func in GEMM_OPS:
+            tensors = tuple(a for a in args if isinstance(a, torch.Tensor))
+            key = (func, tuple(tuple(t.shape) for t in tensors), tensors[0].dtype)
+            self.calls[key] = self.calls.get(key, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def gemm_seconds(calls: dict[tuple, int], device: torch.device, repeats: int = 20) -> float:
+    """The time the recorded matmuls take when each shape runs alone, best of ``repeats``, summed over calls."""
+    total = 0.0
+    for (func, shapes, dtype), count in calls.items():
+        operands = [torch.randn(shape, device=device, dtype=dtype) for shape in shapes]
+        best = float("inf")
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            func(*operands)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+        total += best * count
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu")
@@ -49,6 +90,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on CPU (profile.cpu_bf16)")
+    parser.add_argument("--compile", action="store_true", help="the model's loss through torch.compile")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -63,10 +105,16 @@ def main() -> None:
     tokens = np.random.default_rng(0).integers(0, profile.vocab_size, size=profile.seq_len * 256, dtype=np.int64)
     sampler = BatchSampler(tokens, profile.seq_len, seed=0)
 
-    counter = FlopCounterMode(display=False)
-    with counter:
+    counter, recorder = FlopCounterMode(display=False), GemmRecorder()
+    with counter, recorder:
         train_step(model, optimizer, sampler, profile, device, profile.lr)
     flops_per_step = counter.get_total_flops()
+    warm_up_s = 0.0
+    if args.compile:
+        model.loss = torch.compile(model.loss)  # type: ignore[method-assign]
+        start = time.perf_counter()
+        train_step(model, optimizer, sampler, profile, device, profile.lr)  # compiles forward and backward
+        warm_up_s = time.perf_counter() - start
 
     times = []
     for _ in range(args.steps):
@@ -81,11 +129,17 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" or profile.cpu_bf16 else torch.float32
     peak = gemm_peak(device, dtype)
     achieved = flops_per_step / step_s
-    print(f"profile={profile.name} mixer={args.mixer} device={device} threads={args.threads} dtype={dtype}")
+    own_gemm_s = gemm_seconds(recorder.calls, device)
+    compiled = f" compiled (warm-up {warm_up_s:.1f} s)" if args.compile else ""
+    print(f"profile={profile.name} mixer={args.mixer} device={device} threads={args.threads} dtype={dtype}{compiled}")
     print(f"params={count_parameters(model):,} tokens/step={profile.tokens_per_step:,} steps={args.steps}")
     print(f"step_s(median)={step_s:.3f} tok/s={profile.tokens_per_step / step_s:,.0f}")
     print(f"train FLOP/step={flops_per_step:.3e} achieved={achieved / 1e9:.1f} GFLOP/s")
     print(f"GEMM peak ({dtype}, 2048^3)={peak / 1e9:.1f} GFLOP/s  ratio={achieved / peak:.3f}")
+    print(f"this model's {sum(recorder.calls.values())} matmuls of {len(recorder.calls)} shapes, each timed alone: "
+          f"{own_gemm_s:.3f} s a step, {flops_per_step / own_gemm_s / 1e9:.1f} GFLOP/s "
+          f"({flops_per_step / own_gemm_s / peak:.3f} of the peak); the step achieves "
+          f"{own_gemm_s / step_s:.3f} of that ceiling, the rest of its time is outside the matmuls")
     full = profile.total_steps * step_s
     print(f"projected {profile.name} run: {profile.total_steps} steps ≈ {full / 60:.1f} min")
 

@@ -101,10 +101,12 @@ DEFAULT_CHECK_PROFILE = "smoke"
 
 
 class BehaviourProbe(Protocol):
-    """(draft code, {label: known code}) -> the engineer's checks on the draft at ``check_profile``, and the label
-    of the known mixer whose outputs it reproduces (``shared.mixer.probe.probe_draft``, sandboxed)."""
+    """(draft code, {label: known code}) -> the engineer's checks on the draft at ``check_profile`` (with
+    ``checks``), and the label of the known mixer whose outputs it reproduces (``shared.mixer.probe.probe_draft``,
+    sandboxed)."""
 
-    def __call__(self, code: str, known: dict[str, str], *, check_profile: str) -> Awaitable[ProbeOutcome]: ...
+    def __call__(self, code: str, known: dict[str, str], *, check_profile: str,
+                 checks: bool = True) -> Awaitable[ProbeOutcome]: ...
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,7 @@ class Proposer:
         envelope = {"event_id": new_event_id(), "occurred_at": utc_now(), "producer": PRODUCER,
                     "campaign_id": campaign.campaign_id, "experiment_id": experiment_id}
         if problem is None:
-            problem = await self.duplicate_problem(draft, parent)
+            problem = await self.duplicate_problem(draft, parent, campaign.profile)
         move_id = move.id if move is not None else FREE_MOVE
         if problem is not None:
             log.info("proposal rejected (%s): %s", problem.reason, problem.detail)
@@ -407,7 +409,7 @@ class Proposer:
         return StaticProblem("duplicate", f"its outputs equal {outcome.same_as}'s on a fixed input, so your change "
                                           f"is not in the computation yet: {missing_change(code, move)}")
 
-    async def duplicate_problem(self, draft: Draft, parent: ParentContext) -> StaticProblem | None:
+    async def duplicate_problem(self, draft: Draft, parent: ParentContext, profile: str) -> StaticProblem | None:
         """A near-copy of its parent or of a past experiment. Memory's code index finds the candidates; the
         whole files are then compared line by line (embeddings see only the start of a file). With the behaviour
         probe, close text is only the shortlist: one changed line in a long file is still ~98% the same text, so
@@ -431,10 +433,13 @@ class Proposer:
                     return StaticProblem("duplicate", f"{same:.0%} of the code and motivation cosine "
                                                       f"{motivations.get(hit.id, 0.0):.2f} match {hit.id}")
                 close[f"experiment {hit.id}"] = found.experiment.code
-        same_as = await self.probe(draft.code, close) if close and self.probe is not None else None
-        if same_as is not None:
-            return StaticProblem("duplicate", f"its outputs equal {same_as}'s on a fixed input")
-        return None
+        if not close or self.probe is None:
+            return None
+        # The draft passed the checks in ``problem_of`` already: its outputs alone decide.
+        outcome = await self.probe(draft.code, close, check_profile=profile or DEFAULT_CHECK_PROFILE, checks=False)
+        if outcome.same_as is None:
+            return None
+        return StaticProblem("duplicate", f"its outputs equal {outcome.same_as}'s on a fixed input")
 
     async def parent_context(self, parent: ExperimentBrief | None, index: int) -> ParentContext:
         if parent is not None:

@@ -33,14 +33,16 @@ class ProbeOutcome:
 
 
 def probe_draft(code: str, known: dict[str, str], profile: str, *, check_profile: str | None = None,
-                baselines: bool = True, work_dir: Path | None = None) -> ProbeOutcome:
+                checks: bool = True, baselines: bool = True, work_dir: Path | None = None) -> ProbeOutcome:
     """The engineer's checks on the draft at ``check_profile`` (the profile it will train at; ``profile`` when
     None), then the first known mixer (label -> source) or baseline whose outputs it reproduces at ``profile``. A
-    draft that fails a check is compared with nothing."""
+    draft that fails a check is compared with nothing. ``checks=False``: compare only (a draft already checked)."""
     with tempfile.TemporaryDirectory(prefix="probe-", dir=work_dir) as tmp:
         run_dir = Path(tmp)
         (run_dir / DRAFT_FILE).write_text(code)
         args = ["--source", DRAFT_FILE, "--profile", profile, "--check-profile", check_profile or profile]
+        if not checks:
+            args.append("--no-checks")
         for i, (label, source) in enumerate(known.items()):
             (run_dir / f"known_{i}.py").write_text(source)
             args += ["--against", label, f"known_{i}.py"]
@@ -61,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--check-profile", help="the profile the checks run at (default: --profile)")
     parser.add_argument("--against", nargs=2, action="append", default=[], metavar=("LABEL", "FILE"))
     parser.add_argument("--against-baselines", action="store_true")
+    parser.add_argument("--no-checks", dest="checks", action="store_false", help="compare outputs only")
     return parser.parse_args(argv)
 
 
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     outcome: dict[str, str | None] = {"same_as": None, "failed_check": None, "error": None}
     try:
-        outcome["failed_check"] = failed_check(args)
+        outcome["failed_check"] = failed_check(args) if args.checks else None
         if outcome["failed_check"] is None:
             outcome["same_as"] = first_match(args)
     except Exception as exc:  # the draft's own failure outside the checks: reported, not raised

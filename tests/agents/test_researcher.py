@@ -102,6 +102,22 @@ async def test_a_near_copy_of_a_past_experiment_is_a_duplicate(world: MemoryWorl
     assert isinstance(event, ProposalRejected) and event.reason == "duplicate"
 
 
+async def test_with_the_probe_a_past_experiment_is_a_duplicate_only_if_it_computes_the_same(
+        world: MemoryWorld) -> None:
+    first, _ = proposer(world, {"name": "a", "motivation": "gate a running sum"}, GOOD_CODE, probe=SANDBOXED_PROBE)
+    created = (await first.propose(CAMPAIGN, index=0))[-1]
+    assert isinstance(created, ProposalCreated)
+    world.apply(created)
+    rescaled = GOOD_CODE.replace("math.sqrt(2.0)", "math.sqrt(3.0)")  # one constant: the same text, other outputs
+    close, _ = proposer(world, {"name": "b", "motivation": "gate a running sum"}, rescaled, probe=SANDBOXED_PROBE)
+    event = (await close.propose(CAMPAIGN, index=3))[-1]
+    assert isinstance(event, ProposalCreated), event
+    again, _ = proposer(world, {"name": "c", "motivation": "gate a running sum"}, GOOD_CODE, probe=SANDBOXED_PROBE)
+    event = (await again.propose(CAMPAIGN, index=3))[-1]
+    assert isinstance(event, ProposalRejected) and event.reason == "duplicate"
+    assert f"outputs equal experiment {created.experiment_id}'s" in event.detail
+
+
 async def test_a_helper_the_draft_calls_but_forgot_is_copied_from_its_parent(world: MemoryWorld) -> None:
     parent = BASELINES["deltanet"].read_text()
     forgetful = GOOD_CODE.replace("torch.sigmoid(self.gate(x)) * torch.cumsum(x, dim=1) / math.sqrt(2.0)",

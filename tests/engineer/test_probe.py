@@ -37,3 +37,14 @@ def test_a_draft_that_fails_a_check_names_it_with_its_own_failing_line_and_is_no
 def test_a_file_that_raises_on_import_fails_the_import_check() -> None:
     outcome = probe_draft("raise ValueError('broken')", {"the parent": GLA}, "smoke")
     assert outcome.same_as is None and "broken" in outcome.failed_check
+
+
+def test_without_checks_a_draft_is_only_compared() -> None:
+    # Breaks at one token (a check fails) yet computes the parent at the probe's length: compared, it is a copy.
+    one_token = "        if x.shape[1] == 1:\n            raise ValueError('one token')\n"
+    fragile = GLA.replace("        q, k, v, log_alpha = self._project(x)\n",
+                          one_token + "        q, k, v, log_alpha = self._project(x)\n", 1)
+    assert fragile != GLA
+    assert probe_draft(fragile, {"the parent": GLA}, "smoke", baselines=False).failed_check
+    compared = probe_draft(fragile, {"the parent": GLA}, "smoke", checks=False, baselines=False)
+    assert compared.same_as == "the parent" and compared.failed_check == ""
