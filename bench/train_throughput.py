@@ -6,9 +6,10 @@
 Achieved FLOP/s = (FLOPs of one optimiser step, counted by torch.utils.flop_counter: matmuls forward and
 backward) / (median measured step time). The peak is the best of a few large square matmuls measured in the
 same process, same dtype, same thread count. Beside it, the ceiling of this model's own matmuls: every matmul
-one step runs is recorded with its shapes and timed alone, so the step's GEMM time at the speed those shapes
-reach is known; what the step spends beyond it is everything else (softmax, norms, elementwise ops, the
-optimiser). ``--compile`` runs the step's forward and backward through torch.compile (its warm-up is printed).
+one step runs is recorded with its shapes and timed alone (on contiguous operands, caches warm), so the step's
+GEMM time at the best speed those shapes reach is known; the step's time beyond it goes to everything else
+(softmax, casts, elementwise ops, the optimiser) or is lost inside its matmuls. ``--compile`` runs the model's
+loss through torch.compile (its warm-up is printed).
 Prints numbers; asserts nothing.
 """
 
@@ -68,7 +69,8 @@ class GemmRecorder(TorchDispatchMode):
 
 
 def gemm_seconds(calls: dict[tuple, int], device: torch.device, repeats: int = 20) -> float:
-    """The time the recorded matmuls take when each shape runs alone, best of ``repeats``, summed over calls."""
+    """The time the recorded matmuls take when each shape runs alone on contiguous operands, best of ``repeats``,
+    summed over calls: a floor (in the step, operands are often transposed views and the caches cold)."""
     total = 0.0
     for (func, shapes, dtype), count in calls.items():
         operands = [torch.randn(shape, device=device, dtype=dtype) for shape in shapes]
@@ -139,7 +141,7 @@ def main() -> None:
     print(f"this model's {sum(recorder.calls.values())} matmuls of {len(recorder.calls)} shapes, each timed alone: "
           f"{own_gemm_s:.3f} s a step, {flops_per_step / own_gemm_s / 1e9:.1f} GFLOP/s "
           f"({flops_per_step / own_gemm_s / peak:.3f} of the peak); the step achieves "
-          f"{own_gemm_s / step_s:.3f} of that ceiling, the rest of its time is outside the matmuls")
+          f"{own_gemm_s / step_s:.3f} of that ceiling: the rest of its time is outside the matmuls or lost in them")
     full = profile.total_steps * step_s
     print(f"projected {profile.name} run: {profile.total_steps} steps ≈ {full / 60:.1f} min")
 
