@@ -435,7 +435,8 @@ class Proposer:
                 close[f"experiment {hit.id}"] = found.experiment.code
         if not close or self.probe is None:
             return None
-        # The draft passed the checks in ``problem_of`` already: its outputs alone decide.
+        # The checks ran in ``problem_of`` (a draft still failing one past its revisions goes on as a proposal):
+        # its outputs alone decide.
         outcome = await self.probe(draft.code, close, check_profile=profile or DEFAULT_CHECK_PROFILE, checks=False)
         if outcome.same_as is None:
             return None
