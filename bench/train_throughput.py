@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -36,17 +37,22 @@ from shared.mixer.model import LanguageModel, count_parameters, model_config
 from shared.mixer.profiles import get_profile
 
 
-def gemm_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+def best_seconds(run: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``run``, after one that warms up."""
     best = float("inf")
-    for _ in range(repeats + 1):  # the first call warms up
+    for _ in range(repeats + 1):
         start = time.perf_counter()
-        a @ b
+        run()
         if device.type == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    return best
+
+
+def gemm_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    return 2 * size**3 / best_seconds(lambda: a @ b, device, repeats)
 
 
 GEMM_OPS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
@@ -74,14 +80,7 @@ def gemm_seconds(calls: dict[tuple, int], device: torch.device, repeats: int = 2
     total = 0.0
     for (func, shapes, dtype), count in calls.items():
         operands = [torch.randn(shape, device=device, dtype=dtype) for shape in shapes]
-        best = float("inf")
-        for _ in range(repeats + 1):
-            start = time.perf_counter()
-            func(*operands)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-        total += best * count
+        total += best_seconds(lambda: func(*operands), device, repeats) * count  # noqa: B023 (called at once)
     return total
 
 
