@@ -32,6 +32,8 @@ VIEW_ERROR = re.compile(r"view size is not compatible|Use \.reshape")
 MATMUL_SHAPES = re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)")
 MISSING_ATTRIBUTE = re.compile(r"object has no attribute '(\w+)'")
 MISSING_NAME = re.compile(r"name '(\w+)' is not defined")
+# Python 3.11+ and earlier spellings of reading a local before anything assigned it.
+UNBOUND_LOCAL = re.compile(r"cannot access local variable '(\w+)'|local variable '(\w+)' referenced before")
 INVALID_SHAPE = re.compile(r"shape '\[([^\]]*)\]' is invalid for input of size (\d+)")
 
 
@@ -237,6 +239,27 @@ def closest_name(failure: Failure) -> Iterator[Repair]:
         yield Repair(code, f"`{wanted}` is never defined: renamed to `{match}`, defined and spelt alike")
 
 
+def drop_stray_statement(failure: Failure) -> Iterator[Repair]:
+    """A statement that reads a name nothing assigned before it (``u = u - u.min(1)`` pasted into ``forward``),
+    where nothing reads what it assigns: removed, since the function computed its result without it. When that
+    line was the draft's whole change, the mixer is its parent again and the engineer's duplicate check says so."""
+    found = UNBOUND_LOCAL.search(failure.text) or MISSING_NAME.search(failure.text)
+    line = failure.line
+    function = _enclosing_function(failure.code, line)
+    if found is None or line is None or function is None:
+        return
+    name = next(group for group in found.groups() if group)
+    statement = _simple_statement_at(function, line)
+    if statement is None or len(statement.block) < 2 or _read_elsewhere(function, statement.node):
+        return
+    lines = failure.code.splitlines(keepends=True)
+    start, end = statement.node.lineno, statement.node.end_lineno or statement.node.lineno
+    why = (f"reads `{name}` before anything assigns it" if found.re is UNBOUND_LOCAL
+           else f"uses `{name}`, never defined,")
+    yield Repair("".join([*lines[:start - 1], *lines[end:]]),
+                 f"line {line} {why} and nothing uses what it computes: removed")
+
+
 def epsilon_in_division(failure: Failure) -> Iterator[Repair]:
     """The first NaN/Inf appeared in a division: its denominator gets an epsilon, inside a square root when the
     denominator is one (a root of zero has an infinite gradient)."""
@@ -354,8 +377,8 @@ def suspect_fixes(failure: Failure) -> Iterator[Repair]:
 
 
 REPAIRS: tuple[Callable[[Failure], Iterator[Repair]], ...] = (
-    standard_repair, borrow_attributes, closest_name, view_to_reshape, device_and_dtype, linear_width,
-    size_the_shape_names, epsilon_in_division, suspect_fixes,
+    standard_repair, borrow_attributes, closest_name, drop_stray_statement, view_to_reshape, device_and_dtype,
+    linear_width, size_the_shape_names, epsilon_in_division, suspect_fixes,
 )
 
 
@@ -397,6 +420,44 @@ def _enclosing_function(code: str, line: int | None) -> ast.FunctionDef | None:
 
 def _method(code: str, name: str) -> ast.FunctionDef | None:
     return next((f for f in _functions(code) if f.name == name), None)
+
+
+@dataclass(frozen=True)
+class Located:
+    """A statement and the block (list of statements) that holds it."""
+
+    node: ast.stmt
+    block: list[ast.stmt]
+
+
+SIMPLE_STATEMENTS = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Expr)
+
+
+def _simple_statement_at(function: ast.FunctionDef, line: int) -> Located | None:
+    """The assignment or expression statement of ``function`` whose lines hold ``line``, at any depth."""
+    for node in ast.walk(function):
+        for block in (getattr(node, field, None) for field in ("body", "orelse", "finalbody")):
+            if not isinstance(block, list):
+                continue
+            for statement in block:
+                end = statement.end_lineno or statement.lineno
+                if isinstance(statement, SIMPLE_STATEMENTS) and statement.lineno <= line <= end:
+                    return Located(statement, block)
+    return None
+
+
+def _read_elsewhere(function: ast.FunctionDef, statement: ast.stmt) -> bool:
+    """Whether ``function`` reads, outside ``statement``, a name the statement assigns (``self.x`` and subscripts
+    count as read: they outlive the call)."""
+    targets = [statement.target] if isinstance(statement, ast.AugAssign | ast.AnnAssign) else \
+        getattr(statement, "targets", [])
+    if any(not isinstance(node, ast.Name | ast.Tuple | ast.Starred) for target in targets for node in
+           ast.walk(target) if not isinstance(node, ast.expr_context)):
+        return True
+    assigned = {node.id for target in targets for node in ast.walk(target) if isinstance(node, ast.Name)}
+    inside = {id(node) for node in ast.walk(statement)}
+    return any(isinstance(node, ast.Name) and node.id in assigned and id(node) not in inside
+               for node in ast.walk(function))
 
 
 def _arguments(function: ast.FunctionDef) -> list[str]:

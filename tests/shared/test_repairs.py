@@ -62,6 +62,10 @@ BROKEN = {
     "an exponential that overflows": mixer(
         "        w = torch.exp(torch.cumsum(self.proj(x), 1))\n"
         "        return torch.cumsum(w * x, 1) / torch.cumsum(w, 1)\n"),
+    "a stray line reading a name nothing assigned": mixer(
+        f"        y = torch.cumsum(self.proj(x), 1) / {COUNTS}\n"
+        "        u = u - torch.min(u, 1).values\n"
+        "        return y\n"),
     "a zero denominator": mixer(
         "        v = self.proj(x)\n        energy = torch.cumsum(v * v, 1) - torch.cumsum(v * v, 1)\n"
         "        return v / torch.sqrt(energy)\n"),
@@ -97,3 +101,21 @@ def test_repairs_never_offer_the_code_unchanged_or_broken() -> None:
     assert candidate_repairs(Failure("class Mixer(:\n", "syntax", "line 1: invalid syntax", "")) == []
     assert candidate_repairs(Failure(code, "runtime", "mat1 and mat2 shapes cannot be multiplied (2x4 and 8x4)",
                                      'File "/runs/mixer.py", line 99, in forward', d_model=4, n_heads=1)) == []
+
+
+def test_a_statement_is_dropped_only_when_nothing_reads_what_it_assigns() -> None:
+    def offered(forward: str, message: str) -> list[str]:
+        code = mixer(forward)
+        line = next(n for n, text in enumerate(code.splitlines(), 1) if "gate" in text or " u " in text)
+        traceback = f'File "/runs/mixer.py", line {line}, in forward'
+        return [r.code for r in candidate_repairs(Failure(code, "runtime", message, traceback))]
+
+    unbound = "cannot access local variable 'u' where it is not associated with a value"
+    kept = "        u = u * 2\n        return self.proj(x) + u\n"  # what it assigns is used: not stray
+    assert not any("u = u" not in code for code in offered(kept, unbound))
+    stray = "        y = self.proj(x)\n        u = u * 2\n        return y\n"
+    assert any("u = u" not in code and "return y" in code for code in offered(stray, unbound))
+    undefined = "        y = self.proj(x)\n        z = gate * y\n        return y\n"
+    assert any("gate" not in code for code in offered(undefined, "name 'gate' is not defined"))
+    into_state = "        y = self.proj(x)\n        self.cache = gate * y\n        return y\n"  # outlives the call
+    assert not any("gate" not in code for code in offered(into_state, "name 'gate' is not defined"))
