@@ -4,8 +4,9 @@ A component is a function of the reference (a Mixer method besides ``__init__`` 
 function) that the parent lacks or has in another form. It is copied into the parent as it is (no LLM can copy a
 function more faithfully than the code can); what the LLM writes, in marked slots as for any move, is the rest: the
 layers the component uses, in ``__init__`` (the reference's own lines are quoted), and the call in ``forward``
-(the reference's own call is quoted). The proposal names the move ``crossover`` and the reference as its second
-parent. The references are the campaign's ranked runs; until it has some, the baselines it starts from.
+(the reference's own call is quoted) unless the parent makes that very call to its own version already. The
+proposal names the move ``crossover`` and the reference as its second parent. The references are the campaign's
+ranked runs; until it has some, the baselines it starts from.
 """
 
 from __future__ import annotations
@@ -29,15 +30,21 @@ class Crossover:
 
 
 def components(parent: str, donor: str) -> list[tuple[str, bool]]:
-    """The donor's functions (name, whether a Mixer method) that the parent lacks or has in another form."""
-    found = []
-    for node, is_method in editable_functions(for_prompt(donor)):
-        if is_method and node.name in CORE:
-            continue
-        theirs = function_source(donor, node.name, is_method)
-        if theirs and function_source(parent, node.name, is_method) != theirs:
-            found.append((node.name, is_method))
-    return found
+    """The donor's functions (name, whether a Mixer method) that the parent lacks or has in another form; none when
+    only one function tells them apart, since porting it would make the parent the donor (a child's one change
+    undone by its own parent's version, say)."""
+    theirs, ours = functions_of(donor), functions_of(parent)
+    differing = [key for key in theirs.keys() | ours.keys() if theirs.get(key) != ours.get(key)]
+    if len(differing) < 2:
+        return []
+    return [(name, is_method) for name, is_method in theirs if (name, is_method) in differing
+            and not (is_method and name in CORE)]
+
+
+def functions_of(code: str) -> dict[tuple[str, bool], str]:
+    """Each function of the file, (name, whether a Mixer method) -> its source."""
+    return {(node.name, is_method): function_source(code, node.name, is_method)
+            for node, is_method in editable_functions(for_prompt(code))}
 
 
 def attributes_used(source: str) -> list[str]:
@@ -76,9 +83,11 @@ def crossover(parent: str, donor: str, donor_name: str, donor_ref: str, seed: in
     if new_layers:
         steps.append(Step("__init__", f"Add what `{shown}` uses, as {donor_name} defines it: "
                                       + " ".join(f"`{line}`" for line in new_layers), "end"))
-    steps.append(Step("forward", f"Use `{shown}` (now part of this file) in the computation"
-                      + (f", as {donor_name} does: " + " ".join(f"`{line}`" for line in calls) if calls else "")
-                      + ". Keep the rest of forward.", "return"))
+    # The parent calling its own version just as the donor calls this one: the port is in the computation already.
+    if not calls or not set(calls) <= set(calling_lines(parent, name, is_method)):
+        steps.append(Step("forward", f"Use `{shown}` (now part of this file) in the computation"
+                          + (f", as {donor_name} does: " + " ".join(f"`{line}`" for line in calls) if calls else "")
+                          + ". Keep the rest of forward.", "return"))
     move = Move(id=CROSSOVER_MOVE, title=f"Port `{name}` from {donor_name}",
                 why=f"Recombination: `{name}` is the part of {donor_name} that this parent lacks or has in "
                     f"another form.", steps=tuple(steps), cognition=(), present=NEVER_PRESENT,

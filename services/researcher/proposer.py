@@ -135,6 +135,13 @@ class ParentContext:
     analysis: str
     next_steps: str = ""  # what its analysis said to try next
     moves_made: tuple[str, ...] = ()  # the library moves made along its line
+    # With a crossover, ``code`` shows the parent with the donor's component in; this is the parent's own code.
+    own_code: str = ""
+
+    @property
+    def computed(self) -> str:
+        """The code whose outputs a draft must not reproduce: the parent's own, whatever the prompt shows."""
+        return self.own_code or self.code
 
 
 @dataclass(frozen=True)
@@ -202,7 +209,8 @@ class Proposer:
         move, invention = await self.choose_move(campaign, index, parent, cognition, offer)
         parents: tuple[str, ...] = (parent.ref,)
         if offer is not None and move is offer.move:  # the parent with the component in, the donor its 2nd parent
-            parent, parents = dataclasses.replace(parent, code=offer.code), (parent.ref, offer.donor_ref)
+            parent = dataclasses.replace(parent, code=offer.code, own_code=parent.code)
+            parents = (parent.ref, offer.donor_ref)
         from_baseline = baseline_of_ref(parent.ref) is not None
         messages = proposal_messages(
             move=move, example_name=None if from_baseline else self.example,
@@ -378,7 +386,7 @@ class Proposer:
                     code = put_definition(code, name, written, as_method=is_method)
             code = repair(code, donors=[parent.code, *self.baseline_sources])
             problem = await self.problem_of(code, parent, move, profile)
-            if problem is None:
+            if problem is None or not move.steps:  # a crossover with nothing to wire: no reply to ask again
                 break
         return code, problem
 
@@ -400,7 +408,7 @@ class Proposer:
         proposal."""
         if self.probe is None:
             return None
-        outcome = await self.probe(code, {f"the parent ({parent.name})": parent.code},
+        outcome = await self.probe(code, {f"the parent ({parent.name})": parent.computed},
                                    check_profile=profile or DEFAULT_CHECK_PROFILE)
         if outcome.failed_check:
             return FailedCheck("check", outcome.failed_check)
@@ -497,7 +505,7 @@ def describe_references(references: list[ExperimentBrief]) -> str:
 
 
 def parent_copy_problem(code: str, parent: ParentContext, move: Move | None = None) -> StaticProblem | None:
-    same = code_similarity(code, parent.code)
+    same = code_similarity(code, parent.computed)
     if same < SAME_CODE:
         return None
     return StaticProblem("duplicate", f"{same:.0%} of the code is the parent's ({parent.name}): "

@@ -18,7 +18,7 @@ from services.researcher.moves import (
     from_learned,
     ucb_move,
 )
-from services.researcher.proposer import Campaign, Proposer, says_what_to_write, wires_its_layers
+from services.researcher.proposer import Campaign, ParentContext, Proposer, says_what_to_write, wires_its_layers
 from shared.events import (
     CROSSOVER_MOVE,
     FREE_MOVE,
@@ -44,6 +44,7 @@ from tests.agents.test_researcher import (
     LINEAR_INDEX,
     SANDBOXED_PROBE,
     UNCHANGED_FORWARD,
+    proposer,
 )
 
 CAMPAIGN = Campaign(campaign_id="c-moves", seed=3, llm_model="scripted", profile="smoke")
@@ -250,6 +251,33 @@ def test_a_crossover_ports_a_references_component_and_asks_for_the_wiring() -> N
     forward = offer.move.steps[-1]
     assert forward.site == "forward" and "gla-run" in forward.instruction
     assert crossover(parent, parent, "itself", "exp-0", seed=0) is None  # nothing to port
+
+
+DELTANET = BASELINES["deltanet"].read_text()
+NEGATIVE_BETA = DELTANET.replace("beta = torch.sigmoid(self.b_proj(x))", "beta = 2 * torch.sigmoid(self.b_proj(x))")
+
+
+def test_a_crossover_never_turns_the_parent_into_its_donor() -> None:
+    # The child's one change is in `_project`: porting its parent's `_project` back would just undo it.
+    assert components(NEGATIVE_BETA, DELTANET) == []
+    assert crossover(NEGATIVE_BETA, DELTANET, "deltanet", "baseline:deltanet", seed=0) is None
+
+
+async def test_a_ported_component_the_parent_calls_already_is_the_whole_change(world: MemoryWorld) -> None:
+    # The parent differs from the donor in `_project` and `_output`; each port keeps the other difference.
+    parent = NEGATIVE_BETA.replace("self.o_proj(self.head_norm(", "self.o_proj(torch.tanh(self.head_norm(", 1)
+    parent = parent.replace(".reshape(b, t, -1))", ".reshape(b, t, -1)))", 1)
+    offer = crossover(parent, DELTANET, "deltanet", "baseline:deltanet", seed=0)
+    assert offer is not None and offer.move.steps == ()  # the parent calls both already: no wiring to write
+    # The draft is the port itself: held against the parent's own code, not the code the prompt showed.
+    agent, _ = proposer(world, {"name": "port", "motivation": "the reference's version"}, GOOD_CODE,
+                        probe=SANDBOXED_PROBE)
+    context = ParentContext(ref="e-parent", name="parent", code=offer.code, motivation="", results="", analysis="",
+                            own_code=parent)
+    assert await agent.probe_problem(offer.code, context, offer.move, "smoke") is None
+    shown_only = dataclasses.replace(context, own_code="")
+    problem = await agent.probe_problem(offer.code, shown_only, offer.move, "smoke")
+    assert problem is not None and problem.reason == "duplicate"
 
 
 async def test_a_crossover_drawn_names_its_donor_as_second_parent(world: MemoryWorld) -> None:
