@@ -222,6 +222,31 @@ def borrow_attributes(failure: Failure) -> Iterator[Repair]:
         return
 
 
+def restore_parameter(failure: Failure) -> Iterator[Repair]:
+    """A name the failing function reads but does not take, which the same function of a built-in baseline takes
+    with a default (``self.chunk_size = chunk_size`` in an ``__init__`` rewritten without ``chunk_size: int = 64``):
+    the baseline's parameter is put back, after the function's last named parameter."""
+    missing = MISSING_NAME.search(failure.text)
+    function = _enclosing_function(failure.code, failure.line)
+    if missing is None or function is None or missing.group(1) in _arguments(function) or not function.args.args:
+        return
+    name = missing.group(1)
+    for baseline, donor in baseline_sources().items():
+        theirs = _method(donor, function.name)
+        parameter = None if theirs is None else _defaulted_parameter(donor, theirs, name)
+        if parameter is None:
+            continue
+        last = function.args.args[-1]
+        defaults = function.args.defaults
+        ends = [last, *([defaults[-1]] if defaults else [])]  # defaults belong to the last parameters
+        end = max(ends, key=lambda node: (node.end_lineno or 0, node.end_col_offset or 0))
+        at = _offset(failure.code, end.end_lineno or end.lineno, end.end_col_offset or 0)
+        yield Repair(failure.code[:at] + f", {parameter}" + failure.code[at:],
+                     f"`{function.name}` reads `{name}`, a parameter of the {baseline} baseline's `{function.name}`"
+                     f" that it dropped: put back as `{parameter}`")
+        return
+
+
 def closest_name(failure: Failure) -> Iterator[Repair]:
     """A name the code uses but never defines, with a defined one spelt nearly the same (a typo): renamed to it.
     `self.<attr>` is matched against the attributes the class assigns, a bare name against the file's names."""
@@ -377,8 +402,8 @@ def suspect_fixes(failure: Failure) -> Iterator[Repair]:
 
 
 REPAIRS: tuple[Callable[[Failure], Iterator[Repair]], ...] = (
-    standard_repair, borrow_attributes, closest_name, drop_stray_statement, view_to_reshape, device_and_dtype,
-    linear_width, size_the_shape_names, epsilon_in_division, suspect_fixes,
+    standard_repair, borrow_attributes, restore_parameter, closest_name, drop_stray_statement, view_to_reshape,
+    device_and_dtype, linear_width, size_the_shape_names, epsilon_in_division, suspect_fixes,
 )
 
 
@@ -458,6 +483,19 @@ def _read_elsewhere(function: ast.FunctionDef, statement: ast.stmt) -> bool:
     inside = {id(node) for node in ast.walk(statement)}
     return any(isinstance(node, ast.Name) and node.id in assigned and id(node) not in inside
                for node in ast.walk(function))
+
+
+def _defaulted_parameter(code: str, function: ast.FunctionDef, name: str) -> str | None:
+    """``name: annotation = default`` as ``function`` of ``code`` declares it, if it takes ``name`` with a default."""
+    named = function.args.args
+    defaults = dict(zip([a.arg for a in named[len(named) - len(function.args.defaults):]], function.args.defaults,
+                        strict=True))
+    defaults |= {a.arg: d for a, d in zip(function.args.kwonlyargs, function.args.kw_defaults, strict=True) if d}
+    arg = next((a for a in [*named, *function.args.kwonlyargs] if a.arg == name), None)
+    if arg is None or name not in defaults:
+        return None
+    annotation = f": {ast.get_source_segment(code, arg.annotation)}" if arg.annotation is not None else ""
+    return f"{name}{annotation} = {ast.get_source_segment(code, defaults[name])}"
 
 
 def _arguments(function: ast.FunctionDef) -> list[str]:

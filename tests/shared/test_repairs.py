@@ -62,6 +62,9 @@ BROKEN = {
     "an exponential that overflows": mixer(
         "        w = torch.exp(torch.cumsum(self.proj(x), 1))\n"
         "        return torch.cumsum(w * x, 1) / torch.cumsum(w, 1)\n"),
+    "a parameter its __init__ dropped": mixer(
+        f"        return torch.cumsum(self.proj(x), 1) / {COUNTS} * self.scale\n",
+        INIT + "        self.scale = chunk_size / 64\n"),
     "a stray line reading a name nothing assigned": mixer(
         f"        y = torch.cumsum(self.proj(x), 1) / {COUNTS}\n"
         "        u = u - torch.min(u, 1).values\n"
