@@ -4,8 +4,10 @@ Asked to "improve the parent", a small local coder (measured with Qwen2.5-Coder 
 back renamed: it has no idea of its own to write. Asked for a whole file with one change, it mostly retypes the
 parent and forgets the change. What it does manage is one short function with one instruction. So a move is a
 few steps, each naming the function to rewrite (``__init__``, ``forward``, or a pattern found in the function to
-edit) and what to do in it, in terms of the ``Mixer`` contract only (``forward(self, x)``). It applies to any
-parent its ``requires`` pattern matches; a parent its ``present`` pattern matches already has it.
+edit) and what to do in it, in terms of the ``Mixer`` contract only (``forward(self, x)``). The step shows the
+function with its slot marked and asks for the slot's lines only: on recorded step prompts the 0.5B model then
+wrote a third of the tokens and changed the code a little more often than when asked for the whole function. It
+applies to any parent its ``requires`` pattern matches; a parent its ``present`` pattern matches already has it.
 
 Each move comes from the cognition base (the entries it cites). The LLM still writes the code, names the mixer
 and argues the motivation; the move fixes what to try. The moves are data: the built-in ones are entries of the
@@ -72,6 +74,32 @@ class Step:
         at = hits[-1] if self.anchor == "return" else hits[0]
         lines[at] += "  " + TODO
         return "\n".join(lines) + "\n"
+
+
+def slot_of(marked: str) -> str | None:
+    """How a marked function's slot is filled: "line" when the TODO ends a line of code (that line is rewritten),
+    "lines" when it stands alone (new lines go there); None when nothing is marked."""
+    line = next((line for line in marked.splitlines() if TODO in line), None)
+    if line is None:
+        return None
+    return "lines" if line.strip() == TODO else "line"
+
+
+def fill_slot(marked: str, written: str) -> str | None:
+    """The marked function with ``written`` (a reply's code, the slot's lines only) in its slot, in place of the
+    marked line; None when there is no slot, nothing written, or the result does not parse."""
+    lines = marked.rstrip("\n").splitlines()
+    at = next((i for i, line in enumerate(lines) if TODO in line), None)
+    new = [line for line in textwrap.dedent(without_todo(written)).strip("\n").splitlines()]
+    if at is None or not any(line.strip() for line in new):
+        return None
+    indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+    filled = "\n".join([*lines[:at], *(indent + line if line.strip() else "" for line in new), *lines[at + 1:]]) + "\n"
+    try:
+        ast.parse(textwrap.dedent(filled))
+    except SyntaxError:
+        return None
+    return filled
 
 
 def without_todo(source: str) -> str:

@@ -104,8 +104,18 @@ Step $number of $steps: rewrite `$name`. Here it is now:
 $source
 ```
 $instruction
-Answer with the complete new `$name`, from its `def` line, in one ```python code block and nothing else.
+$answer
 """)
+# What a step's reply is asked to be: the marked slot's lines only (a third of the tokens of the whole function, and
+# measured on recorded step prompts as likely to carry the change), or the whole function when nothing is marked.
+STEP_ANSWERS = {
+    "line": Template("Answer with only the marked line as it should now read (the whole statement, without the TODO "
+                     "comment), in one ```python code block and nothing else."),
+    "lines": Template("Answer with only the new lines that go where the TODO comment is, in one ```python code block "
+                      "and nothing else."),
+    None: Template("Answer with the complete new `$name`, from its `def` line, in one ```python code block and "
+                   "nothing else."),
+}
 
 RETRY = Template("""\
 Your last version was rejected before training: $reason — $detail

@@ -28,10 +28,12 @@ from services.researcher.moves import (
     Step,
     applicable,
     cognition_weighted,
+    fill_slot,
     from_learned,
     learned_move_id,
     restore_cut_tail,
     site_of,
+    slot_of,
     ucb_move,
     without_todo,
 )
@@ -42,6 +44,7 @@ from services.researcher.prompts import (
     RETRY,
     REVISE,
     STEP,
+    STEP_ANSWERS,
     WRITE_CODE,
     invent_messages,
     move_schema,
@@ -80,6 +83,7 @@ from shared.mixer.source import (
     discarded_results,
     parses,
     static_problem,
+    strip_fences,
     unused_attributes,
 )
 
@@ -370,8 +374,10 @@ class Proposer:
                     continue
                 name, is_method = target
                 shown = function_source(code, name, is_method)
+                marked = step.marked(shown)
                 ask = STEP.substitute(number=number, steps=len(move.steps), name=name, instruction=step.instruction,
-                                      source=step.marked(shown).rstrip("\n"))
+                                      source=marked.rstrip("\n"),
+                                      answer=STEP_ANSWERS[slot_of(marked)].substitute(name=name))
                 if problem is not None and number == 1:
                     ask = RETRY.substitute(reason=problem.reason, detail=problem.detail) + ask
                 conversation.append({"role": "user", "content": ask})
@@ -380,9 +386,8 @@ class Proposer:
                     temperature=STEP_TEMPERATURES[min(revision, len(STEP_TEMPERATURES) - 1)])
                 usages.append(usage)
                 conversation.append({"role": "assistant", "content": text[:4000]})
-                written = extract_function(text, name)
+                written = step_written(text, name, shown, marked)
                 if written is not None:
-                    written = restore_cut_tail(shown, without_todo(written))
                     code = put_definition(code, name, written, as_method=is_method)
             code = repair(code, donors=[parent.code, *self.baseline_sources])
             problem = await self.problem_of(code, parent, move, profile)
@@ -466,6 +471,15 @@ class Proposer:
         name = names[index % len(names)]
         return ParentContext(ref=baseline_ref(name), name=name, code=self.baselines[name].read_text(),
                              motivation=f"the {name} baseline", results="a built-in baseline", analysis="")
+
+
+def step_written(reply: str, name: str, shown: str, marked: str) -> str | None:
+    """The function a step's reply makes: the whole function when the reply wrote one (a small model often does,
+    whatever it was asked), else the marked function with the reply's lines in its slot; None when neither."""
+    whole = extract_function(reply, name)
+    if whole is not None:
+        return restore_cut_tail(shown, without_todo(whole))
+    return fill_slot(marked, strip_fences(reply))
 
 
 def island_for(index: int, islands: int, migration_every: int) -> tuple[int, bool]:

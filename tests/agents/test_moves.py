@@ -17,8 +17,10 @@ from services.researcher.moves import (
     Step,
     applicable,
     choose_move,
+    fill_slot,
     load_library,
     restore_cut_tail,
+    slot_of,
     without_todo,
 )
 from shared.mixer.baselines import BASELINES
@@ -143,3 +145,17 @@ def test_the_library_is_data_and_a_malformed_entry_is_refused(tmp_path: Path) ->
     path.write_text(json.dumps({"moves": [entry, entry]}))
     with pytest.raises(MoveError, match="repeats an id"):
         load_library(path)
+
+
+def test_a_slot_reply_fills_the_marked_place_and_nothing_else() -> None:
+    source = "def forward(self, x):\n    y = self.proj(x)\n    return self.out(y)\n"
+    line = Step("forward", "gate it", "return").marked(source)
+    assert slot_of(line) == "line"
+    gated = fill_slot(line, "return self.out(y) * torch.sigmoid(self.gate(x))  " + TODO)
+    assert gated == source.replace("return self.out(y)", "return self.out(y) * torch.sigmoid(self.gate(x))")
+    lines = Step("forward", "add", "start").marked(source)
+    assert slot_of(lines) == "lines"
+    added = fill_slot(lines, "if x.dim() == 3:\n    x = x * 2")  # relative indentation kept
+    assert added is not None and "    if x.dim() == 3:\n        x = x * 2\n    y = self.proj(x)" in added
+    assert fill_slot(lines, "x = (") is None and fill_slot(lines, "\n") is None  # unparsable, or nothing written
+    assert slot_of(source) is None and fill_slot(source, "x = 1") is None  # nothing marked

@@ -8,7 +8,7 @@ from functools import partial
 
 from services.researcher.handlers import CampaignBook
 from services.researcher.loop import ResearchLoop
-from services.researcher.moves import MOVES
+from services.researcher.moves import MOVES, TODO
 from services.researcher.proposer import SAME_CODE, BehaviourProbe, Campaign, Proposer
 from shared.events import (
     Budget,
@@ -220,6 +220,21 @@ async def test_a_move_is_written_one_function_per_step(world: MemoryWorld) -> No
     assert CONV_LINE in event.code and "x = self.short_conv(x.transpose(1, 2))" in event.code
     assert event.code.count("class Mixer") == 1
     assert code_similarity(event.code, LINEAR) >= SAME_CODE  # a real change that text similarity calls a copy
+
+
+async def test_a_step_is_answered_with_the_lines_of_its_marked_slot(world: MemoryWorld) -> None:
+    # Asked for the slot only, the model writes a line, not the function: it goes where the TODO mark was.
+    shift = "x = self.short_conv(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)"
+    agent, backend = proposer(world, {"name": "conv", "motivation": "see the last tokens"},
+                              f"```python\n{CONV_LINE}\n```", f"```python\n    {shift}\n```",
+                              moves=[SHORT_CONV], probe=SANDBOXED_PROBE)
+    event = (await agent.propose(CAMPAIGN, index=LINEAR_INDEX))[-1]
+    steps = [backend.seen[i][-1]["content"] for i in (1, 2)]  # type: ignore[attr-defined]
+    assert all("Answer with only the new lines that go where the TODO comment is" in step for step in steps)
+    assert isinstance(event, ProposalCreated), event
+    init, forward = event.code.split("def __init__", 1)[1].split("def forward", 1)
+    assert f"        {CONV_LINE}\n" in init and TODO not in event.code
+    assert f"        {shift}\n" in forward and forward.index(shift) < forward.index("self._project(x)")
 
 
 async def test_a_step_left_undone_starts_again_from_the_parent_sampled_wider(world: MemoryWorld) -> None:

@@ -106,7 +106,9 @@ def test_a_campaign_flows_through_every_service(
     plumbing = {k: v for k, v in stack_env(tmp_path / "var").items() if k != "ASIARCH_LLM_BACKEND"}
     env = {**plumbing, **CAPS, "ASIARCH_CORPUS_DIR": str(corpus_dir),
            "ASIARCH_EMBEDDER": "minilm", "ASIARCH_MAX_ATTEMPTS": "2",
-           "ASIARCH_TRAIN_THREADS": "1", "ASIARCH_LLM_THREADS": "1", "ASIARCH_ACK_WAIT_S": "30"}
+           "ASIARCH_TRAIN_THREADS": "1", "ASIARCH_LLM_THREADS": "1", "ASIARCH_ACK_WAIT_S": "30",
+           # Every path once, not every retry: one revision per draft, a second seed for the leader only.
+           "ASIARCH_REVISIONS": "1", "ASIARCH_REPLICATE_TOP_K": "1"}
     up = asiarch(env, "up", "--with-prometheus", timeout=300)
     state = StackState.read(tmp_path / "var")
     if state is not None:  # registered first: an `up` that fails half-way leaves processes to end too
