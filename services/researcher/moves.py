@@ -87,14 +87,18 @@ def slot_of(marked: str) -> str | None:
 
 def fill_slot(marked: str, written: str) -> str | None:
     """The marked function with ``written`` (a reply's code, the slot's lines only) in its slot, in place of the
-    marked line; None when there is no slot, nothing written, or the result does not parse."""
+    marked line; None when there is no slot, nothing written, or the result does not parse. A slot at the end of a
+    function that ends in a ``return`` is filled before that return, where the new lines can still matter."""
     lines = marked.rstrip("\n").splitlines()
     at = next((i for i, line in enumerate(lines) if TODO in line), None)
-    new = [line for line in textwrap.dedent(without_todo(written)).strip("\n").splitlines()]
+    new = textwrap.dedent(without_todo(written)).strip("\n").splitlines()
     if at is None or not any(line.strip() for line in new):
         return None
     indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
-    filled = "\n".join([*lines[:at], *(indent + line if line.strip() else "" for line in new), *lines[at + 1:]]) + "\n"
+    lines.pop(at)
+    if at == len(lines) and at > 0 and re.match(rf"{indent}return\b", lines[at - 1]):
+        at -= 1  # after the last return nothing runs
+    filled = "\n".join([*lines[:at], *(indent + line if line.strip() else "" for line in new), *lines[at:]]) + "\n"
     try:
         ast.parse(textwrap.dedent(filled))
     except SyntaxError:

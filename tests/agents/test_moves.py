@@ -159,3 +159,6 @@ def test_a_slot_reply_fills_the_marked_place_and_nothing_else() -> None:
     assert added is not None and "    if x.dim() == 3:\n        x = x * 2\n    y = self.proj(x)" in added
     assert fill_slot(lines, "x = (") is None and fill_slot(lines, "\n") is None  # unparsable, or nothing written
     assert slot_of(source) is None and fill_slot(source, "x = 1") is None  # nothing marked
+    # At the end of a function that returns, the new lines go before the return: after it they would never run.
+    ending = fill_slot(Step("forward", "scale", "end").marked(source), "y = y * 2")
+    assert ending == source.replace("    return self.out(y)", "    y = y * 2\n    return self.out(y)")
