@@ -34,7 +34,7 @@ def components(parent: str, donor: str) -> list[tuple[str, bool]]:
     only one function tells them apart, since porting it would make the parent the donor (a child's one change
     undone by its own parent's version, say)."""
     theirs, ours = functions_of(donor), functions_of(parent)
-    differing = [key for key in theirs.keys() | ours.keys() if theirs.get(key) != ours.get(key)]
+    differing = {key for key in theirs.keys() | ours.keys() if theirs.get(key) != ours.get(key)}
     if len(differing) < 2:
         return []
     return [(name, is_method) for name, is_method in theirs if (name, is_method) in differing

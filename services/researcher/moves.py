@@ -32,6 +32,7 @@ from typing import Any
 from shared.events import FREE_MOVE
 from shared.memory_client import LearnedMove, MoveRecord
 from shared.mixer.edit import function_matching
+from shared.mixer.source import parses
 
 TODO = "# TODO: the change goes here"
 
@@ -99,11 +100,7 @@ def fill_slot(marked: str, written: str) -> str | None:
     if at == len(lines) and at > 0 and re.match(rf"{indent}return\b", lines[at - 1]):
         at -= 1  # after the last return nothing runs
     filled = "\n".join([*lines[:at], *(indent + line if line.strip() else "" for line in new), *lines[at:]]) + "\n"
-    try:
-        ast.parse(textwrap.dedent(filled))
-    except SyntaxError:
-        return None
-    return filled
+    return filled if parses(textwrap.dedent(filled)) else None
 
 
 def without_todo(source: str) -> str:

@@ -236,10 +236,8 @@ def restore_parameter(failure: Failure) -> Iterator[Repair]:
         parameter = None if theirs is None else _defaulted_parameter(donor, theirs, name)
         if parameter is None:
             continue
-        last = function.args.args[-1]
-        defaults = function.args.defaults
-        ends = [last, *([defaults[-1]] if defaults else [])]  # defaults belong to the last parameters
-        end = max(ends, key=lambda node: (node.end_lineno or 0, node.end_col_offset or 0))
+        # Defaults belong to the last parameters: the last one's default, if any, ends the named parameters.
+        end = function.args.defaults[-1] if function.args.defaults else function.args.args[-1]
         at = _offset(failure.code, end.end_lineno or end.lineno, end.end_col_offset or 0)
         yield Repair(failure.code[:at] + f", {parameter}" + failure.code[at:],
                      f"`{function.name}` reads `{name}`, a parameter of the {baseline} baseline's `{function.name}`"
