@@ -8,9 +8,9 @@ from typing import Protocol
 
 from shared.bus import Delivery
 from shared.events import Event, JudgeScored, LlmUsage, ReplicateTrained, TrainSucceeded, caused_by
+from shared.judging import WEIGHTS, weighted
 
 PRODUCER = "judge"
-WEIGHTS = {"performance": 0.3, "innovation": 0.25, "complexity": 0.45}
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Scores:
                 raise ValueError(f"{name} score {value} is outside 1–10")
 
     def weighted(self) -> float:
-        return sum(weight * getattr(self, name) for name, weight in WEIGHTS.items())
+        return weighted(self.performance, self.innovation, self.complexity)
 
 
 class Scorer(Protocol):

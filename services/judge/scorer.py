@@ -1,4 +1,4 @@
-"""The judge: performance from the measurements (performance.py), innovation and complexity from the LLM against
+"""The judge: performance from the measurements (shared/judging.py), innovation and complexity from the LLM against
 anchors that show each baseline's measured numbers beside its scores. Weights are applied in code."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from string import Template
 from typing import Any
 
 from services.judge.handlers import Scores
-from services.judge.performance import Standing, performance, score_of
 from shared.events import ReplicateTrained, TrainSucceeded
+from shared.judging import Standing, anchor_of, performance, score_of
 from shared.llm import LlmClient, MalformedOutput
 from shared.memory_client import ExperimentWithLineage, MemoryClient, ProfileBaselines
 from shared.mixer.baselines import BASELINES, baseline_of_ref
@@ -29,18 +29,6 @@ SCORE_SCHEMA = {
         "rationale": {"type": "string", "maxLength": 600},
     },
     "required": ["innovation", "complexity", "rationale"],
-}
-
-# How the built-in designs score on the two scales the LLM judges, so they mean the same from one judgement to the
-# next. Their performance is not a fixed opinion: it is where their measured loss falls (performance.py).
-ANCHORS: dict[str, tuple[str, int, int]] = {  # baseline -> (description, innovation, complexity)
-    "linear_attention": ("linear attention (elu+1, no decay)", 2, 9),
-    "retnet": ("RetNet retention (fixed per-head decay)", 4, 8),
-    "gla": ("GLA (data-dependent gates)", 6, 6),
-    "deltanet": ("DeltaNet (delta rule)", 7, 6),
-    "gated_deltanet": ("Gated DeltaNet (gated delta rule)", 8, 5),
-    "mamba2": ("Mamba2-like SSD", 7, 6),
-    "softmax_attention": ("softmax attention (quadratic, the upper reference)", 3, 4),
 }
 
 SYSTEM = "You judge token-mixer designs fairly and consistently against fixed anchors. You answer with JSON only."
@@ -89,7 +77,7 @@ def anchors_table(context: Context, run: Measured, name: str, run_tasks: dict[st
     header = ["design", "val loss", *tasks, "performance", "innovation", "complexity"]
     rows = [header, ["---"] * len(header)]
     for mixer in sorted(context.baselines.mixers, key=lambda m: m.val_loss_mean or math.inf):
-        described, innovation, complexity = ANCHORS.get(mixer.mixer, (mixer.mixer, 5, 5))
+        described, innovation, complexity = anchor_of(mixer.mixer)
         loss = mixer.measured()
         means = mixer.task_means(tasks)
         rows.append([described, loss.text() if loss else "-", *(f"{means[t]:.3f}" if t in means else "-"

@@ -22,9 +22,12 @@ from typing import Any
 
 from pymongo.database import Database
 
-from services.memory.projection import BASELINES, EXPERIMENTS
-from shared.events import Event, FitnessComputed, caused_by
-from shared.noise import signal_mean
+from services.memory.projection import BASELINE_MIXERS, BASELINES, EXPERIMENTS, bench_mean
+from shared.events import NO_ISLAND, Event, FitnessComputed, caused_by
+from shared.judging import anchor_of, score_of, weighted
+from shared.mixer.baselines import BASELINES as BUILT_IN
+from shared.mixer.baselines import QUADRATIC, baseline_ref
+from shared.noise import Measured, signal_mean
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +154,42 @@ def fitness_event(db: Database, cause: Event, experiment: Mapping[str, Any] | No
     if terms is None:
         return None
     return FitnessComputed(**caused_by(cause, PRODUCER), **asdict(terms))  # type: ignore[arg-type]
+
+
+# --- the baselines as parents -------------------------------------------------------------------------------------
+
+
+def baseline_entries(db: Database, profile: str) -> list[dict[str, Any]]:
+    """The profile's measured sub-quadratic built-in baselines in the form of ranked experiment documents, so that
+    parent sampling ranks them beside a campaign's runs instead of dropping them once one run ranks (a campaign's
+    first weak run was otherwise the parent of every proposal after it).
+
+    Each is scored as a run equal to it would be: the loss and benchmark terms against the fitness reference, the
+    judge term from the judge's own rule (its performance among the baselines, its anchor's innovation and
+    complexity). None before the profile has a fitness reference, as no run has a fitness then either.
+    """
+    reference = get_baseline(db, profile)
+    if reference is None:
+        return []
+    mixers = [d for d in db[BASELINE_MIXERS].find({"profile": profile}) if d.get("val_loss_mean") is not None]
+    measured = {d["mixer"]: Measured(d["val_loss_mean"], d.get("val_loss_std"), d.get("seeds", 0)) for d in mixers}
+    floor = (db[BASELINES].find_one({"_id": profile}) or {}).get("noise_sd")
+    parents = [d for d in mixers if d["mixer"] in BUILT_IN and d["mixer"] not in QUADRATIC]
+    return [_baseline_entry(d, measured, floor, reference) for d in sorted(parents, key=lambda d: d["mixer"])]
+
+
+def _baseline_entry(mixer: Mapping[str, Any], measured: Mapping[str, Measured], floor: float | None,
+                    reference: Baseline) -> dict[str, Any]:
+    name = mixer["mixer"]
+    runs = [r for r in (mixer.get("runs") or {}).values() if r.get("val_loss") is not None]
+    tasks = sorted({task for r in runs for task in r.get("benchmarks") or {}})
+    benchmarks = {t: statistics.fmean(r["benchmarks"][t] for r in runs if t in r["benchmarks"]) for t in tasks}
+    _, innovation, complexity = anchor_of(name)
+    judged = weighted(score_of(measured[name].mean, measured, floor), innovation, complexity)
+    terms = fitness_terms(val_loss=measured[name].mean, bench=signal_mean(benchmarks, reference.signal_tasks),
+                          baseline_loss=reference.val_loss_mean, baseline_bench=reference.signal_bench,
+                          judge_weighted=judged)
+    return {"_id": baseline_ref(name), "campaign_id": "", "name": name, "status": "trained", "parent_ids": [],
+            "profile": mixer["profile"], "fitness_total": terms.total, "val_loss": measured[name].mean,
+            "val_loss_sd": measured[name].sd, "seeds": measured[name].seeds, "benchmarks": benchmarks,
+            "bench_mean": bench_mean(benchmarks), "island": NO_ISLAND, "n_children": 0, "baseline": True}

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from services.memory.fitness import baseline_entries
 from services.memory.projection import BASELINE_MIXERS, BASELINES, CAMPAIGNS, EXPERIMENTS, FAILURES, STATUSES
 from shared.events import NO_ISLAND
 
@@ -145,23 +146,46 @@ def island_of(doc: Doc, islands: int) -> int:
     return int.from_bytes(hashlib.sha256(str(doc["_id"]).encode()).digest()[:4], "big") % islands
 
 
+def campaign_baselines(db: Database, campaign_id: str | None) -> list[Doc]:
+    """The built-in baselines measured at the campaign's profile, ranked with a fitness (``baseline_entries``), each
+    with the number of the campaign's proposals derived from it; none without a campaign (no profile to rank at)."""
+    campaign = db[CAMPAIGNS].find_one({"_id": campaign_id}) if campaign_id else None
+    if not campaign or not campaign.get("profile"):
+        return []
+    entries = baseline_entries(db, campaign["profile"])
+    for entry in entries:
+        derived = db[EXPERIMENTS].find({"campaign_id": campaign_id, "parent_ids": entry["_id"]},
+                                       {"parent_ids": 1, "status": 1})
+        entry["n_children"] = sum(d["parent_ids"][0] == entry["_id"] and d["status"] != "rejected" for d in derived)
+    return entries
+
+
+def parent_pool(db: Database, campaign_id: str | None, limit: int) -> list[Doc]:
+    """What a parent is drawn from, best first: the ranked runs not waiting for a replicate (a run waiting for its
+    second seed may rank on one lucky seed) and the campaign profile's baselines, which stay in the pool until ten
+    runs outrank them."""
+    # Filtered here, as the embedded store's and MongoDB's $ne disagree on missing fields.
+    runs = [d for d in ranked_experiments(db, campaign_id, limit) if not d.get("awaiting_replicate")]
+    pool = [*runs, *campaign_baselines(db, campaign_id)]
+    return sorted(pool, key=lambda d: (-_number(d.get("fitness_total")), d["_id"]))
+
+
 def sample_parents(
     db: Database, *, strategy: Strategy = "two_tier", references: int = 4, seed: int | None = None,
     campaign_id: str | None = None, exploration: float = 1.0, island: int | None = None, islands: int = 0,
 ) -> ParentSample:
     """Two-tier sampling (parent uniformly from the top 10, references from ranks 11–50) or UCB over the top 50,
-    of the ranked runs not waiting for a replicate; with ``islands`` > 0 and an ``island``, of that island's.
+    of the parent pool (``parent_pool``); with ``islands`` > 0 and an ``island``, of that island's runs and the
+    baselines (which every island starts from).
 
-    With fewer than 11 ranked experiments the references come from the rest of the top tier. No ranked
-    experiment at all gives ``parent=None``: the caller starts from a baseline.
+    With fewer than 11 in the pool the references come from the rest of the top tier. An empty pool (nothing ranks
+    before the profile's fitness reference is measured) gives ``parent=None``: the caller starts from a baseline.
     """
     rng = random.Random(seed)
-    # A run waiting for its second seed is not drawn yet: its rank may be one lucky seed (filtered here, as the
-    # embedded store's and MongoDB's $ne disagree on missing fields).
     limit = REFERENCE_BAND * max(1, islands)  # each island keeps its own top band
-    ranked = [d for d in ranked_experiments(db, campaign_id, limit) if not d.get("awaiting_replicate")]
+    ranked = parent_pool(db, campaign_id, limit)
     if islands > 0 and island is not None:
-        ranked = [d for d in ranked if island_of(d, islands) == island % islands]
+        ranked = [d for d in ranked if d.get("baseline") or island_of(d, islands) == island % islands]
     if not ranked:
         return ParentSample(strategy, None, [], 0)
     scores: dict[str, float] = {}

@@ -288,6 +288,10 @@ class Proposer:
             name = random.Random(seed).choice(others)
             return crossover(parent.code, self.baselines[name].read_text(), name, baseline_ref(name), seed)
         donor = random.Random(seed).choice(references)
+        if (name := baseline_of_ref(donor.id)) is not None:  # a baseline ranked among the references
+            if name not in self.baselines:
+                return None
+            return crossover(parent.code, self.baselines[name].read_text(), name, donor.id, seed)
         found = await self.memory.experiment(donor.id)
         if found is None or not found.experiment.code:
             return None
@@ -456,6 +460,10 @@ class Proposer:
         return StaticProblem("duplicate", f"its outputs equal {outcome.same_as}'s on a fixed input")
 
     async def parent_context(self, parent: ExperimentBrief | None, index: int) -> ParentContext:
+        if parent is not None and (name := baseline_of_ref(parent.id)) in self.baselines:
+            return ParentContext(ref=parent.id, name=name, code=self.baselines[name].read_text(),
+                                 motivation=f"the {name} baseline", results=f"{results_line(parent)} (built-in)",
+                                 analysis="")
         if parent is not None:
             found = await self.memory.experiment(parent.id)
             if found is not None and found.experiment.code:

@@ -6,10 +6,10 @@ import pytest
 
 from services.judge.handlers import on_replicate_trained
 from services.judge.handlers import on_train_succeeded as judge
-from services.judge.performance import performance, position
 from services.judge.scorer import LlmScorer
 from shared.bus import Delivery
 from shared.events import JudgeScored, ReplicateTrained
+from shared.judging import performance, position
 from shared.noise import Measured
 from tests.agents.conftest import MemoryWorld, scripted
 from tests.agents.lineage import baselines, child, envelope

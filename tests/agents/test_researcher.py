@@ -27,6 +27,7 @@ from shared.mixer.probe import probe_draft
 from shared.mixer.source import code_similarity
 from shared.store import mongo_client
 from tests.agents.conftest import MemoryWorld, scripted
+from tests.memory.history import baseline_events
 
 CAMPAIGN = Campaign(campaign_id="c1", seed=1, llm_model="scripted", profile="smoke")
 GOOD_CODE = """```python
@@ -64,6 +65,21 @@ async def test_a_first_proposal_starts_from_a_baseline_and_is_repaired(world: Me
     assert "class Mixer(nn.Module)" in prompt and "Causal" in prompt and "chunks of at most 64" in prompt
     assert "```python code block" in backend.seen[1][-1]["content"]  # type: ignore[attr-defined]
     assert event.name == "gated-cumsum" and event.motivation == "gate a running sum"
+
+
+async def test_a_measured_baseline_is_drawn_from_the_ranking_with_its_numbers(world: MemoryWorld) -> None:
+    world.apply(CampaignStarted(event_id="start-c1", occurred_at=utc_now(), producer="cli", campaign_id="c1",
+                                profile="smoke", budget=Budget(experiments=3, cpu_hours=1.0), llm_model="scripted"),
+                *baseline_events("smoke", "deltanet"),
+                *baseline_events("smoke", "gla", (3.9, 3.92), (0.4, 0.41), reference=False))
+    drawn = set()
+    for index in range(4):
+        agent, backend = proposer(world, {"name": "gated", "motivation": "gate a running sum"}, GOOD_CODE)
+        event = (await agent.propose(CAMPAIGN, index=index))[-1]
+        drawn.add(event.parent_ids[0])
+    assert drawn <= {"baseline:deltanet", "baseline:gla"}  # ranked, not the name-order turn (linear_attention)
+    prompt = backend.seen[0][-1]["content"]  # type: ignore[attr-defined]
+    assert "val loss" in prompt and "fitness" in prompt and "(built-in)" in prompt
 
 
 async def test_static_problems_are_shown_to_the_llm_then_rejected(world: MemoryWorld) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -15,8 +16,9 @@ from services.engineer.handlers import Engineer
 from services.memory.api import MemoryApiDeps, create_router
 from services.memory.cognition import starter_update
 from services.memory.projection import Projector
+from services.memory.queries import campaign_baselines, sample_parents
 from services.memory.vectors import HashingEmbedder, VectorStore
-from shared.events import DebugPatched, ProposalCreated, TrainSucceeded
+from shared.events import CampaignStarted, DebugPatched, ProposalCreated, ProposalRejected, TrainSucceeded
 from shared.memory_client import MemoryClient, NotYetProjected
 from tests.memory.history import PROFILE, apply_updates, baseline_events, build_history, numbered
 
@@ -121,6 +123,38 @@ def test_sampling_rejects_bad_input(client: TestClient, params: dict[str, object
 def test_sampling_with_nothing_ranked_returns_no_parent(client: TestClient) -> None:
     body = client.get("/sample/parents", params={"campaign_id": "camp-none"}).json()
     assert body["parent"] is None and body["references"] == [] and body["ranked"] == 0
+
+
+def test_a_campaigns_parent_pool_keeps_its_profiles_baselines(client: TestClient) -> None:
+    """Ranked beside the runs, not replaced by the first one: a campaign's early weak run is not every parent."""
+    runs = client.get("/experiments", params={"campaign_id": "camp-a", "sort": "fitness", "status": "trained",
+                                              "limit": 50}).json()["items"]
+    ranked = {r["id"] for r in runs if r["fitness"] is not None and not r["awaiting_replicate"]}
+    body = client.get("/sample/parents", params={"campaign_id": "camp-a", "strategy": "ucb",
+                                                 "exploration": 0.0}).json()
+    assert set(body["ucb_scores"]) == ranked | {"baseline:deltanet", "baseline:gla"}
+    assert body["ranked"] == len(ranked) + 2
+    anywhere = client.get("/sample/parents", params={"strategy": "ucb", "exploration": 0.0}).json()
+    assert not any(ref.startswith("baseline:") for ref in anywhere["ucb_scores"])  # no campaign: no profile
+
+
+def test_a_baseline_counts_the_campaigns_proposals_made_from_it(db: Database) -> None:
+    history = build_history(experiments=2, campaign="c1")
+    started = next(e for e in history if isinstance(e, CampaignStarted))
+    proposals = [e for e in history if isinstance(e, ProposalCreated)]
+    from_gla = msgspec.structs.replace(proposals[0], parent_ids=("baseline:gla", "baseline:deltanet"))
+    referenced = msgspec.structs.replace(proposals[1], parent_ids=("baseline:deltanet", "baseline:gla"))
+    rejected = ProposalRejected(**{**{f: getattr(from_gla, f) for f in ("occurred_at", "producer", "campaign_id")},
+                                   "event_id": "rejected-1", "experiment_id": "c1-rejected"},
+                                reason="duplicate", detail="", parent_ids=("baseline:gla",))
+    Projector(db).apply_all(numbered([started, *baseline_events(PROFILE, "deltanet"),
+                                      *baseline_events(PROFILE, "gla", (3.9, 3.92), (0.4, 0.41), False),
+                                      from_gla, referenced, rejected]))
+    counts = {entry["_id"]: entry["n_children"] for entry in campaign_baselines(db, "c1")}
+    assert counts == {"baseline:deltanet": 1, "baseline:gla": 1}  # first parents only, and no rejected proposal
+    sample = sample_parents(db, campaign_id="c1", islands=3, island=2, seed=1)
+    assert sample.ranked == 2 and sample.parent is not None and sample.parent["baseline"]  # on every island
+    assert campaign_baselines(db, "no-such-campaign") == []
 
 
 @pytest.mark.parametrize("index", ["motivations", "code", "analyses", "failures", "cognition"])

@@ -11,6 +11,7 @@ from pymongo.database import Database
 
 from services.memory.fitness import (
     Baseline,
+    baseline_entries,
     benchmark_term,
     fitness_event,
     fitness_terms,
@@ -22,6 +23,7 @@ from services.memory.fitness import (
 )
 from services.memory.projection import Projector
 from shared.events import FitnessComputed, JudgeScored, TrainSucceeded
+from shared.judging import anchor_of, weighted
 from shared.noise import f_survival, task_signal
 from tests.memory.history import baseline_events, build_history, numbered
 
@@ -161,6 +163,27 @@ def test_the_benchmark_term_counts_only_the_tasks_with_signal(db: Database) -> N
     assert terms_for(chance_only, baseline).benchmark_term == 0.5  # lambada carries no signal: ignored
     better = {**chance_only, "benchmarks": {"mqar": 0.341, "piqa": 0.341, "lambada": 0.0}}
     assert terms_for(better, baseline).benchmark_term == pytest.approx(sigmoid(6 * 1.0), rel=1e-3)
+
+
+def test_a_baseline_is_ranked_as_the_judge_would_score_a_run_equal_to_it(db: Database) -> None:
+    events = [*baseline_events("smoke", "deltanet", (4.0, 4.2), (0.3, 0.32)),
+              *baseline_events("smoke", "gla", (3.0, 3.1), (0.4, 0.4), reference=False),
+              *baseline_events("smoke", "softmax_attention", (2.9, 3.0), (0.4, 0.4), reference=False)]
+    projector = Projector(db)
+    projector.apply(events[0], 1)
+    assert baseline_entries(db, "smoke") == []  # no fitness reference yet: nothing is ranked, runs nor baselines
+    projector.apply_all(numbered(events[1:], start=2))
+    entries = {e["name"]: e for e in baseline_entries(db, "smoke")}
+    assert sorted(entries) == ["deltanet", "gla"]  # the quadratic reference is measured but never a parent
+    assert baseline_entries(db, "cpu") == []
+    gla, deltanet = entries["gla"], entries["deltanet"]
+    assert gla["_id"] == "baseline:gla" and gla["baseline"] and gla["val_loss"] == pytest.approx(3.05)
+    # deltanet is the reference and the worst baseline (performance 3); gla is 0.95 better than it, beyond 10 %.
+    _, innovation, complexity = anchor_of("deltanet")
+    judged = (weighted(3, innovation, complexity) - 1) / 9
+    assert deltanet["fitness_total"] == pytest.approx(0.5 + 0.5 + judged)
+    assert gla["fitness_total"] > deltanet["fitness_total"]
+    assert gla["benchmarks"] == {"mqar": pytest.approx(0.4), "piqa": pytest.approx(0.4)}
 
 
 @pytest.mark.parametrize(("f", "d1", "d2", "p"), [  # reference values of the F distribution's survival function

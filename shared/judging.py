@@ -1,4 +1,6 @@
-"""The performance score, derived in code from what was measured (docs/architecture.md §7).
+"""How a mixer is judged, where it is not the LLM's call (docs/architecture.md §7): the performance score derived
+in code from what was measured, the weights of the three scores, and the built-in designs' fixed innovation and
+complexity (the anchors the judge's LLM scores a new design against, and what a baseline is scored as).
 
 A language model reading "val loss 5.038 (parent 4.958)" gave it 9/10; a number that a comparison of two numbers
 decides is not the LLM's to give. Where a run falls among the profile's baselines sets its score: the worst
@@ -15,6 +17,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.noise import NOISE_SIGMAS, Measured, combined_noise, compare
+
+# The judge's weighted score; the LLM gives innovation and complexity, never the weighted sum.
+WEIGHTS = {"performance": 0.3, "innovation": 0.25, "complexity": 0.45}
+
+# How the built-in designs score on the two scales the LLM judges, so they mean the same from one judgement to the
+# next. Their performance is not a fixed opinion: it is where their measured loss falls (``performance``).
+ANCHORS: dict[str, tuple[str, int, int]] = {  # baseline -> (description, innovation, complexity)
+    "linear_attention": ("linear attention (elu+1, no decay)", 2, 9),
+    "retnet": ("RetNet retention (fixed per-head decay)", 4, 8),
+    "gla": ("GLA (data-dependent gates)", 6, 6),
+    "deltanet": ("DeltaNet (delta rule)", 7, 6),
+    "gated_deltanet": ("Gated DeltaNet (gated delta rule)", 8, 5),
+    "mamba2": ("Mamba2-like SSD", 7, 6),
+    "softmax_attention": ("softmax attention (quadratic, the upper reference)", 3, 4),
+}
+# A design with no anchor sits mid-scale.
+UNANCHORED = 5
 
 WORST_BASELINE, BEST_BASELINE = 3.0, 7.0
 LOWEST, HIGHEST = 1, 10
@@ -46,6 +65,17 @@ def position(loss: float, baselines: Mapping[str, Measured], floor: float | None
     else:
         value = WORST_BASELINE + (BEST_BASELINE - WORST_BASELINE) * (worst.mean - loss) / (worst.mean - best.mean)
     return min(float(HIGHEST), max(float(LOWEST), value))
+
+
+def weighted(performance: int, innovation: int, complexity: int) -> float:
+    """The judge's weighted score of three 1–10 scores."""
+    scores = {"performance": performance, "innovation": innovation, "complexity": complexity}
+    return sum(weight * scores[name] for name, weight in WEIGHTS.items())
+
+
+def anchor_of(mixer: str) -> tuple[str, int, int]:
+    """A built-in design's (description, innovation, complexity); mid-scale for one with no anchor."""
+    return ANCHORS.get(mixer, (mixer, UNANCHORED, UNANCHORED))
 
 
 def score_of(loss: float, baselines: Mapping[str, Measured], floor: float | None) -> int:
