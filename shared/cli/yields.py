@@ -139,6 +139,8 @@ class YieldTable:
     # Each proposal's move, and every move learned by any campaign up to now (a later campaign reuses them).
     moves: dict[str, str] = field(default_factory=dict)
     learned_ids: set[str] = field(default_factory=set)
+    # The first parent of each of the researcher's proposals at the profile (its rejected drafts included).
+    first_parents: Counter[str] = field(default_factory=Counter)
     beat_parent_beyond_noise: int | None = None  # None: no parent could be compared (no noise known)
     beat_best_baseline_beyond_noise: int | None = None  # None: no baseline measured at the profile
     best_baseline: str | None = None
@@ -154,6 +156,10 @@ class YieldTable:
         component of a reference mixer ported into the parent."""
         not_built_in = self.learned_ids | {FREE_MOVE, CROSSOVER_MOVE}
         return sum(1 for e in self.trained_ids if self.moves.get(e) in not_built_in)
+
+    @property
+    def parents_from_baselines(self) -> int:
+        return sum(n for parent, n in self.first_parents.items() if baseline_of_ref(parent) is not None)
 
     def share(self, seconds: float) -> float:
         return seconds / self.wall_seconds if self.wall_seconds else 0.0
@@ -171,6 +177,7 @@ class YieldTable:
             "fixed_after_patches": {str(k): v for k, v in sorted(self.fixed_after_patches.items())},
             "gave_up": self.gave_up, "trained": self.trained,
             "moves_learned": self.moves_learned, "trained_with_learned_moves": self.trained_with_learned_moves,
+            "distinct_parents": len(self.first_parents), "parents_from_baselines": self.parents_from_baselines,
             "best_val_loss": min(self.val_losses) if self.val_losses else None,
             "beat_reference": self.beat_reference,
             "beat_parent_beyond_noise": self.beat_parent_beyond_noise,
@@ -242,10 +249,12 @@ def _count(table: YieldTable, event: Event, started: dict[tuple[str, int], Event
             table.promoted += 1
         else:
             table.proposed += 1
+            table.first_parents.update(event.parent_ids[:1])
     elif isinstance(event, ProposalRejected):
         # The engineer rejects proposals that were already counted as created; the researcher's are new.
         if event.producer == "researcher":
             table.proposed += 1
+            table.first_parents.update(event.parent_ids[:1])
         table.rejected[rejection_label(event)] += 1
     elif isinstance(event, TrainStarted):
         started[(event.experiment_id, event.attempt)] = event
@@ -340,6 +349,8 @@ def rows(table: YieldTable) -> list[tuple[str, str]]:
         ("fixed by the debugger", f"{sum(table.fixed_after_patches.values())}" + (f" ({fixed})" if fixed else "")),
         ("debugger gave up", str(table.gave_up)),
         ("trained", str(table.trained)),
+        ("parents drawn", f"{len(table.first_parents)} distinct; {table.parents_from_baselines} of "
+                          f"{sum(table.first_parents.values())} proposals from a baseline"),
         ("moves learned", str(table.moves_learned)),
         ("trained with a learned move or the LLM's own", str(table.trained_with_learned_moves)),
         ("best val loss", f"{min(table.val_losses):.4f}" if table.val_losses else "-"),

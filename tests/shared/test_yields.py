@@ -50,9 +50,9 @@ class History:
     def add(self, event: Event) -> None:
         self.events.append(event)
 
-    def propose(self, exp: str, move: str = "output-gate") -> None:
+    def propose(self, exp: str, move: str = "output-gate", parents: tuple[str, ...] = ()) -> None:
         self.add(ProposalCreated(**self.env(exp, "researcher", 10), name=exp, motivation="m", code="c", profile="smoke",
-                                 move=move, llm=LLM))
+                                 move=move, llm=LLM, parent_ids=parents))
 
     def learn(self, exp: str, move_id: str) -> None:
         step = MoveStep(site="forward", anchor="end", instruction="i")
@@ -146,6 +146,19 @@ def test_moves_learned_and_the_trained_mixers_that_used_them() -> None:
     assert table.trained == 4 and table.moves_learned == 2 and table.trained_with_learned_moves == 3
     assert {"moves_learned": 2, "trained_with_learned_moves": 3}.items() <= table.as_dict().items()
     assert ("moves learned", "2") in rows(table)
+
+
+def test_the_parents_drawn_and_how_many_were_baselines() -> None:
+    h = History()
+    h.add(CampaignStarted(**h.env("", "cli"), profile="smoke", budget=Budget(experiments=6), llm_model="m"))
+    h.propose("a", parents=("baseline:gla",))
+    h.propose("b", parents=("a", "baseline:deltanet"))  # a reference is not a parent drawn
+    h.propose("c", parents=("baseline:gla", "a"))
+    h.add(ProposalRejected(**h.env("d", "researcher"), reason="duplicate", detail="d", parent_ids=("a",)))
+    h.add(ProposalRejected(**h.env("c", "engineer"), reason="causality", detail="peeks", parent_ids=("baseline:gla",)))
+    table = tally(h.events, "c-1")
+    assert {"distinct_parents": 2, "parents_from_baselines": 2}.items() <= table.as_dict().items()
+    assert dict(rows(table))["parents drawn"] == "2 distinct; 2 of 4 proposals from a baseline"
 
 
 def test_without_a_reference_nothing_is_claimed_to_beat_it() -> None:
