@@ -107,7 +107,7 @@ class ExperimentSummary(_Model):
     id: str = Field(validation_alias="_id")
     campaign_id: str
     name: str
-    status: Status
+    status: Status | Literal["baseline"] = Field(description="\"baseline\": a built-in baseline in the parent pool")
     parent_ids: list[str]
     fitness: float | None = Field(None, validation_alias="fitness_total")
     profile: str = ""

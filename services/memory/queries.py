@@ -20,6 +20,8 @@ from pymongo.database import Database
 from services.memory.fitness import baseline_entries
 from services.memory.projection import BASELINE_MIXERS, BASELINES, CAMPAIGNS, EXPERIMENTS, FAILURES, STATUSES
 from shared.events import NO_ISLAND
+from shared.mixer.baselines import BASELINES as BUILT_IN
+from shared.mixer.baselines import QUADRATIC, baseline_ref
 
 Doc = dict[str, Any]
 SortKey = Literal["fitness", "time"]
@@ -147,12 +149,17 @@ def island_of(doc: Doc, islands: int) -> int:
 
 
 def campaign_baselines(db: Database, campaign_id: str | None) -> list[Doc]:
-    """The built-in baselines measured at the campaign's profile, ranked with a fitness (``baseline_entries``), each
-    with the number of the campaign's proposals derived from it; none without a campaign (no profile to rank at)."""
+    """The built-in sub-quadratic baselines for the campaign's parent pool: those measured at its profile ranked
+    with a fitness (``baseline_entries``), the others unranked; each with the number of the campaign's proposals
+    made from it. None without a campaign (no profile to rank them at)."""
     campaign = db[CAMPAIGNS].find_one({"_id": campaign_id}) if campaign_id else None
     if not campaign or not campaign.get("profile"):
         return []
     entries = baseline_entries(db, campaign["profile"])
+    measured = {entry["name"] for entry in entries}
+    entries += [{"_id": baseline_ref(name), "campaign_id": "", "name": name, "status": "baseline", "parent_ids": [],
+                 "profile": campaign["profile"], "fitness_total": None, "island": NO_ISLAND, "baseline": True}
+                for name in sorted(BUILT_IN) if name not in QUADRATIC and name not in measured]
     for entry in entries:
         derived = db[EXPERIMENTS].find({"campaign_id": campaign_id, "parent_ids": entry["_id"]},
                                        {"parent_ids": 1, "status": 1})
@@ -162,12 +169,13 @@ def campaign_baselines(db: Database, campaign_id: str | None) -> list[Doc]:
 
 def parent_pool(db: Database, campaign_id: str | None, limit: int) -> list[Doc]:
     """What a parent is drawn from, best first: the ranked runs not waiting for a replicate (a run waiting for its
-    second seed may rank on one lucky seed) and the campaign profile's baselines, which stay in the pool until ten
-    runs outrank them."""
+    second seed may rank on one lucky seed) and the campaign's baselines, the measured ones ranked among the runs
+    (so they stay until ten runs outrank them), the unmeasured ones after every ranked entry: a design of unknown
+    rank fills the top tier only while fewer than ten are ranked, as the population's seeds."""
     # Filtered here, as the embedded store's and MongoDB's $ne disagree on missing fields.
     runs = [d for d in ranked_experiments(db, campaign_id, limit) if not d.get("awaiting_replicate")]
     pool = [*runs, *campaign_baselines(db, campaign_id)]
-    return sorted(pool, key=lambda d: (-_number(d.get("fitness_total")), d["_id"]))
+    return sorted(pool, key=lambda d: (d.get("fitness_total") is None, -_number(d.get("fitness_total")), d["_id"]))
 
 
 def sample_parents(
@@ -178,8 +186,9 @@ def sample_parents(
     of the parent pool (``parent_pool``); with ``islands`` > 0 and an ``island``, of that island's runs and the
     baselines (which every island starts from).
 
-    With fewer than 11 in the pool the references come from the rest of the top tier. An empty pool (nothing ranks
-    before the profile's fitness reference is measured) gives ``parent=None``: the caller starts from a baseline.
+    With fewer than 11 in the pool the references come from the rest of the top tier. ``ranked`` counts those
+    with a fitness. An empty pool (no campaign, and nothing ranked) gives ``parent=None``: the caller starts from a
+    baseline.
     """
     rng = random.Random(seed)
     limit = REFERENCE_BAND * max(1, islands)  # each island keeps its own top band
@@ -188,17 +197,18 @@ def sample_parents(
         ranked = [d for d in ranked if d.get("baseline") or island_of(d, islands) == island % islands]
     if not ranked:
         return ParentSample(strategy, None, [], 0)
+    scored = [d for d in ranked if d.get("fitness_total") is not None]
     scores: dict[str, float] = {}
-    if strategy == "ucb":
-        scores = ucb_scores(ranked, child_counts(ranked), exploration)
-        parent = max(ranked, key=lambda d: (scores[d["_id"]], -ranked.index(d)))
+    if strategy == "ucb" and scored:  # UCB needs a fitness: until one ranks, the draw is two-tier's
+        scores = ucb_scores(scored, child_counts(scored), exploration)
+        parent = max(scored, key=lambda d: (scores[d["_id"]], -scored.index(d)))
     else:
         parent = rng.choice(ranked[:TOP_TIER])
     band = [d for d in ranked[TOP_TIER:REFERENCE_BAND] if d["_id"] != parent["_id"]]
     if not band:
         band = [d for d in ranked[:TOP_TIER] if d["_id"] != parent["_id"]]
     refs = rng.sample(band, min(references, len(band)))
-    return ParentSample(strategy, parent, refs, len(ranked), scores)
+    return ParentSample(strategy, parent, refs, len(scored), scores)
 
 
 # --- stats --------------------------------------------------------------------------------------------------------

@@ -462,8 +462,8 @@ class Proposer:
     async def parent_context(self, parent: ExperimentBrief | None, index: int) -> ParentContext:
         if parent is not None and (name := baseline_of_ref(parent.id)) in self.baselines:
             return ParentContext(ref=parent.id, name=name, code=self.baselines[name].read_text(),
-                                 motivation=f"the {name} baseline", results=f"{results_line(parent)} (built-in)",
-                                 analysis="")
+                                 motivation=f"the {name} baseline",
+                                 results=f"{results_line(parent)}, a built-in baseline", analysis="")
         if parent is not None:
             found = await self.memory.experiment(parent.id)
             if found is not None and found.experiment.code:

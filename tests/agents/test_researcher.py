@@ -22,7 +22,8 @@ from shared.events import (
     utc_now,
 )
 from shared.llm import LlmUnavailable
-from shared.mixer.baselines import BASELINES
+from shared.memory_client import ExperimentBrief
+from shared.mixer.baselines import BASELINES, baseline_ref
 from shared.mixer.probe import probe_draft
 from shared.mixer.source import code_similarity
 from shared.store import mongo_client
@@ -67,19 +68,21 @@ async def test_a_first_proposal_starts_from_a_baseline_and_is_repaired(world: Me
     assert event.name == "gated-cumsum" and event.motivation == "gate a running sum"
 
 
-async def test_a_measured_baseline_is_drawn_from_the_ranking_with_its_numbers(world: MemoryWorld) -> None:
+async def test_the_baselines_are_drawn_from_the_pool_with_their_numbers(world: MemoryWorld) -> None:
     world.apply(CampaignStarted(event_id="start-c1", occurred_at=utc_now(), producer="cli", campaign_id="c1",
                                 profile="smoke", budget=Budget(experiments=3, cpu_hours=1.0), llm_model="scripted"),
                 *baseline_events("smoke", "deltanet"),
                 *baseline_events("smoke", "gla", (3.9, 3.92), (0.4, 0.41), reference=False))
     drawn = set()
-    for index in range(4):
-        agent, backend = proposer(world, {"name": "gated", "motivation": "gate a running sum"}, GOOD_CODE)
+    for index in range(6):
+        agent, _ = proposer(world, {"name": "gated", "motivation": "gate a running sum"}, GOOD_CODE)
         event = (await agent.propose(CAMPAIGN, index=index))[-1]
         drawn.add(event.parent_ids[0])
-    assert drawn <= {"baseline:deltanet", "baseline:gla"}  # ranked, not the name-order turn (linear_attention)
-    prompt = backend.seen[0][-1]["content"]  # type: ignore[attr-defined]
-    assert "val loss" in prompt and "fitness" in prompt and "(built-in)" in prompt
+    assert len(drawn) > 1 and drawn <= {baseline_ref(name) for name in BASELINES if name != "softmax_attention"}
+    measured = ExperimentBrief(id="baseline:gla", name="gla", val_loss=3.91, val_loss_sd=0.014, seeds=2, fitness=1.6)
+    gla = await agent.parent_context(measured, index=0)
+    assert gla.name == "gla" and gla.code == BASELINES["gla"].read_text()
+    assert gla.results == "val loss 3.9100 ± 0.0140 (2 seeds), fitness 1.600, a built-in baseline"
 
 
 async def test_static_problems_are_shown_to_the_llm_then_rejected(world: MemoryWorld) -> None:

@@ -16,7 +16,7 @@ from services.engineer.handlers import Engineer
 from services.memory.api import MemoryApiDeps, create_router
 from services.memory.cognition import starter_update
 from services.memory.projection import Projector
-from services.memory.queries import campaign_baselines, sample_parents
+from services.memory.queries import campaign_baselines, parent_pool, sample_parents
 from services.memory.vectors import HashingEmbedder, VectorStore
 from shared.events import CampaignStarted, DebugPatched, ProposalCreated, ProposalRejected, TrainSucceeded
 from shared.memory_client import MemoryClient, NotYetProjected
@@ -150,10 +150,18 @@ def test_a_baseline_counts_the_campaigns_proposals_made_from_it(db: Database) ->
     Projector(db).apply_all(numbered([started, *baseline_events(PROFILE, "deltanet"),
                                       *baseline_events(PROFILE, "gla", (3.9, 3.92), (0.4, 0.41), False),
                                       from_gla, referenced, rejected]))
-    counts = {entry["_id"]: entry["n_children"] for entry in campaign_baselines(db, "c1")}
-    assert counts == {"baseline:deltanet": 1, "baseline:gla": 1}  # first parents only, and no rejected proposal
+    entries = campaign_baselines(db, "c1")
+    counts = {entry["_id"]: entry["n_children"] for entry in entries}
+    assert {"baseline:deltanet": 1, "baseline:gla": 1}.items() <= counts.items()  # first parents, none rejected
+    unranked = {entry["name"] for entry in entries if entry["fitness_total"] is None}
+    assert unranked == {"gated_deltanet", "linear_attention", "mamba2", "retnet"}  # in the pool, not measured
+    pool = parent_pool(db, "c1", limit=50)
+    assert [d["name"] for d in pool[:2]] == ["gla", "deltanet"] and {d["name"] for d in pool[2:]} == unranked
     sample = sample_parents(db, campaign_id="c1", islands=3, island=2, seed=1)
     assert sample.ranked == 2 and sample.parent is not None and sample.parent["baseline"]  # on every island
+    ucb = sample_parents(db, campaign_id="c1", strategy="ucb", exploration=0.0)
+    assert ucb.parent is not None and ucb.parent["name"] == "gla" and set(ucb.ucb_scores) == {
+        "baseline:gla", "baseline:deltanet"}
     assert campaign_baselines(db, "no-such-campaign") == []
 
 
