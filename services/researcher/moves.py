@@ -46,6 +46,9 @@ class Step:
     # and docstring), "end", "return" (the last return line), "after:<regex>" (a new line after the last line the
     # regex matches), or a regex naming the line to change.
     anchor: str = "end"
+    # For a "return" slot, how a reply that writes only the new part joins the returned expression: "add" or
+    # "multiply" (see ``completed_return``); empty where the instruction says no such thing.
+    combine: str = ""
 
     def marked(self, source: str) -> str:
         """``source`` (one function, dedented) with the TODO comment where the change goes."""
@@ -101,6 +104,49 @@ def fill_slot(marked: str, written: str) -> str | None:
         at -= 1  # after the last return nothing runs
     filled = "\n".join([*lines[:at], *(indent + line if line.strip() else "" for line in new), *lines[at:]]) + "\n"
     return filled if parses(textwrap.dedent(filled)) else None
+
+
+COMBINE = {"add": ast.Add, "multiply": ast.Mult}
+
+
+def completed_return(marked: str, written: str, combine: str = "") -> str | None:
+    """The statement a reply to a marked ``return`` line means. Asked for the whole line, a small model often
+    writes only the quoted part: ``self.skip * x`` for "add `self.skip * x` to it", which in place of the return
+    made ``forward`` return None. A bare expression is joined to the returned one by the step's ``combine``; an
+    ``...`` it writes (``self.out_norm(...)``, quoting "with that whole expression inside") takes the returned
+    expression. None when a bare expression cannot be placed (the step says no combine); any other reply, and any
+    other slot, unchanged."""
+    line = next((line for line in marked.splitlines() if TODO in line), "")
+    returned = _single(line.replace(TODO, ""))
+    reply = _single(written)
+    if not isinstance(returned, ast.Return) or returned.value is None or reply is None:
+        return written
+    value = reply.value if isinstance(reply, ast.Return | ast.Expr) else None
+    if value is None:
+        return written
+    if any(isinstance(node, ast.Constant) and node.value is Ellipsis for node in ast.walk(value)):
+        return ast.unparse(ast.Return(_FillEllipsis(returned.value).visit(value))) + "\n"
+    if isinstance(reply, ast.Return):
+        return written
+    if combine not in COMBINE:
+        return None
+    return ast.unparse(ast.Return(ast.BinOp(returned.value, COMBINE[combine](), value))) + "\n"
+
+
+def _single(code: str) -> ast.stmt | None:
+    try:
+        body = ast.parse(textwrap.dedent(code).strip()).body
+    except SyntaxError:
+        return None
+    return body[0] if len(body) == 1 else None
+
+
+class _FillEllipsis(ast.NodeTransformer):
+    def __init__(self, expression: ast.expr) -> None:
+        self.expression = expression
+
+    def visit_Constant(self, node: ast.Constant) -> ast.expr:
+        return self.expression if node.value is Ellipsis else node
 
 
 def without_todo(source: str) -> str:
@@ -173,7 +219,8 @@ class Move:
     def from_entry(cls, entry: dict[str, Any]) -> Move:
         """A move from its library entry (see ``LIBRARY``); a malformed entry raises ``MoveError``."""
         try:
-            steps = tuple(Step(s["site"], s["instruction"], s.get("anchor", "end")) for s in entry["steps"])
+            steps = tuple(Step(s["site"], s["instruction"], s.get("anchor", "end"), s.get("combine", ""))
+                          for s in entry["steps"])
             move = cls(id=entry["id"], title=entry["title"], why=entry["rationale"], steps=steps,
                        cognition=tuple(entry.get("cognition", ())), present=entry["present"],
                        requires=entry.get("requires", ""), provenance=entry.get("provenance", "built-in"))
@@ -187,6 +234,8 @@ class Move:
                 raise MoveError(f"move {move.id}: bad pattern {pattern!r}: {exc}") from exc
         if not steps:
             raise MoveError(f"move {move.id}: no step")
+        if bad := [step.combine for step in steps if step.combine and step.combine not in COMBINE]:
+            raise MoveError(f"move {move.id}: unknown combine {bad[0]!r} (known: {', '.join(COMBINE)})")
         return move
 
 

@@ -28,6 +28,7 @@ from services.researcher.moves import (
     Step,
     applicable,
     cognition_weighted,
+    completed_return,
     fill_slot,
     from_learned,
     learned_move_id,
@@ -390,7 +391,7 @@ class Proposer:
                     temperature=STEP_TEMPERATURES[min(revision, len(STEP_TEMPERATURES) - 1)])
                 usages.append(usage)
                 conversation.append({"role": "assistant", "content": text[:4000]})
-                written = step_written(text, name, shown, marked)
+                written = step_written(text, name, shown, marked, step.combine)
                 if written is not None:
                     code = put_definition(code, name, written, as_method=is_method)
             code = repair(code, donors=[parent.code, *self.baseline_sources])
@@ -481,13 +482,15 @@ class Proposer:
                              motivation=f"the {name} baseline", results="a built-in baseline", analysis="")
 
 
-def step_written(reply: str, name: str, shown: str, marked: str) -> str | None:
+def step_written(reply: str, name: str, shown: str, marked: str, combine: str = "") -> str | None:
     """The function a step's reply makes: the whole function when the reply wrote one (a small model often does,
-    whatever it was asked), else the marked function with the reply's lines in its slot; None when neither."""
+    whatever it was asked), else the marked function with the reply's lines in its slot (a marked return
+    completed by ``completed_return``); None when neither."""
     whole = extract_function(reply, name)
     if whole is not None:
         return restore_cut_tail(shown, without_todo(whole))
-    return fill_slot(marked, strip_fences(reply))
+    written = completed_return(marked, strip_fences(reply), combine)
+    return None if written is None else fill_slot(marked, written)
 
 
 def island_for(index: int, islands: int, migration_every: int) -> tuple[int, bool]:

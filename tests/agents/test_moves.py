@@ -17,6 +17,7 @@ from services.researcher.moves import (
     Step,
     applicable,
     choose_move,
+    completed_return,
     fill_slot,
     load_library,
     restore_cut_tail,
@@ -138,13 +139,36 @@ def test_the_library_is_data_and_a_malformed_entry_is_refused(tmp_path: Path) ->
     path.write_text(json.dumps({"moves": [entry]}))
     (move,) = load_library(path)
     assert move.steps[0].anchor == "return" and move.provenance == "built-in" and move.functions == ("forward",)
-    for broken in ({**entry, "steps": []}, {**entry, "present": "("}, {k: v for k, v in entry.items() if k != "title"}):
+    divide = {**entry, "steps": [{**entry["steps"][0], "combine": "divide"}]}
+    for broken in ({**entry, "steps": []}, {**entry, "present": "("}, {k: v for k, v in entry.items() if k != "title"},
+                   divide):
         path.write_text(json.dumps({"moves": [broken]}))
         with pytest.raises(MoveError):
             load_library(path)
     path.write_text(json.dumps({"moves": [entry, entry]}))
     with pytest.raises(MoveError, match="repeats an id"):
         load_library(path)
+
+
+def test_a_return_slot_answered_with_only_the_new_part_is_completed() -> None:
+    source = "def forward(self, x):\n    y = self.proj(x)\n    return self.out(y)\n"
+    marked = Step("forward", "add it", "return").marked(source)
+    # Quoting "add `self.skip * x` to it" instead of writing the line: joined by the step's combine.
+    assert completed_return(marked, "self.skip * x", "add") == "return self.out(y) + self.skip * x\n"
+    assert completed_return(marked, "torch.sigmoid(self.gate(x))", "multiply") == (
+        "return self.out(y) * torch.sigmoid(self.gate(x))\n")
+    assert completed_return(marked, "a + b", "multiply") == "return self.out(y) * (a + b)\n"  # precedence kept
+    # "wrap it: `return self.out_norm(...)`": the ... takes the returned expression, with or without the return.
+    for reply in ("return self.out_norm(...)", "self.out_norm(...)"):
+        assert completed_return(marked, reply) == "return self.out_norm(self.out(y))\n"
+    assert completed_return(marked, "self.skip * x") is None  # no combine said: not guessed, the step is re-asked
+    whole = "return self.out(y) + self.skip * x"
+    assert completed_return(marked, whole, "add") == whole  # the whole line, as asked: taken as written
+    assert completed_return(marked, "y = y * 2\nreturn y", "add") == "y = y * 2\nreturn y"  # several lines
+    start = Step("forward", "add", "start").marked(source)
+    assert completed_return(start, "self.skip * x", "add") == "self.skip * x"  # not a return slot
+    filled = fill_slot(marked, completed_return(marked, "self.skip * x", "add") or "")
+    assert filled == source.replace("return self.out(y)", "return self.out(y) + self.skip * x")
 
 
 def test_a_slot_reply_fills_the_marked_place_and_nothing_else() -> None:
