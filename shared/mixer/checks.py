@@ -120,6 +120,41 @@ def check_causality(mixer: nn.Module, d_model: int, seq_len: int = 77) -> dict[s
     return {"causality_max_diff": worst}
 
 
+def check_mixing(mixer: nn.Module, d_model: int, seq_len: int = 77) -> dict[str, float]:
+    """The last position's output must depend on earlier inputs: a token mixer that computes each position from
+    its own input alone is a per-token layer (a change that dropped the mixing path: ``return self.skip * x``
+    trained to a lower smoke loss than every baseline, by being no mixer at all).
+
+    Measured with every parameter perturbed (and restored after), so that a design whose mixing path starts
+    closed (a zero-initialised projection or gate) still shows it; a perturbation that makes the output
+    non-finite proves nothing either way and passes."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, seq_len, d_model, generator=gen)
+    x2 = x.clone()
+    x2[:, :-1] += 3.0 * torch.randn(x2[:, :-1].shape, generator=gen)
+    saved = [(p, p.detach().clone()) for p in mixer.parameters()]
+    try:
+        with torch.no_grad():
+            for p, _ in saved:
+                p.add_(0.1 * torch.randn(p.shape, generator=gen).to(p.dtype))
+            last, moved = call_mixer(mixer, x)[:, -1], call_mixer(mixer, x2)[:, -1]
+    finally:
+        with torch.no_grad():
+            for p, value in saved:
+                p.copy_(value)
+    if not (torch.isfinite(last).all() and torch.isfinite(moved).all()):
+        return {"mixing_diff": math.nan}
+    diff = (moved - last).abs().max().item()
+    if diff <= _tolerance(last, 1e-5):
+        raise CheckFailed(
+            "contract",
+            f"changing every input before position {seq_len - 1} left its output unchanged ({diff:.3g}, T={seq_len}), "
+            "with the parameters perturbed too: each position is computed from its own input alone, so this is no "
+            "token mixer; the mixing path (the recurrence, the state, the attention) must reach the returned value",
+        )
+    return {"mixing_diff": diff}
+
+
 def check_batch(mixer: nn.Module, d_model: int, seq_len: int = 45, batch: int = 3) -> dict[str, float]:
     """Each sample's output must not depend on the other samples in the batch."""
     x = torch.randn(batch, seq_len, d_model, generator=torch.Generator().manual_seed(2))
@@ -283,6 +318,7 @@ def run_checks(source_path: str | Path, profile: Profile, vocab_size: int | None
         check_numerics(mixer, d)
         phase("causality")
         report.measurements |= check_causality(mixer, d)
+        report.measurements |= check_mixing(mixer, d)
         phase("batch")
         report.measurements |= check_batch(mixer, d)
         phase("params")

@@ -11,7 +11,7 @@ from torch import nn
 
 from shared.mixer.baselines import BASELINES, baseline_path
 from shared.mixer.behaviour import behaviour_signature, same_behaviour
-from shared.mixer.checks import check_batch, check_causality, check_syntax, run_checks
+from shared.mixer.checks import check_batch, check_causality, check_mixing, check_syntax, run_checks
 from shared.mixer.contract import CheckFailed, build_mixer, check_signature
 from shared.mixer.loader import load_module
 from shared.mixer.profiles import PROFILES
@@ -82,6 +82,35 @@ class _BatchNormMixer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.proj(x).cumsum(dim=1)
         return h - h.mean(dim=0, keepdim=True)
+
+
+def test_a_mixer_that_dropped_its_mixing_path_is_no_token_mixer(tmp_path: Path) -> None:
+    # A skip-path move whose forward step replaced the return: the recurrence is computed, then thrown away.
+    source = BASELINES["gated_deltanet"].read_text()
+    norm = "        self.head_norm = nn.RMSNorm(self.head_dim)\n"
+    dropped = (source.replace("        return self._output(o.to(x.dtype), x)\n", "        return self.skip * x\n")
+               .replace(norm, norm + "        self.skip = nn.Parameter(torch.zeros(d_model))\n"))
+    assert dropped.count("self.skip") == 2
+    path = tmp_path / "mixer.py"
+    path.write_text(dropped)
+    report = run_checks(path, SMOKE)
+    assert not report.passed and report.kind == "contract" and "no token mixer" in report.message, report.message
+
+
+def test_a_mixing_path_that_starts_closed_still_mixes() -> None:
+    class ZeroOutput(nn.Module):  # a zero-initialised output projection: the output is 0 until it trains
+        def __init__(self, d_model: int, n_heads: int) -> None:
+            super().__init__()
+            self.o_proj = nn.Linear(d_model, d_model)
+            nn.init.zeros_(self.o_proj.weight)
+            nn.init.zeros_(self.o_proj.bias)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.o_proj(torch.cumsum(x, dim=1))
+
+    mixer = build_mixer(ZeroOutput, 32, 2)
+    assert check_mixing(mixer, 32)["mixing_diff"] > 0
+    assert not mixer.o_proj.weight.any() and not mixer.o_proj.bias.any()  # the perturbation was undone
 
 
 def test_batch_dependence_is_caught() -> None:
