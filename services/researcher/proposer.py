@@ -85,6 +85,7 @@ from shared.mixer.source import (
     parses,
     static_problem,
     strip_fences,
+    unread_assignments,
     unused_attributes,
 )
 
@@ -542,9 +543,11 @@ def missing_change(code: str, move: Move | None) -> str:
     change it was asked for, again."""
     unused = ", ".join(f"`self.{name}`" for name in unused_attributes(code))
     discarded = ", ".join(discarded_results(code))
+    unread = ", ".join(unread_assignments(code))
     told = [f"{unused} is created in __init__ but never used: use it in forward." if unused else "",
             f"{discarded} computes a value that nothing uses: assign it and use it in what forward returns."
             if discarded else "",
+            f"{unread} is assigned and never read: use it in what the function returns." if unread else "",
             "Write the change your motivation describes into the code, in forward too."]
     if move is not None:
         told.append(f"The change to make: {move.instruction}")

@@ -10,7 +10,7 @@ import ast
 import math
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from shared.mixer.contract import CheckFailed, build_mixer, call_mixer, check_si
 from shared.mixer.loader import MixerFactory
 from shared.mixer.model import LanguageModel, count_parameters, model_config
 from shared.mixer.profiles import Profile
+from shared.mixer.source import unread_assignments
 
 # Fitted log-log exponent above which a mixer counts as quadratic. Linear mixers measure ~1.0, softmax
 # attention ~1.8-2.0 at the lengths below; 1.5 sits in the middle of that gap.
@@ -120,14 +121,15 @@ def check_causality(mixer: nn.Module, d_model: int, seq_len: int = 77) -> dict[s
     return {"causality_max_diff": worst}
 
 
-def check_mixing(mixer: nn.Module, d_model: int, seq_len: int = 77) -> dict[str, float]:
+def check_mixing(mixer: nn.Module, d_model: int, seq_len: int = 77, unread: Sequence[str] = ()) -> dict[str, float]:
     """The last position's output must depend on earlier inputs: a token mixer that computes each position from
     its own input alone is a per-token layer (a change that dropped the mixing path: ``return self.skip * x``
     trained to a lower smoke loss than every baseline, by being no mixer at all).
 
     Measured with every parameter perturbed (and restored after), so that a design whose mixing path starts
     closed (a zero-initialised projection or gate) still shows it; a perturbation that makes the output
-    non-finite proves nothing either way and passes."""
+    non-finite proves nothing either way and passes. ``unread``: the source's values assigned and never read
+    (``unread_assignments``), named in the failure as where the mixing path was likely dropped."""
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, seq_len, d_model, generator=gen)
     x2 = x.clone()
@@ -150,7 +152,8 @@ def check_mixing(mixer: nn.Module, d_model: int, seq_len: int = 77) -> dict[str,
             "contract",
             f"changing every input before position {seq_len - 1} left its output unchanged ({diff:.3g}, T={seq_len}), "
             "with the parameters perturbed too: each position is computed from its own input alone, so this is no "
-            "token mixer; the mixing path (the recurrence, the state, the attention) must reach the returned value",
+            "token mixer; the mixing path (the recurrence, the state, the attention) must reach the returned value"
+            + (f" ({', '.join(unread)} assigned and never read)" if unread else ""),
         )
     return {"mixing_diff": diff}
 
@@ -302,7 +305,8 @@ def run_checks(source_path: str | Path, profile: Profile, vocab_size: int | None
     report = CheckReport(passed=True)
     try:
         phase("syntax")
-        check_syntax(Path(source_path).read_text(encoding="utf-8"), str(source_path))
+        source = Path(source_path).read_text(encoding="utf-8")
+        check_syntax(source, str(source_path))
         phase("import")
         try:
             module = load_module(source_path)
@@ -318,7 +322,7 @@ def run_checks(source_path: str | Path, profile: Profile, vocab_size: int | None
         check_numerics(mixer, d)
         phase("causality")
         report.measurements |= check_causality(mixer, d)
-        report.measurements |= check_mixing(mixer, d)
+        report.measurements |= check_mixing(mixer, d, unread=unread_assignments(source))
         phase("batch")
         report.measurements |= check_batch(mixer, d)
         phase("params")

@@ -140,6 +140,36 @@ def discarded_results(code: str) -> list[str]:
             if isinstance(node, ast.Expr) and discards_a_tensor(node.value, layers)]
 
 
+def unread_assignments(code: str) -> list[str]:
+    """Plain ``name = value`` assignments that nothing in their function reads: a value computed and dropped
+    (``o = chunked_delta_rule(...)`` above ``return self.skip * x``), each as "`o` (line 66, in forward)"."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    found: list[tuple[int, str]] = []
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        read = {n.id for n in ast.walk(function) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)}
+        found += [(node.lineno, f"`{target.id}` (line {node.lineno}, in {function.name})")
+                  for node in _own_nodes(function) if isinstance(node, ast.Assign) and len(node.targets) == 1
+                  and isinstance(target := node.targets[0], ast.Name) and not target.id.startswith("_")
+                  and target.id not in read]
+    return [text for _, text in sorted(found)]
+
+
+def _own_nodes(function: ast.AST) -> list[ast.AST]:
+    """The nodes of a function's body, not those of the functions and classes defined inside it (their own)."""
+    nodes, todo = [], list(ast.iter_child_nodes(function))
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            todo.extend(ast.iter_child_nodes(node))
+    return nodes
+
+
 def discards_a_tensor(value: ast.expr, layers: set[str]) -> bool:
     if isinstance(value, ast.BinOp | ast.UnaryOp):
         return True

@@ -95,6 +95,7 @@ def test_a_mixer_that_dropped_its_mixing_path_is_no_token_mixer(tmp_path: Path) 
     path.write_text(dropped)
     report = run_checks(path, SMOKE)
     assert not report.passed and report.kind == "contract" and "no token mixer" in report.message, report.message
+    assert "(`o` (line 66, in forward) assigned and never read)" in report.message  # where the path was dropped
 
 
 def test_a_mixing_path_that_starts_closed_still_mixes() -> None:

@@ -15,6 +15,7 @@ from shared.mixer.source import (
     discarded_results,
     static_problem,
     undefined_names,
+    unread_assignments,
     unused_attributes,
 )
 
@@ -283,3 +284,19 @@ def test_a_tensor_computed_and_thrown_away_is_reported_but_a_side_effect_is_not(
              "        return x\n")
     assert discarded_results(mixer) == ["`self.decay(x)` (line 6)", "`x * 2` (line 7)", "`torch.sigmoid(x)` (line 10)"]
     assert discarded_results("def f(:\n") == []
+
+
+def test_a_value_assigned_and_never_read_is_named_with_its_line() -> None:
+    code = """
+def forward(self, x):
+    o = self.mix(x)
+    _, t, _ = x.shape
+    _scratch = x * 2
+    def inner(y):
+        z = y + 1
+        return y
+    used = inner(x)
+    return self.skip * used
+"""
+    assert unread_assignments(code) == ["`o` (line 3, in forward)", "`z` (line 7, in inner)"]
+    assert unread_assignments("def f(:\n") == []
