@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections import Counter
@@ -148,6 +149,22 @@ def test_the_library_is_data_and_a_malformed_entry_is_refused(tmp_path: Path) ->
     path.write_text(json.dumps({"moves": [entry, entry]}))
     with pytest.raises(MoveError, match="repeats an id"):
         load_library(path)
+
+
+@pytest.mark.parametrize("move_id", ["qk-l2-norm", "silu-qk"])
+def test_a_move_on_q_and_k_rewrites_a_function_that_assigns_both(move_id: str) -> None:
+    # retnet's _project returns its k inline: asked to add `k = F.normalize(k)` there, the model wrote a line that
+    # reads a k that does not exist (UnboundLocalError), three times over.
+    move = next(move for move in MOVES if move.id == move_id)
+    for name, path in BASELINES.items():
+        code = path.read_text()
+        target = function_matching(code, move.steps[0].site)
+        if not move.applies_to(code) or target is None:
+            continue
+        function = ast.parse(function_source(code, *target)).body[0]
+        assigned = {n.id for n in ast.walk(function) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        assert {"q", "k"} <= assigned, (name, target)
+    assert function_matching(BASELINES["retnet"].read_text(), move.steps[0].site) == ("forward", True)
 
 
 def test_a_return_slot_answered_with_only_the_new_part_is_completed() -> None:
