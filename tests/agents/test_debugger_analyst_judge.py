@@ -87,7 +87,7 @@ class Mixer(nn.Module):
         self.proj = nn.Linear(d_model, d_model)
 
     def forward(self, x):
-        y = self.proj(x)
+        y = self.proj(x).cumsum(1)
         return y[:, :-1]
 
     def extra_repr(self):
@@ -104,7 +104,7 @@ async def test_the_debugger_asks_for_the_faulty_function_only_and_splices_it_bac
     sample = failure(world)
     failed = msgspec.structs.replace(sample, error_kind="contract", message="wrong output shape",
                                      traceback=SHAPE_TRACEBACK, code=SHAPE_BUG)
-    fixed_method = "```python\ndef forward(self, x):\n    y = self.proj(x)\n    return y\n```"
+    fixed_method = "```python\ndef forward(self, x):\n    y = self.proj(x).cumsum(1)\n    return y\n```"
     llm, backend = scripted(diagnosis("the slice drops the last token"), fixed_method)
     outputs = await on_train_failed(LlmPatcher(llm, world.client), 3, failed, DELIVERY)
     assert len(outputs) == 1 and isinstance(outputs[0], DebugPatched), outputs
