@@ -71,7 +71,7 @@ BROKEN = {
         "        return y\n"),
     "a zero denominator": mixer(
         "        v = self.proj(x)\n        energy = torch.cumsum(v * v, 1) - torch.cumsum(v * v, 1)\n"
-        "        return v / torch.sqrt(energy)\n"),
+        "        return torch.cumsum(v, 1) / torch.sqrt(energy)\n"),
 }
 
 
