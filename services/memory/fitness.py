@@ -189,7 +189,12 @@ def _baseline_entry(mixer: Mapping[str, Any], measured: Mapping[str, Measured], 
     terms = fitness_terms(val_loss=measured[name].mean, bench=signal_mean(benchmarks, reference.signal_tasks),
                           baseline_loss=reference.val_loss_mean, baseline_bench=reference.signal_bench,
                           judge_weighted=judged)
+    return {**unranked_baseline_entry(name, mixer["profile"]), "fitness_total": terms.total,
+            "val_loss": measured[name].mean, "val_loss_sd": measured[name].sd, "seeds": measured[name].seeds,
+            "benchmarks": benchmarks, "bench_mean": bench_mean(benchmarks)}
+
+
+def unranked_baseline_entry(name: str, profile: str) -> dict[str, Any]:
+    """A built-in baseline in the parent pool with no fitness (not measured at the profile)."""
     return {"_id": baseline_ref(name), "campaign_id": "", "name": name, "status": "baseline", "parent_ids": [],
-            "profile": mixer["profile"], "fitness_total": terms.total, "val_loss": measured[name].mean,
-            "val_loss_sd": measured[name].sd, "seeds": measured[name].seeds, "benchmarks": benchmarks,
-            "bench_mean": bench_mean(benchmarks), "island": NO_ISLAND, "n_children": 0, "baseline": True}
+            "profile": profile, "fitness_total": None, "island": NO_ISLAND, "n_children": 0, "baseline": True}

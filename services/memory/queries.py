@@ -17,11 +17,11 @@ from typing import Any, Literal
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from services.memory.fitness import baseline_entries
+from services.memory.fitness import baseline_entries, unranked_baseline_entry
 from services.memory.projection import BASELINE_MIXERS, BASELINES, CAMPAIGNS, EXPERIMENTS, FAILURES, STATUSES
 from shared.events import NO_ISLAND
 from shared.mixer.baselines import BASELINES as BUILT_IN
-from shared.mixer.baselines import QUADRATIC, baseline_ref
+from shared.mixer.baselines import QUADRATIC
 
 Doc = dict[str, Any]
 SortKey = Literal["fitness", "time"]
@@ -157,8 +157,7 @@ def campaign_baselines(db: Database, campaign_id: str | None) -> list[Doc]:
         return []
     entries = baseline_entries(db, campaign["profile"])
     measured = {entry["name"] for entry in entries}
-    entries += [{"_id": baseline_ref(name), "campaign_id": "", "name": name, "status": "baseline", "parent_ids": [],
-                 "profile": campaign["profile"], "fitness_total": None, "island": NO_ISLAND, "baseline": True}
+    entries += [unranked_baseline_entry(name, campaign["profile"])
                 for name in sorted(BUILT_IN) if name not in QUADRATIC and name not in measured]
     for entry in entries:
         derived = db[EXPERIMENTS].find({"campaign_id": campaign_id, "parent_ids": entry["_id"]},

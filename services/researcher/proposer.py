@@ -287,17 +287,21 @@ class Proposer:
             others = [name for name in self.baselines if name != baseline_of_ref(parent.ref)]
             if not others:
                 return None
-            name = random.Random(seed).choice(others)
-            return crossover(parent.code, self.baselines[name].read_text(), name, baseline_ref(name), seed)
+            return self.baseline_crossover(parent, random.Random(seed).choice(others), seed)
         donor = random.Random(seed).choice(references)
         if (name := baseline_of_ref(donor.id)) is not None:  # a baseline ranked among the references
-            if name not in self.baselines:
-                return None
-            return crossover(parent.code, self.baselines[name].read_text(), name, donor.id, seed)
+            return self.baseline_crossover(parent, name, seed) if name in self.baselines else None
         found = await self.memory.experiment(donor.id)
         if found is None or not found.experiment.code:
             return None
         return crossover(parent.code, found.experiment.code, donor.name or donor.id, donor.id, seed)
+
+    def baseline_crossover(self, parent: ParentContext, name: str, seed: int) -> Crossover | None:
+        return crossover(parent.code, self.baselines[name].read_text(), name, baseline_ref(name), seed)
+
+    def baseline_context(self, name: str, results: str) -> ParentContext:
+        return ParentContext(ref=baseline_ref(name), name=name, code=self.baselines[name].read_text(),
+                             motivation=f"the {name} baseline", results=results, analysis="")
 
     async def invent(self, parent: ParentContext, cognition: list[Hit], seed: int) -> Invention | None:
         """A new move for the parent, written by the LLM from one idea (see ``ideas``); None when there is no
@@ -463,9 +467,7 @@ class Proposer:
 
     async def parent_context(self, parent: ExperimentBrief | None, index: int) -> ParentContext:
         if parent is not None and (name := baseline_of_ref(parent.id)) in self.baselines:
-            return ParentContext(ref=parent.id, name=name, code=self.baselines[name].read_text(),
-                                 motivation=f"the {name} baseline",
-                                 results=f"{results_line(parent)}, a built-in baseline", analysis="")
+            return self.baseline_context(name, f"{results_line(parent)}, a built-in baseline")
         if parent is not None:
             found = await self.memory.experiment(parent.id)
             if found is not None and found.experiment.code:
@@ -479,8 +481,7 @@ class Proposer:
         # Nothing ranked yet: start from the baselines in turn, so early proposals explore different families.
         names = sorted(self.baselines)
         name = names[index % len(names)]
-        return ParentContext(ref=baseline_ref(name), name=name, code=self.baselines[name].read_text(),
-                             motivation=f"the {name} baseline", results="a built-in baseline", analysis="")
+        return self.baseline_context(name, "a built-in baseline")
 
 
 def step_written(reply: str, name: str, shown: str, marked: str, combine: str = "") -> str | None:
