@@ -97,6 +97,7 @@ CLOSE_CODE, CLOSE_MOTIVATION = 0.9, 0.92
 DUPLICATE_CANDIDATES = 5
 # Sampling temperature of a move's steps, by revision: precise first, then wider, to get out of a copy.
 STEP_TEMPERATURES = (0.5, 0.8, 1.0)
+FREE_TEMPERATURES = (0.7, 0.9, 1.0)  # a whole-file reply starts wider: it has no marked slot to keep it on the change
 # Code in a step's instruction: a call, an attribute, an assignment or an arithmetic operator.
 CODE_IN_PROSE = re.compile(r"\w\(|\w\.\w|[=*+/@]")
 ARTICLES = {"a", "A", "I"}  # words that are also one-letter names
@@ -354,21 +355,32 @@ class Proposer:
 
     async def draft_changes(self, messages: list[dict[str, str]], seed: int, parent: ParentContext,
                             usages: list[LlmUsage], profile: str) -> tuple[str, StaticProblem | None]:
-        """The functions the LLM chose to change, merged into the parent; a problem goes back as a revision."""
-        messages = [*messages, {"role": "user", "content": WRITE_CODE}]
-        base = for_prompt(parent.code)  # the parent as the prompt showed it
+        """The functions the LLM chose to change, merged into the parent; a problem goes back as a revision.
+        A reply that merges into a draft already tried restarts from the parent, said first and sampled wider:
+        shown its own answer, a small model hands it back word for word."""
+        start = [*messages, {"role": "user", "content": WRITE_CODE}]
+        conversation, base = start, for_prompt(parent.code)  # the parent as the prompt showed it
+        tried: dict[str, StaticProblem] = {}
         for revision in range(self.revisions + 1):
-            text, usage = await self.llm.complete_text(messages, max_tokens=2048,
-                                                       seed=reply_seed(seed, revision, 0))
+            text, usage = await self.llm.complete_text(
+                conversation, max_tokens=2048, seed=reply_seed(seed, revision, 0),
+                temperature=FREE_TEMPERATURES[min(revision, len(FREE_TEMPERATURES) - 1)])
             usages.append(usage)
             code = repair(merge_functions(base, text), donors=[parent.code, *self.baseline_sources])
-            problem = await self.problem_of(code, parent, None, profile)
+            repeated = tried.get(code)
+            problem = repeated or await self.problem_of(code, parent, None, profile)
             if problem is None:
                 break
+            tried[code] = problem
+            if repeated is not None:
+                retry = RETRY.substitute(reason=problem.reason, detail=problem.detail) + WRITE_CODE
+                conversation, base = [*messages, {"role": "user", "content": retry}], for_prompt(parent.code)
+                continue
             if parses(code):
                 base = code  # a revision's functions go into this draft
-            messages = [*messages, {"role": "assistant", "content": text[:6000]},
-                        {"role": "user", "content": REVISE.substitute(reason=problem.reason, detail=problem.detail)}]
+            conversation = [*conversation, {"role": "assistant", "content": text[:6000]},
+                            {"role": "user", "content": REVISE.substitute(reason=problem.reason,
+                                                                          detail=problem.detail)}]
         return code, problem
 
     async def draft_steps(self, messages: list[dict[str, str]], seed: int, parent: ParentContext, move: Move,

@@ -53,7 +53,8 @@ def proposer(world: MemoryWorld, *replies: object, **options: object) -> tuple[P
     """A proposer on scripted replies; without ``moves`` it leaves the change to the LLM (one code reply)."""
     llm, backend = scripted(*replies)  # type: ignore[arg-type]
     options.setdefault("moves", ())
-    return Proposer(llm, world.client, BASELINES, "linear_attention", revisions=1, **options), backend  # type: ignore[arg-type]
+    options.setdefault("revisions", 1)
+    return Proposer(llm, world.client, BASELINES, "linear_attention", **options), backend  # type: ignore[arg-type]
 
 
 async def test_a_first_proposal_starts_from_a_baseline_and_is_repaired(world: MemoryWorld) -> None:
@@ -94,6 +95,20 @@ async def test_static_problems_are_shown_to_the_llm_then_rejected(world: MemoryW
     assert event.llm is not None and event.llm.completion_tokens > 0  # the LLM's work is spend even when rejected
     revision = backend.seen[2][-1]["content"]  # type: ignore[attr-defined]
     assert "rejected before training" in revision and "Mixer must define __init__" in revision
+
+
+async def test_a_draft_written_again_word_for_word_starts_again_from_the_parent_sampled_wider(
+        world: MemoryWorld) -> None:
+    bad = "```python\nimport os\nclass Mixer:\n    pass\n```"
+    agent, backend = proposer(world, {"name": "x", "motivation": "m"}, bad, bad, GOOD_CODE, revisions=2)
+    event = (await agent.propose(CAMPAIGN, index=1))[-1]
+    assert isinstance(event, ProposalCreated) and "torch.sigmoid(self.gate(x))" in event.code
+    seen = backend.seen  # type: ignore[attr-defined]
+    assert "Fix exactly that" in seen[2][-1]["content"]  # the first rejection: a revision of the draft
+    restart = seen[3]
+    assert restart[-1]["content"].startswith("Your last version was rejected before training: contract")
+    assert "Start again from the parent" in restart[-1]["content"] and len(restart) == len(seen[1])
+    assert backend.temperatures[1:] == [0.7, 0.9, 1.0]  # type: ignore[attr-defined]
 
 
 async def test_the_parent_unchanged_is_sent_back_then_a_duplicate(world: MemoryWorld) -> None:
